@@ -1,0 +1,239 @@
+"""Settings of every stage, as frozen dataclasses holding the paper's defaults.
+
+Each field's comment names where the value comes from (research/paper.md section, "code" for the
+official repository's defaults) and its valid range. Change settings with `dataclasses.replace`;
+`__post_init__` rejects invalid values with a `ValueError` naming the field.
+
+Deviations from the official code are named settings; the faithful value is the default unless the
+official behaviour is a plain bug (then the faithful value stays available, see README "Deviations").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+EngineName = Literal["auto", "diffusion", "classic"]
+PresetName = Literal["paper", "fast"]
+
+ENGINES: tuple[str, ...] = ("auto", "diffusion", "classic")
+PRESETS: tuple[str, ...] = ("paper", "fast")
+
+DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_DINO_MODEL = "facebook/dinov2-base"
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Large-hf"
+
+
+def _check(cond: bool, name: str, value: object, expect: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}={value!r} is invalid: expected {expect}")
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    size: int = 512  # long side of the working image in px (paper 2.2 uses 512x512); 64..2048
+    multiple: int = 8  # sides rounded to a multiple of this (8 = SD latent factor); 1..64
+    max_input_pixels: int = 40_000_000  # larger decoded inputs are refused (decompression bombs); >= 1
+    min_side: int = 32  # smaller inputs are refused; >= 1
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.size, int) and 64 <= self.size <= 2048, "size", self.size, "an integer in 64..2048")
+        _check(isinstance(self.multiple, int) and 1 <= self.multiple <= 64, "multiple", self.multiple, "1..64")
+        _check(self.max_input_pixels >= 1, "max_input_pixels", self.max_input_pixels, ">= 1")
+        _check(self.min_side >= 1, "min_side", self.min_side, ">= 1")
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """Stage 1, semantic region segmentation (paper 2.1-2.2)."""
+
+    time_slope: float = 5.0  # d(t) = 1/(1+exp(slope*(t/T - inflection))) (2.1); > 0
+    time_inflection: float = 0.7  # inflection of d(t) (2.1); 0..1
+    pca_dims: int = 60  # PCA components before k-means (2.2 code); 1..512
+    k_min: int = 2  # smallest k tried (2.2 code); >= 2
+    k_max: int = 10  # the cluster upper bound K (2.1); k_min..32
+    n_init: int = 10  # k-means restarts per k (2.2 code); >= 1
+    max_iter: int = 64  # k-means iterations (2.2 code); >= 1
+    tol: float = 1e-4  # k-means tolerance (2.2 code); >= 0
+    silhouette_sample: int = 5000  # points used for the silhouette (2.2 code); >= 100
+    merge_threshold: float = 0.85  # merge clusters whose mean merge-feature L2 distance is below (2.2); >= 0
+    use_depth: bool = True  # depth split and re-merge (2.2 code default True)
+    depth_split_span: float = 0.75  # split a cluster whose depth P95-P05 >= this (2.2); 0..1
+    depth_min_cells: int = 20  # only clusters with at least this many cells are split (2.2 code); >= 1
+    remerge_threshold: float = 0.35  # re-merge below this merge-feature distance... (2.2); >= 0
+    remerge_depth: float = 0.3  # ...and below this mean-depth difference (2.2); 0..1
+    min_region_cells: int = 20  # connected components under this are absorbed by a neighbour (2.2); >= 1
+    seed: int = 42  # k-means / sampling seed (2.2 code); >= 0
+
+    def __post_init__(self) -> None:
+        _check(self.time_slope > 0, "time_slope", self.time_slope, "> 0")
+        _check(0 <= self.time_inflection <= 1, "time_inflection", self.time_inflection, "0..1")
+        _check(1 <= self.pca_dims <= 512, "pca_dims", self.pca_dims, "1..512")
+        _check(self.k_min >= 2, "k_min", self.k_min, ">= 2")
+        _check(self.k_min <= self.k_max <= 32, "k_max", self.k_max, f"{self.k_min}..32")
+        _check(self.n_init >= 1, "n_init", self.n_init, ">= 1")
+        _check(self.max_iter >= 1, "max_iter", self.max_iter, ">= 1")
+        _check(self.tol >= 0, "tol", self.tol, ">= 0")
+        _check(self.silhouette_sample >= 100, "silhouette_sample", self.silhouette_sample, ">= 100")
+        _check(self.merge_threshold >= 0, "merge_threshold", self.merge_threshold, ">= 0")
+        _check(0 <= self.depth_split_span <= 1, "depth_split_span", self.depth_split_span, "0..1")
+        _check(self.depth_min_cells >= 1, "depth_min_cells", self.depth_min_cells, ">= 1")
+        _check(self.remerge_threshold >= 0, "remerge_threshold", self.remerge_threshold, ">= 0")
+        _check(0 <= self.remerge_depth <= 1, "remerge_depth", self.remerge_depth, "0..1")
+        _check(self.min_region_cells >= 1, "min_region_cells", self.min_region_cells, ">= 1")
+        _check(self.seed >= 0, "seed", self.seed, ">= 0")
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """Stage 2, clustered region matching (paper 3.1-3.2)."""
+
+    w_statistical: float = 0.25  # lambda_1 (3.1); >= 0
+    w_semantic: float = 1.0  # lambda_2 (3.1); >= 0
+    w_positional: float = 0.125  # lambda_3 (3.1); >= 0
+    # "random_transformer" reproduces the official random-init 8-layer aggregation (3.2a, faithful);
+    # "moments" uses the plain mean/variance of the region's features (a deviation, no torch needed);
+    # "auto": the engine's choice (diffusion: random_transformer; classic: moments).
+    statistics: Literal["auto", "random_transformer", "moments"] = "auto"
+    block_size: int = 32  # px of a semantic block at 512 px (3.2b: 16x16 blocks of 32x32); >= 1
+    block_min_pixels: int = 10  # a block is kept if more than this many of its px are in the region (3.2b); >= 0
+    # "argmax": every content region takes the best pooled style region (3.2, faithful, many-to-one);
+    # "balanced": a usage penalty spreads content regions over distinct style regions (deviation);
+    # "auto": the engine's choice (diffusion: argmax; classic: balanced).
+    assignment: Literal["auto", "argmax", "balanced"] = "auto"
+    usage_penalty: float = 0.15  # score subtracted per earlier use of a style region ("balanced"); >= 0
+    seed: int = 42  # seed of the random aggregation transformer (3.2a); >= 0
+
+    def __post_init__(self) -> None:
+        for name in ("w_statistical", "w_semantic", "w_positional", "usage_penalty"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        _check(self.statistics in ("auto", "random_transformer", "moments"), "statistics", self.statistics,
+               "'auto', 'random_transformer' or 'moments'")
+        _check(self.assignment in ("auto", "argmax", "balanced"), "assignment", self.assignment,
+               "'auto', 'argmax' or 'balanced'")
+        _check(self.block_size >= 1, "block_size", self.block_size, ">= 1")
+        _check(self.block_min_pixels >= 0, "block_min_pixels", self.block_min_pixels, ">= 0")
+        _check(self.seed >= 0, "seed", self.seed, ">= 0")
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """The diffusion engine: models, inversion (2.2) and latent optimisation (4.2)."""
+
+    sd_model: str = DEFAULT_SD_MODEL  # hub id or local folder of an SD 1.5-layout pipeline
+    dino_model: str = DEFAULT_DINO_MODEL  # hub id or local folder of a DINOv2 model
+    depth_model: str | None = DEFAULT_DEPTH_MODEL  # hub id or local folder; None disables depth
+    lora: str | None = None  # LCM/Hyper-SD LoRA for the "fast" preset (4.2 accelerated variant)
+    inversion_steps: int = 15  # DDIM inversion steps T (2.2); 1..100
+    steps: int = 150  # optimisation timesteps N (4.2); 1..1000
+    iters: int = 1  # Adam steps per timestep (4.2); 1..10
+    lr: float = 0.05  # Adam learning rate eta (4.1); > 0
+    content_weight: float = 0.26  # lambda_c (4.1; demo.py 0.26, app 0.24); >= 0
+    temperature: float = 1.5  # attention temperature on Q in the regional style loss (4.2); > 0
+    # "zero" multiplies masked Q/K/V by zero (faithful, 4.2); "exclude" drops masked keys from the softmax
+    # (the clean variant the authors did not test).
+    mask_mode: Literal["zero", "exclude"] = "zero"
+    # self-attention layers of the loss, by module name (4.2: up_blocks 2 and 3, forward idx 10-15)
+    layers: tuple[str, ...] = ("up_blocks.2.", "up_blocks.3.")
+    scheduler: Literal["ddim", "lcm", "euler_trailing"] = "ddim"  # timestep list of stage 3 (4.2)
+    # "full": DINOv2 sees the whole image resized to a 14-multiple grid (deviation: aligned blocks, any aspect);
+    # "center_crop": the default processor's resize-256/crop-224 (faithful, misaligned, 3.2b).
+    dino_input: Literal["full", "center_crop"] = "full"
+    dino_grid: int = 16  # tokens on the long side for dino_input="full" (3.2b uses 16); 1..64
+    preview_every: int = 10  # stream a cheap latent preview every this many steps; >= 1
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # UNet dtype; inversion stays float32
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "mps"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.sd_model), "sd_model", self.sd_model, "a hub id or a folder")
+        _check(1 <= self.inversion_steps <= 100, "inversion_steps", self.inversion_steps, "1..100")
+        _check(1 <= self.steps <= 1000, "steps", self.steps, "1..1000")
+        _check(1 <= self.iters <= 10, "iters", self.iters, "1..10")
+        _check(self.lr > 0, "lr", self.lr, "> 0")
+        _check(self.content_weight >= 0, "content_weight", self.content_weight, ">= 0")
+        _check(self.temperature > 0, "temperature", self.temperature, "> 0")
+        _check(self.mask_mode in ("zero", "exclude"), "mask_mode", self.mask_mode, "'zero' or 'exclude'")
+        _check(len(self.layers) > 0, "layers", self.layers, "at least one layer name prefix")
+        _check(self.scheduler in ("ddim", "lcm", "euler_trailing"), "scheduler", self.scheduler,
+               "'ddim', 'lcm' or 'euler_trailing'")
+        _check(self.dino_input in ("full", "center_crop"), "dino_input", self.dino_input, "'full' or 'center_crop'")
+        _check(1 <= self.dino_grid <= 64, "dino_grid", self.dino_grid, "1..64")
+        _check(self.preview_every >= 1, "preview_every", self.preview_every, ">= 1")
+        _check(self.dtype in ("float32", "float16", "bfloat16"), "dtype", self.dtype,
+               "'float32', 'float16' or 'bfloat16'")
+        _check(self.device == "cpu" or self.device == "mps" or self.device.startswith("cuda"), "device",
+               self.device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+@dataclass(frozen=True)
+class ClassicSettings:
+    """The weight-free engine: Elad-Milanfar texture optimisation restricted by region (research/classic.md)."""
+
+    grid_cell: int = 8  # px per feature-grid cell (the "latent" grid of the classic engine); 4..32
+    content_weight: float = 1.0  # scale of the content-fusion weight map W; 0 = all style .. 10
+    face_boost: float = 2.0  # extra content weight on detected faces; >= 0
+    scales: int = 3  # pyramid levels L; 1..5
+    patch_sizes: tuple[int, ...] = (33, 21, 13, 9)  # coarse-to-fine patch sizes
+    iterations: int = 3  # I_alg per patch size; 1..20
+    irls_steps: int = 3  # robust-aggregation IRLS steps; 1..10
+    robust_r: float = 0.8  # exponent r of the robust energy; 0.1..2
+    pca_dims: int = 24  # PCA dims of the patch search; 4..128
+    init_noise: float = 50 / 255  # sigma of the initial noise; 0..1
+    denoise_sigma_s: float = 5.0  # edge-preserving filter spatial sigma; 0 disables
+    denoise_sigma_r: float = 0.2  # edge-preserving filter range sigma; 0..1
+
+    def __post_init__(self) -> None:
+        _check(4 <= self.grid_cell <= 32, "grid_cell", self.grid_cell, "4..32")
+        _check(0 <= self.content_weight <= 10, "content_weight", self.content_weight, "0..10")
+        _check(self.face_boost >= 0, "face_boost", self.face_boost, ">= 0")
+        _check(1 <= self.scales <= 5, "scales", self.scales, "1..5")
+        _check(len(self.patch_sizes) > 0 and all(3 <= p <= 65 for p in self.patch_sizes), "patch_sizes",
+               self.patch_sizes, "one or more sizes in 3..65")
+        _check(1 <= self.iterations <= 20, "iterations", self.iterations, "1..20")
+        _check(1 <= self.irls_steps <= 10, "irls_steps", self.irls_steps, "1..10")
+        _check(0.1 <= self.robust_r <= 2, "robust_r", self.robust_r, "0.1..2")
+        _check(4 <= self.pca_dims <= 128, "pca_dims", self.pca_dims, "4..128")
+        _check(0 <= self.init_noise <= 1, "init_noise", self.init_noise, "0..1")
+        _check(self.denoise_sigma_s >= 0, "denoise_sigma_s", self.denoise_sigma_s, ">= 0")
+        _check(0 <= self.denoise_sigma_r <= 1, "denoise_sigma_r", self.denoise_sigma_r, "0..1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs. `engine` and `preset` pick the engine and its defaults."""
+
+    engine: EngineName = "auto"
+    preset: PresetName = "paper"
+    seed: int = 42  # stage-3 seed; >= 0
+    image: ImageSettings = field(default_factory=ImageSettings)
+    regions: RegionSettings = field(default_factory=RegionSettings)
+    matching: MatchSettings = field(default_factory=MatchSettings)
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    classic: ClassicSettings = field(default_factory=ClassicSettings)
+
+    def __post_init__(self) -> None:
+        _check(self.engine in ENGINES, "engine", self.engine, " | ".join(ENGINES))
+        _check(self.preset in PRESETS, "preset", self.preset, " | ".join(PRESETS))
+        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed", self.seed, "an integer in 0..2^32-1")
+
+
+def preset(name: PresetName, **overrides: object) -> Settings:
+    """Settings for a named preset, with top-level field overrides.
+
+    "paper": the official demo.py defaults (150 steps of DDIM timesteps).
+    "fast": the accelerated schedule of demo_accelerate.py (28 steps x 3 iterations, LCM timesteps,
+    lr 0.25, content weight 0.33); it needs `diffusion.lora`.
+    """
+    if name == "paper":
+        base = Settings(preset="paper")
+    elif name == "fast":
+        base = Settings(
+            preset="fast",
+            diffusion=DiffusionSettings(steps=28, iters=3, lr=0.25, content_weight=0.33, scheduler="lcm"),
+            classic=ClassicSettings(scales=2, patch_sizes=(21, 13, 9), iterations=2),
+        )
+    else:
+        raise ValueError(f"preset={name!r} is invalid: expected one of {', '.join(PRESETS)}")
+    return dataclasses.replace(base, **overrides) if overrides else base

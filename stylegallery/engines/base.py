@@ -1,0 +1,58 @@
+"""The small interface every engine implements. pipeline.py is its only caller."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from stylegallery.config import MatchSettings, Settings
+from stylegallery.types import Analysis, Match, TransferStep
+
+
+class Engine(abc.ABC):
+    """Feature extraction for stages 1-2 and the whole of stage 3, behind one signature.
+
+    Engines never call regions.py or matching.py: the pipeline hands them the region maps and
+    matches. They read only the settings that concern them.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def analysis_key(self, settings: Settings) -> Hashable:
+        """The settings (and model identities) that change `analyze`'s result; part of the cache key."""
+
+    @abc.abstractmethod
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+        """Extract features of one working-size image, (H, W, 3) float32 in [0, 1].
+
+        time_weights: (T,) normalised logistic weights of F_mix (paper 2.1) for T inversion steps
+        (diffusion engine); engines without a time axis ignore them.
+        """
+
+    @abc.abstractmethod
+    def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
+        """Replace the "auto" choices of the match settings with this engine's defaults."""
+
+    @abc.abstractmethod
+    def transfer(
+        self,
+        content: Analysis,
+        content_labels: np.ndarray,
+        styles: Sequence[Analysis],
+        style_labels: Sequence[np.ndarray],
+        matches: Sequence[Match],
+        settings: Settings,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[TransferStep]:
+        """Stage 3. Yields previews in order, then exactly one final step at the content's working size.
+
+        Raises `stylegallery.errors.Cancelled` within one step after `should_stop()` turns true.
+        """
+
+    def time_steps(self, settings: Settings) -> int:
+        """T, the number of inversion steps whose features make F_mix (1 for engines without a time axis)."""
+        return 1
