@@ -1,0 +1,6 @@
+import sys
+
+from stylegallery.cli import main
+
+
+sys.exit(main())

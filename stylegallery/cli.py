@@ -1,0 +1,246 @@
+"""`python -m stylegallery run|eval|bench ...`: the command line (contract in DESIGN.md).
+
+Exit 0 on success; exit 2 with one line `error: <what is wrong and how to fix it>` on stderr and no
+output file left behind on bad input or an unusable model location.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from stylegallery.config import ENGINES, PRESETS, Settings, preset
+from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the whole usage by default)
+        self.exit(2, f"error: {message} (see `python -m stylegallery {self.prog.split()[-1]} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stylegallery", description="Region-aware style transfer from several style images.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="restyle CONTENT with one or more STYLE images")
+    run.add_argument("content", metavar="CONTENT", help="the photo to restyle")
+    run.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
+    run.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the result")
+    run.add_argument("--engine", choices=ENGINES, default="auto",
+                     help="diffusion (the paper's method, needs weights), classic (weight-free, CPU), auto (default)")
+    run.add_argument("--preset", choices=PRESETS, default="paper")
+    run.add_argument("--size", type=int, metavar="PX", help="long side of the working image (default 512)")
+    run.add_argument("--seed", type=int, metavar="N", help="seed of stage 3 (default 42)")
+    run.add_argument("--steps", type=int, metavar="N",
+                     help="diffusion: optimisation timesteps (default 150); classic: iterations per patch size (3)")
+    run.add_argument("--content-weight", type=float, metavar="W",
+                     help="content vs style: diffusion lambda_c (default 0.26); classic fusion weight (default 1.0)")
+    run.add_argument("--max-regions", type=int, metavar="K", help="upper bound of regions per image (default 10)")
+    run.add_argument("--mask-out", metavar="PNG", help="write the content region map as a colour PNG")
+    run.add_argument("--matches-out", metavar="JSON", help="write the region matches as JSON")
+    run.add_argument("--figure-out", metavar="PNG", help="write a talk-ready panel")
+    run.add_argument("--sd-model", metavar="ID_OR_DIR", help="Stable Diffusion 1.5 hub id or local folder")
+    run.add_argument("--dino-model", metavar="ID_OR_DIR", help="DINOv2 hub id or local folder")
+    run.add_argument("--depth-model", metavar="ID_OR_DIR|none", help="Depth-Anything-V2 hub id or folder, or none")
+    run.add_argument("--lora", metavar="ID_OR_DIR", help="LCM LoRA for --preset fast (diffusion engine)")
+    run.add_argument("--device", choices=("cpu", "cuda", "mps"), help="diffusion engine device (default cpu)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    ev = sub.add_parser("eval", help="score the classic engine against simple references with weight-free metrics")
+    ev.add_argument("args", nargs=argparse.REMAINDER, help="see `python -m stylegallery eval --help`")
+    bench = sub.add_parser("bench", help="print speed and memory figures of the pipeline")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="see `python -m stylegallery bench --help`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("eval", "bench"):  # these own their arguments
+        return _delegate(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print("error: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; try a smaller --size or fewer style images", file=sys.stderr)
+        return 1
+
+
+def settings_from_args(args: argparse.Namespace, engine_name: str | None = None) -> Settings:
+    """Turn CLI flags into Settings. Stage-3 flags (--steps, --content-weight) go to `engine_name`'s settings."""
+    settings = preset(args.preset, engine=args.engine)
+    if args.seed is not None:
+        settings = dataclasses.replace(settings, seed=args.seed)
+    if args.size is not None:
+        settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=args.size))
+    if args.max_regions is not None:
+        settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, k_max=args.max_regions))
+    d = settings.diffusion
+    changes: dict[str, object] = {}
+    if args.sd_model:
+        changes["sd_model"] = args.sd_model
+    if args.dino_model:
+        changes["dino_model"] = args.dino_model
+    if args.depth_model:
+        changes["depth_model"] = None if args.depth_model.lower() == "none" else args.depth_model
+    if args.lora:
+        changes["lora"] = args.lora
+    if args.device:
+        changes["device"] = args.device
+    engine_name = engine_name or args.engine
+    if engine_name in ("diffusion", "auto"):
+        if args.steps is not None:
+            changes["steps"] = args.steps
+        if args.content_weight is not None:
+            changes["content_weight"] = args.content_weight
+    settings = dataclasses.replace(settings, diffusion=dataclasses.replace(d, **changes))
+    if engine_name == "classic":
+        c = {}
+        if args.steps is not None:
+            c["iterations"] = args.steps
+        if args.content_weight is not None:
+            c["content_weight"] = args.content_weight
+        settings = dataclasses.replace(settings, classic=dataclasses.replace(settings.classic, **c))
+    if args.depth_model and args.depth_model.lower() == "none":
+        settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, use_depth=False))
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    # 1. Check every path before any work, so bad input fails fast and writes nothing
+    outputs = _check_outputs(args)
+    for path in (args.content, *args.styles):
+        if not Path(path).is_file():
+            raise InputError(f"{path!r} is not a file; check the path")
+
+    from stylegallery import images, viz
+    from stylegallery.pipeline import Done, Matched, Pipeline, Preview, Segmented
+
+    pipe = Pipeline()
+    engine_name, reason = pipe.resolve_engine(settings_from_args(args))
+    settings = settings_from_args(args, engine_name)
+    log = _Progress(quiet=args.quiet)
+    log(f"engine: {engine_name} ({reason})")
+
+    # 2. Run, printing progress from the events
+    result = None
+    for event in pipe.run(args.content, args.styles, settings):
+        if isinstance(event, Segmented):
+            if event.engine != engine_name:
+                log(f"engine: {event.engine} ({event.engine_reason})")
+            sizes = ", ".join(str(int(lab.max()) + 1) for lab in event.style_labels)
+            log(f"stage 1: content {int(event.content_labels.max()) + 1} regions; styles {sizes} regions "
+                f"({event.timings['analyze'] + event.timings['segment']:.1f} s)")
+        elif isinstance(event, Matched):
+            pairs = ", ".join(f"R{m.content_region + 1}->S{m.style_image + 1}.R{m.style_region + 1}"
+                              for m in event.matches)
+            log(f"stage 2: {pairs} ({event.timings['match']:.1f} s)")
+        elif isinstance(event, Preview):
+            log(f"stage 3: step {event.step}/{event.total}", transient=True)
+        elif isinstance(event, Done):
+            result = event.result
+    assert result is not None
+    log(f"stage 3: done ({result.timings['transfer']:.1f} s); total {result.timings['total']:.1f} s")
+
+    # 3. Render everything in memory, then write each file atomically; on a failure remove what this run wrote
+    out_image = result.to_pil()
+    rendered: list[tuple[Path, bytes]] = [(outputs["output"], _encode(out_image, outputs["output"]))]
+    if "mask" in outputs:
+        color = viz.labels_to_color(viz.upsample_labels(result.content_labels, out_image.height, out_image.width))
+        rendered.append((outputs["mask"], _encode(images.to_pil(color), outputs["mask"])))
+    if "figure" in outputs:
+        rendered.append((outputs["figure"], _encode(viz.panel(result), outputs["figure"])))
+    if "matches" in outputs:
+        rendered.append((outputs["matches"], (json.dumps(result.matches_json(), indent=2) + "\n").encode()))
+    written: list[Path] = []
+    try:
+        for path, data in rendered:
+            images.write_atomic(path, lambda handle, data=data: handle.write(data))
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    log(f"wrote {', '.join(str(p) for p, _ in rendered)}")
+    return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> dict[str, Path]:
+    outputs = {"output": Path(args.output)}
+    for key, value in (("mask", args.mask_out), ("figure", args.figure_out), ("matches", args.matches_out)):
+        if value:
+            outputs[key] = Path(value)
+    for key, path in outputs.items():
+        suffixes = (".json",) if key == "matches" else IMAGE_SUFFIXES
+        if path.suffix.lower() not in suffixes:
+            raise InputError(f"output {str(path)!r} must end in {' or '.join(suffixes)}")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise InputError(f"output folder {str(folder)!r} does not exist; create it first")
+        if path.is_dir():
+            raise InputError(f"output {str(path)!r} is a folder; give a file name")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"output folder {str(folder)!r} is not writable; choose another location")
+    if len(set(outputs.values())) != len(outputs):
+        raise InputError("two outputs share one path; give each output its own file")
+    return outputs
+
+
+def _encode(image, path: Path) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    image.save(buffer, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    return buffer.getvalue()
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    try:
+        if command == "eval":
+            from stylegallery.evaluate import main as sub_main
+        else:
+            from stylegallery.bench import main as sub_main
+        return int(sub_main(argv) or 0)
+    except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+class _Progress:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.start = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, message: str, transient: bool = False) -> None:
+        if self.quiet:
+            return
+        line = f"[{time.perf_counter() - self.start:6.1f}s] {message}"
+        if self.tty:  # previews overwrite each other on a terminal
+            print(f"\r{line}\x1b[K", file=sys.stderr, end="" if transient else "\n", flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)

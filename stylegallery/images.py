@@ -1,0 +1,256 @@
+"""Loading and validating user images.
+
+Every image enters through `load`: a path, bytes, a PIL image or an array becomes an RGB float32
+array in [0, 1] at the working size (long side `ImageSettings.size`, aspect ratio kept, sides rounded to
+`ImageSettings.multiple`). Anything unusable raises `InputError` with a one-line message saying what is
+wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from stylegallery.config import ImageSettings
+from stylegallery.errors import InputError
+
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]  # noqa: UP007 (runtime alias)
+
+# A truncated file must fail loudly, never load half an image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def load(src: ImageSource, settings: ImageSettings | None = None, *, name: str = "image") -> np.ndarray:
+    """Validate `src` and return it as (H, W, 3) float32 RGB in [0, 1] at the working size."""
+    settings = settings or ImageSettings()
+    rgb = to_rgb(src, settings, name=name)  # (h0, w0, 3) uint8
+    height, width = working_size(rgb.shape[0], rgb.shape[1], settings.size, settings.multiple)
+    return resize(rgb, height, width)
+
+
+def to_rgb(src: ImageSource, settings: ImageSettings | None = None, *, name: str = "image") -> np.ndarray:
+    """Decode and validate `src` at its own size: (h, w, 3) uint8 RGB, EXIF orientation applied."""
+    settings = settings or ImageSettings()
+    if isinstance(src, np.ndarray):
+        rgb = _array_to_rgb(src, name)
+    else:
+        image = _open(src, settings, name)
+        rgb = _pil_to_rgb(image, name)
+    height, width = rgb.shape[:2]
+    if min(height, width) < settings.min_side:
+        raise InputError(
+            f"{name} is {width}x{height} px: too small, each side must be at least {settings.min_side} px; "
+            "use a larger image"
+        )
+    if height * width > settings.max_input_pixels:
+        raise InputError(
+            f"{name} is {width}x{height} px: above the limit of {settings.max_input_pixels:,} pixels; "
+            "downscale it before uploading"
+        )
+    return rgb
+
+
+def working_size(height: int, width: int, long_side: int, multiple: int = 8) -> tuple[int, int]:
+    """(H, W) with the long side at `long_side`, aspect kept, each side a positive multiple of `multiple`."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size {width}x{height} is invalid: both sides must be positive")
+    scale = long_side / max(height, width)
+
+    def _round(side: int) -> int:
+        return max(multiple, int(round(side * scale / multiple)) * multiple)
+
+    return _round(height), _round(width)
+
+
+def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize (h, w, 3) uint8 or float to (height, width, 3) float32 in [0, 1] (area down, bicubic up)."""
+    import cv2  # deferred: keeps `import stylegallery` light
+
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    shrinking = height * width < rgb.shape[0] * rgb.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    if (height, width) != rgb.shape[:2]:
+        rgb = cv2.resize(rgb, (width, height), interpolation=interpolation)
+    return rgb.astype(np.float32) / 255.0
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] -> uint8."""
+    return np.clip(np.asarray(image, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(to_uint8(image) if image.dtype != np.uint8 else image, mode="RGB")
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """A content hash of a working-size image (the cache key of its analysis)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(image.shape).encode())
+    digest.update(np.ascontiguousarray(to_uint8(image) if image.dtype != np.uint8 else image).tobytes())
+    return digest.hexdigest()
+
+
+def save_atomic(image: Image.Image, path: str | os.PathLike, **save_kwargs: object) -> None:
+    """Write `image` to `path` through a temporary file and a rename: no partial file is ever left."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"output file {str(path)!r} has an unknown extension; use .png, .jpg or .webp")
+    write_atomic(path, lambda handle: image.save(handle, format=fmt, **save_kwargs))
+
+
+def write_atomic(path: str | os.PathLike, write: object) -> None:
+    """Call `write(handle)` on a temporary file next to `path`, then rename it over `path`; clean up on any error."""
+    import tempfile
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)  # type: ignore[operator]
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        _unlink_quietly(tmp_name)
+        reason = exc.strerror or str(exc)
+        raise InputError(f"cannot write {str(path)!r}: {reason}; free some space or choose another location") from None
+    except BaseException:
+        _unlink_quietly(tmp_name)
+        raise
+
+
+def _unlink_quietly(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _open(src: ImageSource, settings: ImageSettings, name: str) -> Image.Image:
+    if isinstance(src, Image.Image):
+        return src
+    if isinstance(src, (bytes, bytearray)):
+        if len(src) == 0:
+            raise InputError(f"{name} is empty (0 bytes); choose a PNG, JPEG or WebP file")
+        handle: object = io.BytesIO(bytes(src))
+        label = name
+    elif isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        label = f"{name} {str(path)!r}"
+        if not path.exists():
+            raise InputError(f"{label} does not exist; check the path")
+        if path.is_dir():
+            raise InputError(f"{label} is a folder, not an image file")
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(f"{label} cannot be read: {exc.strerror}") from None
+        if size == 0:
+            raise InputError(f"{label} is empty (0 bytes); choose a PNG, JPEG or WebP file")
+        handle = path
+    else:
+        raise InputError(
+            f"{name} has unsupported type {type(src).__name__}; pass a path, bytes, a PIL image or an array"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Pillow's bomb check warns at half the limit and raises at the full one: make both an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(handle)  # type: ignore[arg-type]
+            if image.width * image.height > settings.max_input_pixels:
+                raise InputError(
+                    f"{label} is {image.width}x{image.height} px: above the limit of {settings.max_input_pixels:,} "
+                    "pixels; downscale it before uploading"
+                )
+            image.load()
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{label} is too large to decode safely (decompression bomb); downscale it") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{label} is not an image Pillow can read; use PNG, JPEG, WebP, GIF, TIFF or BMP") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, MemoryError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{label} is damaged or truncated ({detail}); re-export or re-download it") from None
+    return image
+
+
+def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)  # animated: the first frame
+        image = ImageOps.exif_transpose(image) or image
+    except Exception:  # odd or broken EXIF must not lose the image: keep it unrotated
+        pass
+    mode = image.mode
+    try:
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba).convert("RGB")
+        elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            array = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if array.max(initial=0) > 255 else 255.0
+            grey = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
+        elif mode == "F":
+            array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+            grey = np.clip(array * (255.0 if array.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
+        elif mode != "RGB":
+            image = image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+        rgb = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{name} uses an unsupported colour mode {mode!r} ({exc}); convert it to RGB") from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InputError(f"{name} decoded to shape {rgb.shape}; convert it to an RGB image")
+    return np.ascontiguousarray(rgb)
+
+
+def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InputError(f"{name} array has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(f"{name} array contains NaN or infinite values; replace them before passing the array")
+        lo, hi = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"{name} float array has values in [{lo:.3g}, {hi:.3g}]; float images must be in [0, 1] "
+                "(divide uint8 data by 255)"
+            )
+        array = np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif array.dtype == np.uint16:
+        array = (array.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.integer) and array.size and (array.min() < 0 or array.max() > 255):
+            raise InputError(f"{name} {array.dtype} array has values outside 0..255; pass uint8 or float in [0, 1]")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise InputError(f"{name} array has dtype {array.dtype}; pass uint8 or float in [0, 1]")
+        array = array.astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.shape[2] == 4:
+        alpha = array[..., 3:4].astype(np.float32) / 255.0
+        array = (array[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(array)

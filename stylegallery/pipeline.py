@@ -1,0 +1,417 @@
+"""The StyleGallery pipeline: the one place that composes the three stages.
+
+    images.load -> Engine.analyze -> regions.segment -> matching.match -> Engine.transfer -> Result
+
+`Pipeline` is built once per process. It keeps the loaded engines and a byte-bounded LRU cache of
+per-image work (analyses, region maps, region descriptors), keyed by a hash of the pixels and the
+settings that affect that work, so a second run with the same images, or with only stage-3 settings
+or overrides changed, does no stage-1/2 work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import logging
+import os
+import platform
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stylegallery import images, matching, regions
+from stylegallery.config import MatchSettings, Settings
+from stylegallery.engines.base import Engine
+from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
+from stylegallery.types import Analysis, Match, RegionDescriptor
+
+
+logger = logging.getLogger(__name__)
+
+MAX_STYLES = 16
+DEFAULT_CACHE_BYTES = int(os.environ.get("STYLEGALLERY_CACHE_BYTES", 1_500_000_000))
+
+# Engines by key, imported lazily so the classic path never imports torch.
+ENGINE_REGISTRY: dict[str, str] = {
+    "classic": "stylegallery.engines.classic:ClassicEngine",
+    "diffusion": "stylegallery.engines.diffusion:DiffusionEngine",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Events and result
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1], the content's working size
+    content_image: np.ndarray
+    style_images: list[np.ndarray]
+    content_labels: np.ndarray  # (h, w) int32 on the engine's grid
+    style_labels: list[np.ndarray]
+    matches: list[Match]
+    timings: dict[str, float]
+    engine: str
+    engine_reason: str
+    settings: Settings
+
+    def to_pil(self):  # -> PIL.Image.Image
+        return images.to_pil(self.image)
+
+    def matches_json(self) -> dict[str, Any]:
+        """The `--matches-out` document of the CLI contract (DESIGN.md)."""
+        return {
+            "engine": self.engine,
+            "content_regions": int(self.content_labels.max()) + 1 if self.content_labels.size else 0,
+            "matches": [m.to_json() for m in self.matches],
+            "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class Segmented:
+    engine: str
+    engine_reason: str
+    content_image: np.ndarray
+    content_labels: np.ndarray
+    style_images: list[np.ndarray]
+    style_labels: list[np.ndarray]
+    timings: dict[str, float]
+
+
+@dataclass
+class Matched:
+    matches: list[Match]
+    timings: dict[str, float]
+
+
+@dataclass
+class Preview:
+    step: int
+    total: int
+    image: np.ndarray
+    timings: dict[str, float]
+
+
+@dataclass
+class Done:
+    result: Result
+
+
+Event = Segmented | Matched | Preview | Done
+
+
+# ---------------------------------------------------------------------------------------------
+# The byte-bounded cache
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CacheStats:
+    hits: dict[str, int] = field(default_factory=dict)
+    misses: dict[str, int] = field(default_factory=dict)
+    evictions: int = 0
+
+
+class ByteLRU:
+    """A least-recently-used cache bounded by the summed size of its values in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"cache size {max_bytes} is invalid: expected bytes >= 0")
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.stats = CacheStats()
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, key: Hashable) -> Any | None:
+        with self._lock:
+            item = self._items.get((kind, key))
+            if item is None:
+                self.stats.misses[kind] = self.stats.misses.get(kind, 0) + 1
+                return None
+            self._items.move_to_end((kind, key))
+            self.stats.hits[kind] = self.stats.hits.get(kind, 0) + 1
+            return item[0]
+
+    def put(self, kind: str, key: Hashable, value: Any, nbytes: int) -> None:
+        with self._lock:
+            full_key = (kind, key)
+            if full_key in self._items:
+                self.bytes -= self._items.pop(full_key)[1]
+            if nbytes > self.max_bytes:
+                return  # larger than the whole cache: do not keep it
+            self._items[full_key] = (value, nbytes)
+            self.bytes += nbytes
+            while self.bytes > self.max_bytes and self._items:
+                _, (_, size) = self._items.popitem(last=False)
+                self.bytes -= size
+                self.stats.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+class Pipeline:
+    """StyleGallery, built once and reused: `run` streams events, `__call__` returns the `Result`."""
+
+    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.cache = ByteLRU(cache_bytes)
+        self._engines: dict[Hashable, Engine] = {}
+        self._engine_lock = threading.Lock()
+        self._aggregators: dict[Hashable, Any] = {}
+
+    def __call__(
+        self,
+        content: images.ImageSource,
+        styles: Sequence[images.ImageSource],
+        settings: Settings | None = None,
+        overrides: Mapping[int, tuple[int, int] | None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Result:
+        for event in self.run(content, styles, settings, overrides, should_stop):
+            if isinstance(event, Done):
+                return event.result
+        raise RuntimeError("the pipeline ended without a result")  # unreachable: run always ends with Done
+
+    def run(
+        self,
+        content: images.ImageSource,
+        styles: Sequence[images.ImageSource],
+        settings: Settings | None = None,
+        overrides: Mapping[int, tuple[int, int] | None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Event]:
+        """Run the three stages, yielding `Segmented`, `Matched`, `Preview`s and `Done` in that order."""
+        settings = settings or Settings()
+        stop = should_stop or (lambda: False)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+
+        # 1. Check inputs
+        styles = _check_inputs(content, styles, settings, overrides)
+
+        # 2. Pick the engine
+        engine, engine_reason = self._engine_for(settings)
+        match_settings = engine.resolve_matching(settings.matching)
+
+        # 3. Load and analyse images (cached by pixel hash and the engine's analysis settings)
+        t0 = time.perf_counter()
+        content_image = images.load(content, settings.image, name="content image")
+        style_images = [images.load(s, settings.image, name=f"style image {i + 1}") for i, s in enumerate(styles)]
+        time_weights = regions.logistic_time_weights(
+            engine.time_steps(settings), settings.regions.time_slope, settings.regions.time_inflection
+        )
+        analysis_key = (engine.name, engine.analysis_key(settings))
+        keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
+        analyses: list[Analysis] = []
+        for img, key in zip((content_image, *style_images), keys):
+            _raise_if(stop)
+            analyses.append(self._analyze(engine, img, (key, analysis_key), settings, time_weights))
+        timings["analyze"] = time.perf_counter() - t0
+
+        # 4. Segment every image into regions (stage 1)
+        t0 = time.perf_counter()
+        region_key = dataclasses.astuple(settings.regions)
+        labels = []
+        for analysis, key in zip(analyses, keys):
+            _raise_if(stop)
+            labels.append(self._segment(analysis, (key, analysis_key, region_key), settings))
+        content_labels, style_labels = labels[0], labels[1:]
+        timings["segment"] = time.perf_counter() - t0
+        yield Segmented(engine.name, engine_reason, content_image, content_labels, style_images, style_labels,
+                        dict(timings))
+
+        # 5. Match content regions to the pooled style regions (stage 2)
+        t0 = time.perf_counter()
+        match_key = (match_settings.statistics, match_settings.block_size, match_settings.block_min_pixels,
+                     match_settings.seed)
+        descriptors = [
+            self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings)
+            for analysis, lab, key in zip(analyses, labels, keys)
+        ]
+        matches = matching.match(descriptors[0], descriptors[1:], match_settings, overrides=overrides)
+        timings["match"] = time.perf_counter() - t0
+        yield Matched(list(matches), dict(timings))
+
+        # 6. Transfer the style region by region (stage 3)
+        t0 = time.perf_counter()
+        final: np.ndarray | None = None
+        for step in engine.transfer(analyses[0], content_labels, analyses[1:], style_labels, matches, settings, stop):
+            if step.final:
+                final = step.image
+            else:
+                yield Preview(step.step, step.total, step.image, dict(timings, transfer=time.perf_counter() - t0))
+        if final is None:
+            raise RuntimeError(f"the {engine.name} engine ended without a final image")
+        timings["transfer"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - start
+        yield Done(Result(final, content_image, style_images, content_labels, style_labels, list(matches),
+                          timings, engine.name, engine_reason, settings))
+
+    # -- engines ---------------------------------------------------------------------------------
+
+    def resolve_engine(self, settings: Settings) -> tuple[str, str]:
+        """Which engine `settings` runs on here, and why, without loading any model."""
+        if settings.engine != "auto":
+            return settings.engine, "chosen in the settings"
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("diffusers") is None:
+            return "classic", "torch and diffusers are not installed"
+        has_gpu, why = gpu_available(settings.diffusion.device)
+        if not has_gpu:
+            return "classic", why
+        return "diffusion", why
+
+    def _engine_for(self, settings: Settings) -> tuple[Engine, str]:
+        name, reason = self.resolve_engine(settings)
+        if name == "diffusion" and settings.engine == "auto":
+            try:
+                return self.engine("diffusion", settings), reason
+            except (ModelLoadError, EngineUnavailable) as exc:
+                logger.warning("diffusion engine unavailable, falling back to classic: %s", exc)
+                return self.engine("classic", settings), f"the diffusion models could not be loaded ({exc})"
+        return self.engine(name, settings), reason
+
+    def engine(self, name: str, settings: Settings) -> Engine:
+        """The engine `name`, built once per set of model locations and kept."""
+        if name not in ENGINE_REGISTRY:
+            raise InputError(f"engine {name!r} is unknown; choose one of {', '.join(ENGINE_REGISTRY)} or auto")
+        d = settings.diffusion
+        key: Hashable = (name,) if name == "classic" else (name, d.sd_model, d.dino_model, d.depth_model, d.lora,
+                                                           d.device, d.dtype)
+        with self._engine_lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = _build_engine(name, settings)
+                if name == "diffusion":  # keep one set of diffusion models in memory at a time
+                    for other in [k for k in self._engines if k[0] == "diffusion"]:
+                        del self._engines[other]
+                self._engines[key] = engine
+            return engine
+
+    # -- cached stage work -----------------------------------------------------------------------
+
+    def _analyze(self, engine: Engine, image: np.ndarray, key: Hashable, settings: Settings,
+                 time_weights: np.ndarray) -> Analysis:
+        analysis = self.cache.get("analysis", key)
+        if analysis is None:
+            analysis = engine.analyze(image, settings, time_weights)
+            self.cache.put("analysis", key, analysis, analysis.nbytes)
+        return analysis
+
+    def _segment(self, analysis: Analysis, key: Hashable, settings: Settings) -> np.ndarray:
+        labels = self.cache.get("segment", key)
+        if labels is None:
+            labels = regions.segment(analysis.cluster_features, analysis.merge_features, analysis.depth,
+                                     settings.regions)
+            self.cache.put("segment", key, labels, labels.nbytes)
+        return labels
+
+    def _describe(self, analysis: Analysis, labels: np.ndarray, key: Hashable,
+                  match_settings: MatchSettings) -> list[RegionDescriptor]:
+        descriptors = self.cache.get("describe", key)
+        if descriptors is None:
+            descriptors = matching.describe_regions(labels, analysis.cluster_features, analysis.tokens, match_settings)
+            size = sum(d.statistical.nbytes + d.semantic.nbytes + 64 for d in descriptors)
+            self.cache.put("describe", key, descriptors, size)
+        return descriptors
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def gpu_available(device: str = "cpu") -> tuple[bool, str]:
+    """Whether a usable GPU is present, and a short reason. Imports torch only where a GPU may exist."""
+    nvidia = Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+    apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+    if not nvidia and not apple:
+        return False, "no GPU found"
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed"
+    if nvidia and torch.cuda.is_available():
+        return True, f"GPU found: {torch.cuda.get_device_name(0)}"
+    if apple and torch.backends.mps.is_available():
+        return True, "Apple GPU (mps) found"
+    return False, "no usable GPU found (the driver did not answer)"
+
+
+def _build_engine(name: str, settings: Settings) -> Engine:
+    module_name, _, class_name = ENGINE_REGISTRY[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"the {name} engine needs packages that are not installed ({exc.name}); "
+            "run `pip install -r requirements.txt` or use --engine classic"
+        ) from None
+    cls = getattr(module, class_name)
+    if name == "classic":
+        return cls()
+    d = settings.diffusion
+    device = d.device
+    if settings.engine == "auto" and device == "cpu":
+        has_gpu, _ = gpu_available()
+        if has_gpu:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "mps"
+    return cls(sd_model=d.sd_model, dino_model=d.dino_model, depth_model=d.depth_model, lora=d.lora,
+               device=device, dtype=d.dtype)
+
+
+def _check_inputs(
+    content: object,
+    styles: Sequence[images.ImageSource],
+    settings: Settings,
+    overrides: Mapping[int, tuple[int, int] | None] | None,
+) -> list[images.ImageSource]:
+    if not isinstance(settings, Settings):
+        raise InputError(f"settings must be a stylegallery.Settings, got {type(settings).__name__}")
+    if content is None:
+        raise InputError("no content image given; pass one image to restyle")
+    if isinstance(styles, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(styles, Sequence):
+        styles = [styles]  # type: ignore[list-item]
+    styles = list(styles)
+    if not styles:
+        raise InputError("no style image given; pass at least one style image")
+    if len(styles) > MAX_STYLES:
+        raise InputError(f"{len(styles)} style images given; use at most {MAX_STYLES}")
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise InputError("overrides must map a content region to (style image, style region) or None")
+        for region, target in overrides.items():
+            if not isinstance(region, (int, np.integer)) or region < 0:
+                raise InputError(f"override key {region!r} is not a content region number (0, 1, ...)")
+            if target is not None and (not isinstance(target, (tuple, list)) or len(target) != 2):
+                raise InputError(
+                    f"override for region {region} is {target!r}; give (style image, style region) or None"
+                )
+    return styles
+
+
+def _raise_if(stop: Callable[[], bool]) -> None:
+    if stop():
+        raise Cancelled("the run was cancelled")
