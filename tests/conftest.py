@@ -1,0 +1,48 @@
+"""Shared test set-up: offline environment, markers, the dev gallery location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dev_gallery() -> Path | None:
+    """../shared/gallery-dev (or $STYLEGALLERY_DEV_GALLERY) when present, else None."""
+    candidates = [os.environ.get("STYLEGALLERY_DEV_GALLERY"), REPO.parent / "shared" / "gallery-dev"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "content").is_dir() and (Path(candidate) / "style").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def gallery_dev() -> Path:
+    path = dev_gallery()
+    if path is None:
+        pytest.skip("../shared/gallery-dev is not present")
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = os.environ.get("RUN_SLOW") == "1"
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="needs RUN_SLOW=1 (real weights or minutes of work)"))
+        if "gpu" in item.keywords:
+            try:
+                import torch
+
+                has_cuda = torch.cuda.is_available()
+            except ImportError:
+                has_cuda = False
+            if not has_cuda:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
