@@ -330,7 +330,14 @@ class Pipeline:
                   match_settings: MatchSettings) -> list[RegionDescriptor]:
         descriptors = self.cache.get("describe", key)
         if descriptors is None:
-            descriptors = matching.describe_regions(labels, analysis.cluster_features, analysis.tokens, match_settings)
+            aggregator = None
+            if match_settings.statistics == "random_transformer":  # built once per width and seed, then reused
+                agg_key = (analysis.cluster_features.shape[-1], match_settings.seed)
+                aggregator = self._aggregators.get(agg_key)
+                if aggregator is None:
+                    aggregator = self._aggregators[agg_key] = matching.RandomAggregator(*agg_key)
+            descriptors = matching.describe_regions(labels, analysis.cluster_features, analysis.tokens, match_settings,
+                                                    aggregator=aggregator)
             size = sum(d.statistical.nbytes + d.semantic.nbytes + 64 for d in descriptors)
             self.cache.put("describe", key, descriptors, size)
         return descriptors

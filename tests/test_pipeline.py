@@ -1,0 +1,189 @@
+"""The pipeline object: event order, the byte-bounded cache, overrides, cancellation (engine-agnostic, fake engine)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from stylegallery import pipeline as pl
+from stylegallery.config import MatchSettings, Settings
+from stylegallery.engines.base import Engine
+from stylegallery.errors import Cancelled, InputError
+from stylegallery.types import Analysis, TransferStep
+
+
+class FakeEngine(Engine):
+    """Planted features: cells are clustered by their colour, tokens are the colour too; transfer paints matches."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def analysis_key(self, settings: Settings) -> tuple:
+        return (settings.image.size,)
+
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+        self.calls["analyze"] += 1
+        h, w = image.shape[0] // 8, image.shape[1] // 8
+        cells = image[: h * 8, : w * 8].reshape(h, 8, w, 8, 3).mean(axis=(1, 3)).astype(np.float32)  # (h, w, 3)
+        rng = np.random.default_rng(0)
+        features = np.concatenate([cells, rng.normal(0, 0.01, (h, w, 1)).astype(np.float32)], -1)  # (h, w, 4)
+        return Analysis(image=image, cluster_features=features * 10, merge_features=cells * 10, depth=None,
+                        tokens=cells.copy())
+
+    def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
+        return dataclasses.replace(
+            matching,
+            statistics="moments" if matching.statistics == "auto" else matching.statistics,
+            assignment="argmax" if matching.assignment == "auto" else matching.assignment,
+        )
+
+    def transfer(self, content, content_labels, styles, style_labels, matches, settings, should_stop=lambda: False):
+        self.calls["transfer"] += 1
+        out = np.zeros_like(content.image)
+        for i in range(3):
+            if should_stop():
+                raise Cancelled("stopped")
+            yield TransferStep(i + 1, 3, out + i / 3)
+        yield TransferStep(3, 3, np.clip(content.image * 0.5 + 0.25, 0, 1), final=True)
+
+
+def _two_region_image(h: int = 64, w: int = 96, left=(1.0, 0.1, 0.1), right=(0.1, 0.1, 1.0)) -> np.ndarray:
+    img = np.empty((h, w, 3), np.float32)
+    img[:, : w // 2] = left
+    img[:, w // 2:] = right
+    return (img * 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def fake_pipe(monkeypatch: pytest.MonkeyPatch) -> tuple[pl.Pipeline, FakeEngine]:
+    engine = FakeEngine()
+    pipe = pl.Pipeline(cache_bytes=50_000_000)
+    monkeypatch.setattr(pipe, "_engine_for", lambda settings: (engine, "test engine"))
+    return pipe, engine
+
+
+SMALL = Settings(engine="classic", image=dataclasses.replace(Settings().image, size=96),
+                 regions=dataclasses.replace(Settings().regions, min_region_cells=4, use_depth=False))
+
+
+def test_events_come_in_order_and_result_is_complete(fake_pipe) -> None:
+    pipe, _ = fake_pipe
+    content = _two_region_image()
+    styles = [_two_region_image(left=(0.1, 0.9, 0.1), right=(0.9, 0.9, 0.1)), _two_region_image(80, 80)]
+    events = list(pipe.run(content, styles, SMALL))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Segmented", "Matched", "Preview", "Preview", "Preview", "Done"]
+    seg, matched, done = events[0], events[1], events[-1]
+    assert seg.content_labels.shape == (8, 12) and len(seg.style_labels) == 2
+    assert int(seg.content_labels.max()) + 1 == 2  # two planted regions
+    assert [m.content_region for m in matched.matches] == [0, 1]
+    result = done.result
+    assert result.image.shape == (64, 96, 3)  # the content's aspect ratio
+    assert set(result.timings) >= {"analyze", "segment", "match", "transfer", "total"}
+    doc = result.matches_json()
+    assert doc["engine"] == "fake" and doc["content_regions"] == 2
+    assert set(doc["matches"][0]) >= {"content_region", "style_image", "style_region", "score", "terms"}
+    assert set(doc["matches"][0]["terms"]) == {"statistical", "semantic", "positional"}
+
+
+def test_planted_colours_match_the_same_colour_in_the_pool(fake_pipe) -> None:
+    pipe, _ = fake_pipe
+    content = _two_region_image(left=(1.0, 0.1, 0.1), right=(0.1, 0.1, 1.0))
+    style_a = _two_region_image(left=(0.1, 1.0, 0.1), right=(1.0, 0.1, 0.1))  # red is region 1 of style 0
+    style_b = _two_region_image(left=(0.1, 0.1, 1.0), right=(1.0, 1.0, 0.1))  # blue is region 0 of style 1
+    result = pipe(content, [style_a, style_b], SMALL)
+    by_region = {m.content_region: m for m in result.matches}
+    left_label = int(result.content_labels[0, 0])
+    right_label = int(result.content_labels[0, -1])
+    assert (by_region[left_label].style_image, by_region[left_label].style_region) == (
+        0, int(result.style_labels[0][0, -1]))
+    assert (by_region[right_label].style_image, by_region[right_label].style_region) == (
+        1, int(result.style_labels[1][0, 0]))
+
+
+def test_second_run_hits_the_cache(fake_pipe) -> None:
+    pipe, engine = fake_pipe
+    content, styles = _two_region_image(), [_two_region_image(left=(0.2, 0.8, 0.2))]
+    pipe(content, styles, SMALL)
+    assert engine.calls["analyze"] == 2
+    misses = dict(pipe.cache.stats.misses)
+    pipe(content, styles, SMALL)
+    assert engine.calls["analyze"] == 2  # no new analysis
+    assert pipe.cache.stats.misses == misses  # no new segmentation or descriptors either
+    assert pipe.cache.stats.hits["analysis"] == 2
+    assert pipe.cache.stats.hits["segment"] == 2 and pipe.cache.stats.hits["describe"] == 2
+    # A stage-3-only change (seed) and an override rerun only the transfer
+    pipe(content, styles, dataclasses.replace(SMALL, seed=7), overrides={0: (0, 1)})
+    assert engine.calls["analyze"] == 2 and engine.calls["transfer"] == 3
+    assert pipe.cache.stats.misses == misses
+    # A region setting change re-segments from the cached analyses
+    pipe(content, styles, dataclasses.replace(SMALL, regions=dataclasses.replace(SMALL.regions, k_max=3)))
+    assert engine.calls["analyze"] == 2
+    assert pipe.cache.stats.misses["segment"] == misses["segment"] + 2
+
+
+def test_overrides_are_applied_and_marked(fake_pipe) -> None:
+    pipe, _ = fake_pipe
+    content, styles = _two_region_image(), [_two_region_image(left=(0.2, 0.8, 0.2))]
+    result = pipe(content, styles, SMALL, overrides={0: (0, 1), 1: None})
+    first = result.matches[0]
+    assert (first.style_image, first.style_region, first.source) == (0, 1, "user")
+    assert result.matches[1].source == "auto"
+    with pytest.raises(InputError, match="style image"):
+        pipe(content, styles, SMALL, overrides={0: (3, 0)})
+    with pytest.raises(InputError):
+        pipe(content, styles, SMALL, overrides={0: "style 1"})
+
+
+def test_cache_is_bounded_in_bytes_and_evicts_least_recent() -> None:
+    cache = pl.ByteLRU(max_bytes=100)
+    cache.put("a", 1, "x", 40)
+    cache.put("a", 2, "y", 40)
+    assert cache.get("a", 1) == "x"  # 1 is now the most recent
+    cache.put("a", 3, "z", 40)  # evicts 2
+    assert cache.get("a", 2) is None and cache.get("a", 1) == "x" and cache.get("a", 3) == "z"
+    assert cache.bytes == 80 and cache.stats.evictions == 1
+    cache.put("a", 4, "huge", 1000)  # larger than the cache: not kept, nothing evicted
+    assert cache.get("a", 4) is None and cache.bytes == 80
+
+
+def test_cancellation_stops_the_run(fake_pipe) -> None:
+    pipe, engine = fake_pipe
+    calls = {"n": 0}
+
+    def stop_after_previews() -> bool:
+        calls["n"] += 1
+        return engine.calls["transfer"] > 0 and calls["n"] > 6
+
+    with pytest.raises(Cancelled):
+        list(pipe.run(_two_region_image(), [_two_region_image()], SMALL, should_stop=stop_after_previews))
+
+
+@pytest.mark.parametrize(
+    ("styles", "pattern"),
+    [([], "no style image"), ([b"not an image"], "style image 1"), ([np.zeros((4, 4, 3), np.uint8)], "too small")],
+)
+def test_bad_inputs(fake_pipe, styles, pattern) -> None:
+    pipe, _ = fake_pipe
+    with pytest.raises(InputError, match=pattern):
+        list(pipe.run(_two_region_image(), styles, SMALL))
+    with pytest.raises(InputError, match="content image"):
+        list(pipe.run(b"", [_two_region_image()], SMALL))
+
+
+def test_auto_engine_is_classic_without_a_gpu() -> None:
+    name, reason = pl.Pipeline().resolve_engine(Settings(engine="auto"))
+    has_gpu, _ = pl.gpu_available()
+    if has_gpu:
+        pytest.skip("this machine has a GPU")
+    assert name == "classic" and reason in ("no GPU found", "torch and diffusers are not installed")
+
+
+def test_unknown_engine_is_refused() -> None:
+    with pytest.raises(InputError, match="unknown"):
+        pl.Pipeline().engine("quantum", Settings())
