@@ -1,0 +1,142 @@
+"""The command line contract (DESIGN.md): outputs, exit codes, one-line errors, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylegallery import cli
+from tests.conftest import REPO
+
+
+def _write_image(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    base = np.zeros((h, w, 3), np.float32)
+    base[:, : w // 2] = rng.uniform(0, 1, 3)
+    base[:, w // 2:] = rng.uniform(0, 1, 3)
+    base[h // 3: 2 * h // 3, w // 4: 3 * w // 4] = rng.uniform(0, 1, 3)
+    noise = rng.normal(0, 0.05, base.shape)
+    Image.fromarray((np.clip(base + noise, 0, 1) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    out = {
+        "content": _write_image(tmp_path / "content.png", 120, 80, 0),
+        "style1": _write_image(tmp_path / "style1.png", 96, 96, 1),
+        "style2": _write_image(tmp_path / "style2.png", 80, 100, 2),
+    }
+    (tmp_path / "out").mkdir()
+    return out
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def _assert_one_line_error(code: int, err: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    full = tmp_path / "full.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(full)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(full.read_bytes()[:3000])
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (16, 16)).save(tiny)
+    return {"missing": tmp_path / "missing.png", "empty": empty, "text": text, "truncated": truncated, "tiny": tiny}
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "truncated", "tiny"])
+@pytest.mark.parametrize("position", ["content", "style"])
+def test_bad_images_exit_2_and_write_nothing(files, tmp_path, capsys, case, position) -> None:
+    bad = _bad_inputs(tmp_path)[case]
+    out_dir = tmp_path / "out"
+    content, style = (bad, files["style1"]) if position == "content" else (files["content"], bad)
+    code, err = _run(["run", str(content), str(style), "-o", str(out_dir / "o.png"), "--engine", "classic",
+                      "--size", "96", "--mask-out", str(out_dir / "m.png"), "--matches-out",
+                      str(out_dir / "m.json")], capsys)
+    _assert_one_line_error(code, err)
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        (["-o", "{out}/result.txt"], "must end in"),
+        (["-o", "{tmp}/no/such/folder/o.png"], "does not exist"),
+        (["-o", "{out}/o.png", "--size", "10"], "size"),
+        (["-o", "{out}/o.png", "--max-regions", "1"], "k_max"),
+        (["-o", "{out}/o.png", "--seed", "-1"], "seed"),
+        (["-o", "{out}/o.png", "--content-weight", "-2", "--engine", "classic"], "content_weight"),
+        (["-o", "{out}/o.png", "--matches-out", "{out}/m.png"], "must end in .json"),
+        (["-o", "{out}/o.png", "--mask-out", "{out}/o.png"], "share one path"),
+        (["-o", "{out}/o.png", "--engine", "quantum"], "invalid choice"),
+        (["-o", "{out}/o.png", "--no-such-flag"], "unrecognized"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(files, tmp_path, capsys, extra, pattern) -> None:
+    out_dir = tmp_path / "out"
+    argv = ["run", str(files["content"]), str(files["style1"])]
+    argv += [a.format(out=out_dir, tmp=tmp_path) for a in extra]
+    code, err = _run(argv, capsys)
+    _assert_one_line_error(code, err)
+    assert pattern in err
+    assert os.listdir(out_dir) == []
+
+
+def test_classic_end_to_end_writes_every_output(files, tmp_path, capsys) -> None:
+    pytest.importorskip("stylegallery.engines.classic")
+    out_dir = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), str(files["style2"]),
+                      "-o", str(out_dir / "result.png"), "--engine", "classic", "--size", "128",
+                      "--mask-out", str(out_dir / "mask.png"), "--matches-out", str(out_dir / "matches.json"),
+                      "--figure-out", str(out_dir / "panel.png"), "--seed", "3"], capsys)
+    assert code == 0, err
+    assert "engine: classic" in err and "stage 1" in err and "stage 2" in err
+    result = Image.open(out_dir / "result.png")
+    assert result.size == (128, 88)  # 120x80 content at long side 128, multiples of 8: aspect kept
+    mask = Image.open(out_dir / "mask.png")
+    assert mask.size == result.size and mask.mode == "RGB"
+    doc = json.loads((out_dir / "matches.json").read_text())
+    assert doc["engine"] == "classic" and doc["content_regions"] >= 1
+    assert len(doc["matches"]) == doc["content_regions"]
+    for m in doc["matches"]:
+        assert 0 <= m["content_region"] < doc["content_regions"]
+        assert m["style_image"] in (0, 1)
+        assert set(m["terms"]) == {"statistical", "semantic", "positional"}
+        assert isinstance(m["score"], float)
+    assert set(doc["timings"]) >= {"analyze", "segment", "match", "transfer", "total"}
+    assert Image.open(out_dir / "panel.png").width > result.width
+    assert sorted(os.listdir(out_dir)) == ["mask.png", "matches.json", "panel.png", "result.png"]
+
+
+def test_real_entry_point_runs_as_a_module(files, tmp_path) -> None:
+    """`python -m stylegallery` itself: exit 2 and one line on a bad file, without importing torch first."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "stylegallery", "run", str(tmp_path / "nope.png"),
+                           str(files["style1"]), "-o", str(tmp_path / "out" / "o.png")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert os.listdir(tmp_path / "out") == []
