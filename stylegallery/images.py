@@ -171,6 +171,7 @@ def _open(src: ImageSource, settings: ImageSettings, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # Pillow's bomb check warns at half the limit and raises at the full one: make both an error.
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data" and the like: noise, not errors
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(handle)  # type: ignore[arg-type]
             if image.width * image.height > settings.max_input_pixels:
@@ -195,7 +196,9 @@ def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)  # animated: the first frame
-        image = ImageOps.exif_transpose(image) or image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            image = ImageOps.exif_transpose(image) or image
     except Exception:  # odd or broken EXIF must not lose the image: keep it unrotated
         pass
     mode = image.mode
