@@ -1,0 +1,390 @@
+"""The diffusion engine: the paper's method on SD 1.5 + DINOv2 + Depth-Anything (paper 2.2, 3.2, 4.2).
+
+Notation (code -> paper):
+    z0            -> the clean VAE latent of an image (VAE mean x scaling factor), (1, 4, h, w)
+    c15           -> C15, the DDIM-inverted content latent (2.2), start of stage 3
+    f_mix         -> F_mix (2.1), the time-weighted up_blocks[2] features, Analysis.cluster_features
+    z             -> the optimised latent z_{t-1} of 4.1, initialised as remove_style(C15)
+    q_ref         -> Q_c of the clean content latent; k_ref, v_ref -> K_s, V_s of the clean style latents
+    timesteps     -> the 150 DDIM timesteps 895..1 (4.2): they only choose which UNet features are read
+
+Stage 3 per timestep t (official `style_transfer`): one no-grad UNet call on the batch [content z0,
+style z0s] records Q_c and K_s, V_s; then `iters` times: a UNet call on z records Q and the attention
+output, loss = L_RSL + content_weight * L_GCL, one step of the Adam optimiser that persists over all t.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stylegallery.config import (
+    DEFAULT_DEPTH_MODEL,
+    DEFAULT_DINO_MODEL,
+    DEFAULT_SD_MODEL,
+    DiffusionSettings,
+    MatchSettings,
+    Settings,
+)
+from stylegallery.engines.base import Engine
+from stylegallery.engines.diffusion.attention import AttentionState, recording
+from stylegallery.engines.diffusion.inversion import ddim_invert, inversion_timesteps
+from stylegallery.engines.diffusion.latents import latent_preview, remove_style
+from stylegallery.engines.diffusion.losses import content_loss, region_masks, regional_style_loss
+from stylegallery.engines.diffusion.models import load_depth, load_dino, load_lora, load_sd, stage3_timesteps
+from stylegallery.errors import Cancelled, EngineUnavailable, InputError
+from stylegallery.types import Analysis, Match, TransferStep
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class DiffusionEngine(Engine):
+    """SD 1.5 features for stages 1-2 and the regional attention-distillation loop of stage 3.
+
+    Models load once, in the constructor (ModelLoadError on a bad location). `device`/`dtype` are
+    explicit: the VAE, the inversion and the latent stay float32; a float16/bfloat16 `dtype` runs the
+    stage-3 UNet calls under autocast. `stats` counts UNet forwards/backwards per stage since
+    construction (`reset_stats()` zeroes them). `note` explains a degraded run (e.g. "fast" without LoRA).
+    """
+
+    name = "diffusion"
+
+    def __init__(
+        self,
+        sd_model: str = DEFAULT_SD_MODEL,
+        dino_model: str = DEFAULT_DINO_MODEL,
+        depth_model: str | None = DEFAULT_DEPTH_MODEL,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        lora: str | None = None,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is invalid: expected one of {', '.join(DTYPES)}")
+        self.device = _check_device(device)
+        self.dtype = DTYPES[dtype]
+        self.sd_model, self.dino_model, self.depth_model, self.lora = sd_model, dino_model, depth_model, lora
+        self.sd = load_sd(sd_model, self.device)
+        self.dino, self.dino_processor = load_dino(dino_model, self.device)
+        self.depth, self.depth_processor = load_depth(depth_model, self.device) if depth_model else (None, None)
+        self.lora_adapter = load_lora(self.sd.unet, lora) if lora else None
+        self.text_embedding = self._empty_prompt_embedding()  # (1, 77, D), computed once
+        self.alphas_cumprod = self.sd.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.note: str | None = None
+        self.stats: dict[str, Counter] = {"analyze": Counter(), "transfer": Counter()}
+
+    @classmethod
+    def from_settings(cls, settings: DiffusionSettings) -> DiffusionEngine:
+        return cls(settings.sd_model, settings.dino_model, settings.depth_model, device=settings.device,
+                   dtype=settings.dtype, lora=settings.lora)
+
+    def reset_stats(self) -> None:
+        for counter in self.stats.values():
+            counter.clear()
+
+    # -- Engine interface ------------------------------------------------------------------------
+
+    def analysis_key(self, settings: Settings) -> Hashable:
+        d, r = settings.diffusion, settings.regions
+        use_depth = r.use_depth and self.depth is not None
+        return ("diffusion", self.sd_model, self.dino_model, self.depth_model if use_depth else None,
+                d.inversion_steps, use_depth, d.dino_input, d.dino_grid, settings.image.size,
+                settings.image.multiple, r.time_slope, r.time_inflection)
+
+    def time_steps(self, settings: Settings) -> int:
+        return settings.diffusion.inversion_steps
+
+    def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
+        return dataclasses.replace(
+            matching,
+            statistics="random_transformer" if matching.statistics == "auto" else matching.statistics,
+            assignment="argmax" if matching.assignment == "auto" else matching.assignment,
+        )
+
+    @torch.no_grad()
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+        """Paper 2.2: z0, 15-step DDIM inversion -> F_mix and C15; depth (2.2); DINOv2 tokens (3.2b)."""
+        d = settings.diffusion
+        image = _check_image(image)
+        weights = np.asarray(time_weights, dtype=np.float64)
+        if weights.shape != (d.inversion_steps,):
+            raise ValueError(f"time_weights has shape {weights.shape}; expected ({d.inversion_steps},), one weight "
+                             "per inversion step")
+        # 1. Encode (float32: fp16 inversion gives NaNs)
+        z0 = self._encode(image)  # (1, 4, h, w)
+        grid = (int(z0.shape[2]), int(z0.shape[3]))
+        # 2. Invert, capturing up_blocks[2]
+        scheduler = type(self.sd.scheduler).from_config(self.sd.scheduler.config)
+        timesteps = inversion_timesteps(scheduler, d.inversion_steps)
+        result = ddim_invert(self.sd.unet, z0, self.text_embedding, self.alphas_cumprod, timesteps,
+                             [float(w) for w in weights], scheduler.config.num_train_timesteps)
+        self.stats["analyze"]["unet_forward"] += len(timesteps)
+        # 3. Depth and semantic tokens
+        depth = self._depth(image, grid) if settings.regions.use_depth and self.depth is not None else None
+        tokens = self._tokens(image, d)
+        return Analysis(
+            image=image,
+            cluster_features=_to_grid(result.f_mix),
+            merge_features=_to_grid(z0),
+            depth=depth,
+            tokens=tokens,
+            payload={"z0": z0.cpu(), "c15": result.latent.cpu()},
+        )
+
+    def transfer(
+        self,
+        content: Analysis,
+        content_labels: np.ndarray,
+        styles: Sequence[Analysis],
+        style_labels: Sequence[np.ndarray],
+        matches: Sequence[Match],
+        settings: Settings,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[TransferStep]:
+        """Paper 4.2. Checks the inputs now; the returned iterator runs the optimisation."""
+        for name, analysis in [("content", content), *((f"style {j}", s) for j, s in enumerate(styles))]:
+            if "z0" not in analysis.payload or "c15" not in analysis.payload:
+                raise InputError(f"the {name} analysis has no SD latents: analyse it with the diffusion engine")
+        if len(style_labels) != len(styles):
+            raise InputError(f"{len(style_labels)} style label maps given for {len(styles)} style images")
+        labels = [_check_labels(content_labels, content.grid_shape, "content")]
+        labels += [_check_labels(lab, s.grid_shape, f"style {j}") for j, (lab, s) in
+                   enumerate(zip(style_labels, styles))]
+        for m in matches:
+            if not 0 <= m.style_image < len(styles):
+                raise InputError(f"match {m.content_region} -> style image {m.style_image}: there are "
+                                 f"{len(styles)} style images")
+            style_max = labels[1 + m.style_image].max()
+            if not (0 <= m.content_region <= labels[0].max() and 0 <= m.style_region <= style_max):
+                raise InputError(f"match {m.content_region} -> ({m.style_image}, {m.style_region}) names a region "
+                                 "that is not in the label maps")
+        return self._optimise(content, styles, labels, matches, settings, should_stop)
+
+    # -- stage 3 ---------------------------------------------------------------------------------
+
+    def _optimise(
+        self,
+        content: Analysis,
+        styles: Sequence[Analysis],
+        labels: list[np.ndarray],
+        matches: Sequence[Match],
+        settings: Settings,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[TransferStep]:
+        d = settings.diffusion
+        unet, stats = self.sd.unet, self.stats["transfer"]
+        fast = settings.preset == "fast"
+        self.note = None
+        if fast and self.lora_adapter is None:
+            self.note = (f"preset 'fast' ran without a LoRA (no lora given): the {d.scheduler!r} timesteps were used "
+                         "on the plain SD 1.5 UNet, which stylises less than with LCM-LoRA / Hyper-SD")
+        timesteps = stage3_timesteps(self.sd.scheduler.config, d.scheduler, d.steps)
+        total = len(timesteps)
+        size = content.image.shape[:2]
+
+        # 1. Only the style images some match uses enter the reference batch; pairs use their compact index.
+        used = sorted({m.style_image for m in matches})
+        compact = {j: i for i, j in enumerate(used)}
+        pairs = [(int(m.content_region), compact[m.style_image], int(m.style_region)) for m in matches]
+        latents = [content.payload["z0"].to(self.device)] + [styles[j].payload["z0"].to(self.device) for j in used]
+        label_maps = [torch.from_numpy(labels[0]).to(self.device)]
+        label_maps += [torch.from_numpy(labels[1 + j]).to(self.device) for j in used]
+        n_regions = [int(lab.max()) + 1 for lab in label_maps]
+        groups = _shape_groups(latents)  # one batched reference call per latent size (one if sizes agree)
+        mask_cache: dict[tuple[int, tuple[int, int]], torch.Tensor] = {}
+
+        def masks(index: int, grid: tuple[int, int]) -> torch.Tensor:  # (R, h_l * w_l) bool
+            if (index, grid) not in mask_cache:
+                mask_cache[index, grid] = region_masks(label_maps[index], grid, n_regions[index])
+            return mask_cache[index, grid]
+
+        # 2. The optimised latent and its optimiser (one Adam over all timesteps, 4.2)
+        z = remove_style(content.payload["c15"].to(self.device, torch.float32)).detach().requires_grad_(True)
+        optimiser = torch.optim.Adam([z], lr=d.lr)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        state = AttentionState()
+        embedding = self.text_embedding
+
+        with self._fused_lora(fast), recording(unet, d.layers, state) as layers:
+            for i, t in enumerate(timesteps):
+                if should_stop():
+                    raise Cancelled(f"transfer cancelled at step {i + 1} of {total}")
+                t_value = torch.tensor(t, device=self.device)
+                # 3. No-grad reference pass: Q_c of the content, K_s and V_s of each used style
+                state.mode = "record"
+                per_image: list[list] = [[] for _ in latents]  # [image] -> records of each layer
+                with torch.no_grad(), self._autocast():
+                    for group in groups:
+                        batch = torch.cat([latents[g] for g in group])  # (G, 4, h, w)
+                        state.latent_hw = (int(batch.shape[2]), int(batch.shape[3]))
+                        unet(batch, t_value, encoder_hidden_states=embedding.expand(len(group), -1, -1))
+                        stats["unet_forward"] += 1
+                        for b, g in enumerate(group):
+                            per_image[g] = [_take(state.records[name], b) for name in layers]
+                        state.clear()
+                q_ref = [rec.q for rec in per_image[0]]
+                k_ref = [[rec.k for rec in per_image[s]] for s in range(1, len(latents))]
+                v_ref = [[rec.v for rec in per_image[s]] for s in range(1, len(latents))]
+                style_masks = [[masks(s, rec.grid) for rec in per_image[s]] for s in range(1, len(latents))]
+                # 4. `iters` gradient steps on z
+                state.mode, state.latent_hw = "grad", (int(z.shape[2]), int(z.shape[3]))
+                for _ in range(d.iters):
+                    with self._autocast():
+                        unet(z, t_value, encoder_hidden_states=embedding)
+                    stats["unet_forward"] += 1
+                    records = [state.records[name] for name in layers]
+                    q, out = [rec.q for rec in records], [rec.out for rec in records]
+                    content_masks = [masks(0, rec.grid) for rec in records]
+                    loss = regional_style_loss(q, out, k_ref, v_ref, content_masks, style_masks, pairs,
+                                               d.temperature, d.mask_mode)
+                    loss = loss + d.content_weight * content_loss(q, q_ref)
+                    optimiser.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    stats["unet_backward"] += 1
+                    scaler.step(optimiser)
+                    scaler.update()
+                    state.clear()
+                    del records, q, out, loss
+                del per_image, q_ref, k_ref, v_ref, style_masks
+                state.mode = "off"
+                if (i + 1) % d.preview_every == 0 and i + 1 < total:
+                    yield TransferStep(step=i + 1, total=total, image=latent_preview(z, size).cpu().numpy())
+        if should_stop():
+            raise Cancelled(f"transfer cancelled at step {total} of {total}")
+        # 5. Decode the final latent with the VAE (float32)
+        image = self._decode(z.detach())
+        stats["vae_decode"] += 1
+        del z, optimiser
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        yield TransferStep(step=total, total=total, image=image, final=True)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    @contextlib.contextmanager
+    def _fused_lora(self, fast: bool) -> Iterator[None]:
+        """Fuse the LoRA into the UNet for a "fast" run only, and unfuse it afterwards (demo_accelerate.py)."""
+        if not fast or self.lora_adapter is None:
+            yield
+            return
+        unet = self.sd.unet
+        unet.enable_adapters()
+        unet.fuse_lora(adapter_names=[self.lora_adapter])
+        try:
+            yield
+        finally:
+            unet.unfuse_lora()
+            unet.disable_adapters()
+
+    def _empty_prompt_embedding(self) -> torch.Tensor:
+        tokenizer = self.sd.tokenizer
+        ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids  # (1, 77)
+        with torch.no_grad():
+            return self.sd.text_encoder(ids.to(self.device))[0].float()  # (1, 77, D)
+
+    @torch.no_grad()
+    def _encode(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device) * 2 - 1  # (1, 3, H, W) in [-1, 1]
+        z0 = self.sd.vae.encode(x).latent_dist.mean * self.sd.vae.config.scaling_factor  # (1, 4, h, w)
+        self.stats["analyze"]["vae_encode"] += 1
+        return z0.float()
+
+    @torch.no_grad()
+    def _decode(self, z: torch.Tensor) -> np.ndarray:
+        x = self.sd.vae.decode(z.float() / self.sd.vae.config.scaling_factor).sample  # (1, 3, H, W)
+        return ((x[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).float().cpu().numpy()  # (H, W, 3)
+
+    @torch.no_grad()
+    def _depth(self, image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        """Depth-Anything disparity (near = high) nearest-resized to the latent grid, min-max to [0, 1] (2.2)."""
+        inputs = self.depth_processor(images=_to_uint8(image), return_tensors="pt")
+        predicted = self.depth(pixel_values=inputs["pixel_values"].to(self.device)).predicted_depth  # (1, h', w')
+        full = F.interpolate(predicted[None], size=image.shape[:2], mode="bilinear", align_corners=False)
+        depth = F.interpolate(full, size=grid, mode="nearest")[0, 0]  # (h, w)
+        self.stats["analyze"]["depth_forward"] += 1
+        lo, hi = depth.min(), depth.max()
+        depth = (depth - lo) / (hi - lo) if hi > lo else torch.zeros_like(depth)
+        return depth.float().cpu().numpy()
+
+    @torch.no_grad()
+    def _tokens(self, image: np.ndarray, d: DiffusionSettings) -> np.ndarray:
+        """DINOv2 patch tokens (CLS and registers dropped) on a (gh, gw) grid (3.2b)."""
+        patch = int(self.dino.config.patch_size)
+        if d.dino_input == "center_crop":  # faithful: the processor's resize 256 / crop 224
+            pixels = self.dino_processor(images=_to_uint8(image), return_tensors="pt")["pixel_values"]
+        else:  # the whole image, aspect kept, dino_grid tokens on the long side
+            height, width = image.shape[:2]
+            gh = max(1, round(d.dino_grid * height / max(height, width)))
+            gw = max(1, round(d.dino_grid * width / max(height, width)))
+            x = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, 3, H, W)
+            x = F.interpolate(x, size=(gh * patch, gw * patch), mode="bicubic", antialias=True,
+                              align_corners=False).clamp(0, 1)
+            mean = torch.tensor(self.dino_processor.image_mean, dtype=torch.float32)[None, :, None, None]
+            std = torch.tensor(self.dino_processor.image_std, dtype=torch.float32)[None, :, None, None]
+            pixels = (x - mean) / std
+        gh, gw = pixels.shape[2] // patch, pixels.shape[3] // patch
+        hidden = self.dino(pixel_values=pixels.to(self.device, torch.float32)).last_hidden_state  # (1, 1+R+gh*gw, D)
+        skip = 1 + int(getattr(self.dino.config, "num_register_tokens", 0) or 0)
+        self.stats["analyze"]["dino_forward"] += 1
+        return hidden[0, skip:].reshape(gh, gw, -1).float().cpu().numpy()  # (gh, gw, D)
+
+
+def _check_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EngineUnavailable(f"device {device!r} is not available here (no CUDA device found): use device 'cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise EngineUnavailable(f"device {device!r} is not available here (no MPS device found): use device 'cpu'")
+    return dev
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"image must be an (H, W, 3) array, got {getattr(image, 'shape', type(image).__name__)}")
+    if image.shape[0] % 8 or image.shape[1] % 8:
+        raise InputError(f"image is {image.shape[1]}x{image.shape[0]} px; the diffusion engine needs sides that are "
+                         "multiples of 8: load it with stylegallery.images.load")
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise InputError("image values must be finite and in [0, 1]; load it with stylegallery.images.load")
+    return image
+
+
+def _check_labels(labels: np.ndarray, grid: tuple[int, int], name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != grid:
+        raise InputError(f"{name} label map has shape {labels.shape}; expected the analysis grid {grid}")
+    if labels.min() < 0:
+        raise InputError(f"{name} label map has negative labels; expected 0..K-1")
+    return labels.astype(np.int64)
+
+
+def _shape_groups(latents: Sequence[torch.Tensor]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, latent in enumerate(latents):
+        groups.setdefault(tuple(latent.shape[1:]), []).append(index)
+    return list(groups.values())
+
+
+def _take(record, b: int):
+    return dataclasses.replace(record, q=record.q[b:b + 1], k=record.k[b:b + 1], v=record.v[b:b + 1],
+                               out=record.out[b:b + 1])
+
+
+def _to_grid(tensor: torch.Tensor) -> np.ndarray:
+    return tensor[0].permute(1, 2, 0).float().cpu().numpy().astype(np.float32)  # (1, C, h, w) -> (h, w, C)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (image * 255).round().clip(0, 255).astype(np.uint8)

@@ -1,0 +1,273 @@
+"""Loading the diffusion engine's models: SD 1.5, DINOv2, Depth-Anything-V2 and an optional LoRA.
+
+Every model comes from `from_pretrained` on a local folder: a hub id is first resolved to its folder in
+the Hugging Face cache (downloaded if the hub is reachable). Weights are safetensors only
+(`use_safetensors=True`, never pickle) and no remote code is ever run. Every failure becomes one
+`ModelLoadError` line: what is wrong, the value, how to fix it.
+
+Notation (code -> paper): SDModels -> the SD 1.5 pipeline of 2.2/4.2 (UNet, VAE, CLIP text encoder,
+DDIM scheduler); dino -> DINOv2 of 3.2b; depth -> Depth-Anything-V2 of 2.2; stage3 timesteps -> 4.2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stylegallery.errors import ModelLoadError
+
+
+SD_FILES = [
+    "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors*",
+    "vae/config.json", "vae/diffusion_pytorch_model.safetensors*", "text_encoder/config.json",
+    "text_encoder/model.safetensors*", "text_encoder/model-*.safetensors", "tokenizer/*", "scheduler/*",
+]
+TRANSFORMERS_FILES = ["config.json", "preprocessor_config.json", "model.safetensors*", "model-*.safetensors"]
+SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+LORA_ADAPTER = "stylegallery_fast"
+
+# DINOv2's documented preprocessing (facebook/dinov2-*): resize the short side to 256, crop 224, ImageNet norm.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SDModels:
+    unet: Any  # UNet2DConditionModel, float32
+    vae: Any  # AutoencoderKL, float32 (encode and inversion stay float32)
+    text_encoder: Any  # CLIPTextModel
+    tokenizer: Any  # CLIPTokenizer
+    scheduler: Any  # DDIMScheduler with the pipeline's config (leading spacing, steps_offset 1)
+
+
+def _one_line(exc: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _offline() -> bool:
+    from huggingface_hub.constants import is_offline_mode
+
+    flag = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").strip().upper()
+    return flag in {"1", "ON", "YES", "TRUE"} or is_offline_mode()
+
+
+def _looks_like_path(location: str) -> bool:
+    return (location.startswith(("/", ".", "~")) or "\\" in location or location.count("/") != 1
+            or location.endswith("/"))
+
+
+def resolve_location(location: str, field: str, patterns: list[str]) -> Path:
+    """The local folder of `location`: the folder itself, or a hub id's snapshot in the HF cache.
+
+    `field` names the setting in messages (e.g. "sd_model"). Only files matching `patterns` are fetched.
+    """
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelLoadError(f"{field} {location!r} is a file, not a model folder: pass the folder that holds "
+                             "the model's config.json, or a hub id")
+    if _looks_like_path(location) and "/" in location.strip("/"):
+        raise ModelLoadError(f"{field} folder {location!r} does not exist: check the path, or pass a hub id")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(location, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # not in the cache (or not a valid id): decided below
+        pass
+    if _looks_like_path(location):
+        raise ModelLoadError(f"{field} {location!r} is neither a folder nor a hub id (owner/name): check the "
+                             "path, or pass a hub id")
+    if _offline():
+        raise ModelLoadError(f"{field} {location!r} is not a local folder and not in the Hugging Face cache, and "
+                             f"the hub is offline: download it first with `hf download {location}` or pass a "
+                             "local folder")
+    try:
+        return Path(snapshot_download(location, allow_patterns=patterns))
+    except Exception as exc:
+        raise ModelLoadError(f"{field} {location!r} could not be downloaded ({_one_line(exc)}): download it first "
+                             f"with `hf download {location}` or pass a local folder") from None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def describe_folder(path: Path) -> str:
+    """A few words on what a model folder holds, for error messages."""
+    index = _read_json(path / "model_index.json")
+    if index is not None:
+        return f"a {index.get('_class_name', 'diffusers')} pipeline"
+    config = _read_json(path / "config.json")
+    if config is not None:
+        kind = config.get("model_type") or config.get("_class_name") or "unknown"
+        return f"a {kind} model"
+    if not any(path.iterdir()):
+        return "nothing (the folder is empty)"
+    return "no config.json or model_index.json"
+
+
+def _check_safetensors(folder: Path, field: str, location: str) -> None:
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+    what = f"only pickle weights ({pickles[0]})" if pickles else "no .safetensors weights"
+    raise ModelLoadError(f"{field} {location!r} holds {what} in {folder.name}/: StyleGallery loads safetensors "
+                         "only; convert the weights to .safetensors or use a folder that has them")
+
+
+def _check_sd_folder(root: Path, location: str) -> None:
+    missing = [part for part in SD_PARTS if not (root / part).is_dir()]
+    if missing:
+        raise ModelLoadError(f"sd_model {location!r} holds {describe_folder(root)}, not a Stable Diffusion 1.5 "
+                             f"pipeline (no {', '.join(p + '/' for p in missing)}): pass a folder with unet/, vae/, "
+                             "text_encoder/, tokenizer/ and scheduler/, e.g. from `hf download "
+                             "stable-diffusion-v1-5/stable-diffusion-v1-5`")
+    unet = _read_json(root / "unet" / "config.json") or {}
+    if (unet.get("_class_name") != "UNet2DConditionModel" or unet.get("in_channels") != 4
+            or len(unet.get("up_block_types", ())) != 4):
+        raise ModelLoadError(f"sd_model {location!r} has a UNet that is not in the SD 1.5 layout "
+                             f"({unet.get('_class_name')}, in_channels={unet.get('in_channels')}, "
+                             f"{len(unet.get('up_block_types', ()))} up blocks): pass an SD 1.5 pipeline folder")
+    for part in ("unet", "vae", "text_encoder"):
+        _check_safetensors(root / part, "sd_model", location)
+
+
+def _check_transformers_folder(root: Path, field: str, location: str, model_types: tuple[str, ...],
+                               expected: str, example: str) -> dict[str, Any]:
+    config = _read_json(root / "config.json")
+    if config is None or config.get("model_type") not in model_types:
+        raise ModelLoadError(f"{field} {location!r} holds {describe_folder(root)}, not {expected}: pass a folder "
+                             f"or hub id of {expected}, e.g. {example}")
+    _check_safetensors(root, field, location)
+    return config
+
+
+def load_sd(location: str, device: str | torch.device = "cpu") -> SDModels:
+    """UNet, VAE, text encoder, tokenizer and a DDIMScheduler of an SD 1.5-layout pipeline, float32, frozen."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    root = resolve_location(location, "sd_model", SD_FILES)
+    _check_sd_folder(root, location)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=True)
+        text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", use_safetensors=True)
+        tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
+        scheduler = DDIMScheduler.from_pretrained(root, subfolder="scheduler")
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"sd_model {location!r} could not be loaded ({_one_line(exc)}): check that the folder "
+                             "is a complete SD 1.5 pipeline with safetensors weights") from None
+    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
+        raise ModelLoadError(f"sd_model {location!r}: the UNet expects {unet.config.cross_attention_dim}-d text "
+                             f"features but the text encoder gives {text_encoder.config.hidden_size}: pass an SD 1.5 "
+                             "pipeline folder")
+    for model in (unet, vae, text_encoder):
+        model.to(device).float().eval().requires_grad_(False)
+    return SDModels(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+
+def _image_processor(root: Path, fallback):
+    from transformers import AutoImageProcessor
+
+    if (root / "preprocessor_config.json").exists():
+        return AutoImageProcessor.from_pretrained(root, backend="pil")
+    return fallback()
+
+
+def load_dino(location: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """A DINOv2 model (float32, frozen) and its image processor (the documented default if none is saved)."""
+    from transformers import AutoModel, BitImageProcessorPil
+
+    root = resolve_location(location, "dino_model", TRANSFORMERS_FILES)
+    _check_transformers_folder(root, "dino_model", location, ("dinov2", "dinov2_with_registers"),
+                               "a DINOv2 model", "facebook/dinov2-base")
+    try:
+        model = AutoModel.from_pretrained(root, use_safetensors=True)
+        processor = _image_processor(root, lambda: BitImageProcessorPil(
+            size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
+            resample=3, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD)))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"dino_model {location!r} could not be loaded ({_one_line(exc)}): check that the "
+                             "folder is a DINOv2 model with safetensors weights") from None
+    model.to(device).float().eval().requires_grad_(False)
+    return model, processor
+
+
+def load_depth(location: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """A Depth-Anything(-V2) model (float32, frozen) and its image processor."""
+    from transformers import DepthAnythingForDepthEstimation, DPTImageProcessorPil
+
+    root = resolve_location(location, "depth_model", TRANSFORMERS_FILES)
+    _check_transformers_folder(root, "depth_model", location, ("depth_anything",), "a Depth-Anything model",
+                               "depth-anything/Depth-Anything-V2-Small-hf")
+    try:
+        model = DepthAnythingForDepthEstimation.from_pretrained(root, use_safetensors=True)
+        processor = _image_processor(root, lambda: DPTImageProcessorPil(
+            size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
+            image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD)))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"depth_model {location!r} could not be loaded ({_one_line(exc)}): check that the "
+                             "folder is a Depth-Anything model with safetensors weights") from None
+    model.to(device).float().eval().requires_grad_(False)
+    return model, processor
+
+
+def load_lora(unet, location: str) -> str:
+    """Load a LoRA (LCM-LoRA, Hyper-SD, diffusers or kohya format) into `unet`, disabled; returns its name.
+
+    Fusing happens only around the "fast" transfer (`fused_lora`), as demo_accelerate.py does after
+    stages 1-2 ran on the plain UNet.
+    """
+    if importlib.util.find_spec("peft") is None:
+        raise ModelLoadError(f"lora {location!r} needs the peft package, which is not installed: "
+                             "`pip install peft`, or drop the LoRA (the fast preset then runs without it)")
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(location).expanduser()
+    if path.is_file():
+        folder, weight_name = path.parent, path.name
+    else:
+        folder, weight_name = resolve_location(location, "lora", ["*.safetensors"]), None
+    try:
+        state_dict, alphas = StableDiffusionPipeline.lora_state_dict(
+            str(folder), weight_name=weight_name, use_safetensors=True, unet_config=unet.config)
+        StableDiffusionPipeline.load_lora_into_unet(state_dict, alphas, unet, adapter_name=LORA_ADAPTER)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"lora {location!r} could not be loaded into the UNet ({_one_line(exc)}): pass an "
+                             "SD 1.5 LoRA in safetensors, e.g. latent-consistency/lcm-lora-sdv1-5") from None
+    unet.disable_adapters()
+    return LORA_ADAPTER
+
+
+def stage3_timesteps(scheduler_config, kind: str, steps: int) -> list[float]:
+    """The timesteps of the latent optimisation (paper 4.2): only which UNet features are read.
+
+    "ddim": DDIM set_timesteps(steps) (895..1 for 150); "lcm": LCMScheduler's list; "euler_trailing":
+    EulerDiscreteScheduler with trailing spacing (Hyper-SD).
+    """
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, LCMScheduler
+
+    if kind == "ddim":
+        scheduler = DDIMScheduler.from_config(scheduler_config)
+        scheduler.set_timesteps(steps)
+    elif kind == "lcm":
+        scheduler = LCMScheduler.from_config(scheduler_config)
+        scheduler.set_timesteps(steps, original_inference_steps=max(50, steps))
+    elif kind == "euler_trailing":
+        scheduler = EulerDiscreteScheduler.from_config(scheduler_config, timestep_spacing="trailing")
+        scheduler.set_timesteps(steps)
+    else:
+        raise ValueError(f"scheduler={kind!r} is invalid: expected 'ddim', 'lcm' or 'euler_trailing'")
+    return [float(t) for t in scheduler.timesteps]
