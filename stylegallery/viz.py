@@ -258,16 +258,21 @@ def _highlight(image: np.ndarray, labels: np.ndarray, region: int, height: int) 
 
 
 def _style_strip(style_images: Sequence[np.ndarray], style_labels: Sequence[np.ndarray], height: int) -> Image.Image:
-    """Style images stacked vertically, each with its numbered regions."""
-    tiles = [region_overlay(img, lab, alpha=0.35, legend=False, title=f"Style {i + 1}")
-             for i, (img, lab) in enumerate(zip(style_images, style_labels))]
-    tile_h = max(40, (height - 8 * (len(tiles) - 1)) // max(1, len(tiles)))
-    tiles = [_fit(t, 10**6, tile_h) for t in tiles]
-    strip = Image.new("RGB", (max(t.width for t in tiles), height), _BACKGROUND)
+    """Style images stacked vertically, each with its numbered regions and a caption readable at `height`."""
+    font = _font(max(12, height // 26), bold=True)
+    caption_h = _text_size("Style 9", font)[1] + 8
+    gap = 8
+    n = max(1, len(style_images))
+    tile_h = max(24, (height - gap * (n - 1)) // n - caption_h)
+    tiles = [_fit(region_overlay(img, lab, alpha=0.35, legend=False), 10**6, tile_h)
+             for img, lab in zip(style_images, style_labels)]
+    strip = Image.new("RGB", (max(max(t.width for t in tiles), 120), height), _BACKGROUND)
+    draw = ImageDraw.Draw(strip)
     y = 0
-    for tile in tiles:
-        strip.paste(tile, (0, y))
-        y += tile.height + 8
+    for i, tile in enumerate(tiles):
+        draw.text((0, y), f"Style {i + 1}", font=font, fill=_INK)
+        strip.paste(tile, (0, y + caption_h))
+        y += caption_h + tile.height + gap
     return strip
 
 
