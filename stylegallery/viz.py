@@ -203,7 +203,11 @@ def _inner_point(mask: np.ndarray) -> tuple[int, int] | None:
     import cv2
 
     dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    ys, xs = np.nonzero(mask)
+    yy, xx = np.indices(mask.shape)
+    # Among the deepest points, prefer the one nearest the centroid (ties would otherwise go to the top row).
+    score = dist - 1e-3 * np.hypot(yy - ys.mean(), xx - xs.mean())
+    y, x = np.unravel_index(int(np.argmax(np.where(mask, score, -np.inf))), dist.shape)
     return int(x), int(y)
 
 
