@@ -1,0 +1,193 @@
+"""The DiffusionEngine end to end on tiny random models: analyze (2.2, 3.2b) and transfer (4.2)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from stylegallery.config import MatchSettings
+from stylegallery.engines.diffusion import DiffusionEngine
+from stylegallery.engines.diffusion.attention import AttentionState, recording
+from stylegallery.engines.diffusion.latents import remove_style
+from stylegallery.engines.diffusion.losses import region_masks, regional_style_loss
+from stylegallery.errors import Cancelled, InputError
+from stylegallery.types import Match
+from tests.diffusion_fixtures import one_thread, random_image, time_weights, tiny_engine, tiny_paths, tiny_settings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
+
+
+@pytest.fixture(scope="module")
+def engine() -> DiffusionEngine:
+    return tiny_engine()
+
+
+@pytest.fixture(scope="module")
+def content(engine):
+    return engine.analyze(random_image(64, 96, seed=0), tiny_settings(), time_weights())
+
+
+@pytest.fixture(scope="module")
+def style(engine):
+    return engine.analyze(random_image(64, 96, seed=1), tiny_settings(), time_weights())
+
+
+def _halves(h: int, w: int) -> np.ndarray:
+    labels = np.zeros((h, w), np.int32)
+    labels[:, w // 2:] = 1
+    return labels
+
+
+MATCHES = [Match(0, 0, 1, 1.0, {}), Match(1, 0, 0, 1.0, {})]
+
+
+def test_analyze_gives_latent_grid_features_on_a_non_square_image(content):
+    assert content.cluster_features.shape == (8, 12, 32)  # F_mix: up_blocks[2] channels on the 8x12 grid
+    assert content.merge_features.shape == (8, 12, 4)  # z0
+    assert content.depth.shape == (8, 12) and content.depth.min() == 0.0 and content.depth.max() == 1.0
+    assert content.tokens.shape == (11, 16, 32)  # 16 tokens on the long side, aspect kept
+    for array in (content.cluster_features, content.merge_features, content.depth, content.tokens):
+        assert array.dtype == np.float32 and np.isfinite(array).all()
+    assert content.payload["z0"].shape == content.payload["c15"].shape == (1, 4, 8, 12)
+    np.testing.assert_allclose(content.merge_features, content.payload["z0"][0].permute(1, 2, 0).numpy())
+
+
+def test_analyze_twice_gives_identical_output(engine, content):
+    again = engine.analyze(random_image(64, 96, seed=0), tiny_settings(), time_weights())
+    for name in ("cluster_features", "merge_features", "depth", "tokens"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(content, name))
+    torch.testing.assert_close(again.payload["c15"], content.payload["c15"], rtol=0, atol=0)
+
+
+def test_center_crop_tokens_and_no_depth(engine):
+    settings = tiny_settings(dino_input="center_crop")
+    settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, use_depth=False))
+    analysis = engine.analyze(random_image(64, 96, seed=2), settings, time_weights())
+    assert analysis.tokens.shape == (16, 16, 32)  # resize 256 / crop 224 -> 16x16 patches of 14 px
+    assert analysis.depth is None
+    assert engine.analysis_key(settings) != engine.analysis_key(tiny_settings())
+
+
+def test_analysis_key_follows_the_analysis_settings_only(engine):
+    base = engine.analysis_key(tiny_settings())
+    assert engine.analysis_key(tiny_settings(steps=3, lr=0.5, mask_mode="exclude")) == base  # stage 3 only
+    assert engine.analysis_key(tiny_settings(inversion_steps=10)) != base
+    assert engine.analysis_key(tiny_settings(dino_grid=8)) != base
+    assert str(tiny_paths().sd) in base
+
+
+def test_engine_choices_for_matching_and_time_steps(engine):
+    resolved = engine.resolve_matching(MatchSettings())
+    assert (resolved.statistics, resolved.assignment) == ("random_transformer", "argmax")
+    kept = engine.resolve_matching(MatchSettings(statistics="moments", assignment="balanced"))
+    assert (kept.statistics, kept.assignment) == ("moments", "balanced")
+    assert engine.time_steps(tiny_settings(inversion_steps=7)) == 7
+
+
+def test_analyze_rejects_bad_time_weights_and_images(engine):
+    with pytest.raises(ValueError, match="one weight per inversion step"):
+        engine.analyze(random_image(64, 64, seed=0), tiny_settings(), time_weights(10))
+    with pytest.raises(InputError, match="multiples of 8"):
+        engine.analyze(random_image(60, 64, seed=0), tiny_settings(), time_weights())
+
+
+def test_transfer_yields_previews_in_order_then_one_final_image(engine, content, style):
+    engine.reset_stats()
+    settings = tiny_settings(steps=7, iters=2, preview_every=3)
+    steps = list(engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], MATCHES, settings))
+    assert [(s.step, s.total, s.final) for s in steps] == [(3, 7, False), (6, 7, False), (7, 7, True)]
+    for s in steps:
+        assert s.image.shape == (64, 96, 3) and s.image.dtype == np.float32
+        assert np.isfinite(s.image).all() and s.image.min() >= 0 and s.image.max() <= 1
+    # One batched reference call plus `iters` forward/backward passes per timestep.
+    assert engine.stats["transfer"]["unet_forward"] == 7 * (1 + 2)
+    assert engine.stats["transfer"]["unet_backward"] == 7 * 2
+    assert engine.stats["transfer"]["vae_decode"] == 1
+    assert engine.note is None
+    assert all(type(p).__name__ == "AttnProcessor2_0" for p in engine.sd.unet.attn_processors.values())
+
+
+def test_styles_of_another_size_get_their_own_reference_call(engine, content):
+    square = engine.analyze(random_image(64, 64, seed=3), tiny_settings(), time_weights())
+    unused = engine.analyze(random_image(64, 96, seed=4), tiny_settings(), time_weights())
+    engine.reset_stats()
+    matches = [Match(0, 0, 0, 1.0, {}), Match(1, 0, 1, 1.0, {})]
+    steps = list(engine.transfer(content, _halves(8, 12), [square, unused], [_halves(8, 8), _halves(8, 12)],
+                                 matches, tiny_settings(steps=3, preview_every=10)))
+    assert [s.final for s in steps] == [True]
+    assert engine.stats["transfer"]["unet_forward"] == 3 * (2 + 1)  # content batch, square-style batch, z
+    assert np.isfinite(steps[-1].image).all()
+
+
+def test_transfer_raises_cancelled_when_asked_and_restores_the_unet(engine, content, style):
+    before = dict(engine.sd.unet.attn_processors)
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    engine.reset_stats()
+    run = engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], MATCHES,
+                          tiny_settings(steps=10, preview_every=1), should_stop)
+    assert next(run).step == 1
+    assert next(run).step == 2
+    with pytest.raises(Cancelled, match="step 3 of 10"):
+        next(run)
+    assert engine.stats["transfer"]["unet_backward"] == 2
+    assert all(engine.sd.unet.attn_processors[name] is before[name] for name in before)
+
+
+def test_regional_loss_gradient_reaches_the_latent(engine, content, style):
+    unet, emb = engine.sd.unet, engine.text_embedding
+    state = AttentionState()
+    with recording(unet, ("up_blocks.2.", "up_blocks.3."), state) as layers, torch.no_grad():
+        state.mode, state.latent_hw = "record", (8, 12)
+        unet(style.payload["z0"], 601, encoder_hidden_states=emb)
+        ref = [state.records[name] for name in layers]
+    z = remove_style(content.payload["c15"]).requires_grad_(True)
+    with recording(unet, ("up_blocks.2.", "up_blocks.3."), state) as layers:
+        state.mode, state.latent_hw = "grad", (8, 12)
+        unet(z, 601, encoder_hidden_states=emb)
+        rec = [state.records[name] for name in layers]
+        labels = torch.from_numpy(_halves(8, 12))
+        masks = [region_masks(labels, r.grid, 2) for r in rec]
+        loss = regional_style_loss([r.q for r in rec], [r.out for r in rec], [[r.k for r in ref]],
+                                   [[r.v for r in ref]], masks, [masks], [(0, 0, 1), (1, 0, 0)], 1.5, "zero")
+    (grad,) = torch.autograd.grad(loss, z)
+    assert loss.item() > 0 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_fast_preset_without_lora_runs_the_lcm_schedule_and_says_so(engine, content, style):
+    engine.reset_stats()
+    settings = tiny_settings("fast", steps=2, iters=1, preview_every=5)
+    steps = list(engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], MATCHES, settings))
+    assert steps[-1].final and np.isfinite(steps[-1].image).all()
+    assert engine.note is not None and "without a LoRA" in engine.note
+    assert engine.stats["transfer"]["unet_forward"] == 2 * 2
+
+
+def test_transfer_checks_label_maps_and_matches(engine, content, style):
+    settings = tiny_settings(steps=1)
+    with pytest.raises(InputError, match="expected the analysis grid"):
+        engine.transfer(content, _halves(8, 8), [style], [_halves(8, 12)], MATCHES, settings)
+    with pytest.raises(InputError, match="style image 3"):
+        engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], [Match(0, 3, 0, 1.0, {})], settings)
+    with pytest.raises(InputError, match="not in the label maps"):
+        engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], [Match(0, 0, 5, 1.0, {})], settings)
+
+
+def test_bfloat16_autocast_transfer_keeps_a_float32_latent(content, style):
+    paths = tiny_paths()
+    engine = DiffusionEngine(str(paths.sd), str(paths.dino), None, dtype="bfloat16")
+    assert engine.depth is None
+    steps = list(engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], MATCHES,
+                                 tiny_settings(steps=2, preview_every=5)))
+    assert steps[-1].image.dtype == np.float32 and np.isfinite(steps[-1].image).all()
+    assert engine.stats["transfer"]["unet_backward"] == 2

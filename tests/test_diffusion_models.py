@@ -1,0 +1,91 @@
+"""Model loading: tiny models round-trip through from_pretrained; bad locations give one-line ModelLoadErrors."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stylegallery.engines.diffusion import save_tiny_models
+from stylegallery.engines.diffusion.models import load_depth, load_dino, load_lora, load_sd
+from stylegallery.errors import ModelLoadError
+from tests.diffusion_fixtures import tiny_engine, tiny_paths
+
+
+def _message(excinfo) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text and len(text) < 400
+    return text
+
+
+def test_tiny_models_are_seeded_and_load_through_from_pretrained(tmp_path):
+    again = save_tiny_models(tmp_path)
+    first = tiny_paths()
+    for sub in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        a, b = load_file(first.sd / sub), load_file(again.sd / sub)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sd = load_sd(str(again.sd))
+    assert type(sd.scheduler).__name__ == "DDIMScheduler"
+    assert (sd.scheduler.config.timestep_spacing, sd.scheduler.config.steps_offset) == ("leading", 1)
+    assert len(sd.unet.down_blocks) == len(sd.unet.up_blocks) == 4
+    assert sd.unet.config.layers_per_block == 2 and not any(p.requires_grad for p in sd.unet.parameters())
+    dino, _ = load_dino(str(again.dino))
+    depth, _ = load_depth(str(again.depth))
+    assert type(dino).__name__ == "Dinov2Model" and type(depth).__name__ == "DepthAnythingForDepthEstimation"
+    assert not list(again.sd.rglob("*.bin")) and not list(again.dino.rglob("*.bin"))
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_sd(str(missing))
+    text = _message(excinfo)
+    assert str(missing) in text and "does not exist" in text
+
+
+def test_a_folder_of_another_architecture_is_named():
+    paths = tiny_paths()
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_sd(str(paths.dino))
+    text = _message(excinfo)
+    assert "holds a dinov2 model, not a Stable Diffusion 1.5 pipeline" in text and "unet/" in text
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_dino(str(paths.sd))
+    assert "holds a StableDiffusionPipeline pipeline, not a DINOv2 model" in _message(excinfo)
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_depth(str(paths.dino))
+    assert "not a Depth-Anything model" in _message(excinfo)
+
+
+def test_an_uncached_hub_id_offline_says_how_to_download_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_dino("stylegallery-tests/not-a-real-model")
+    text = _message(excinfo)
+    assert "offline" in text and "`hf download stylegallery-tests/not-a-real-model`" in text
+    assert "local folder" in text
+
+
+def test_pickle_weights_are_refused(tmp_path):
+    folder = tmp_path / "dino"
+    shutil.copytree(tiny_paths().dino, folder)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_dino(str(folder))
+    assert "only pickle weights (pytorch_model.bin)" in _message(excinfo)
+
+
+def test_a_file_is_not_a_model_folder():
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_dino(str(tiny_paths().dino / "config.json"))
+    assert "is a file, not a model folder" in _message(excinfo)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is not None, reason="peft is installed")
+def test_a_lora_without_peft_says_what_to_install():
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_lora(tiny_engine().sd.unet, "latent-consistency/lcm-lora-sdv1-5")
+    assert "pip install peft" in _message(excinfo)
