@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -89,3 +90,44 @@ def test_a_lora_without_peft_says_what_to_install():
     with pytest.raises(ModelLoadError) as excinfo:
         load_lora(tiny_engine().sd.unet, "latent-consistency/lcm-lora-sdv1-5")
     assert "pip install peft" in _message(excinfo)
+
+
+def test_a_lora_is_fused_only_around_a_fast_transfer(tmp_path):
+    pytest.importorskip("peft")
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from stylegallery.engines.diffusion import DiffusionEngine
+    from stylegallery.types import Match
+    from tests.diffusion_fixtures import random_image, time_weights, tiny_settings
+
+    paths = tiny_paths()
+    donor = UNet2DConditionModel.from_pretrained(paths.sd, subfolder="unet")
+    torch.manual_seed(0)
+    donor.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(donor))
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=layers, safe_serialization=True)
+
+    engine = DiffusionEngine(str(paths.sd), str(paths.dino), None, lora=str(tmp_path / "lora"))
+    plain = tiny_engine().sd.unet
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def outputs():
+        with torch.no_grad():
+            return (engine.sd.unet(z, 400, encoder_hidden_states=engine.text_embedding).sample,
+                    plain(z, 400, encoder_hidden_states=engine.text_embedding).sample)
+
+    torch.testing.assert_close(*outputs())  # loaded but disabled: stages 1-2 see the plain UNet
+    analysis = engine.analyze(random_image(64, 64, seed=0), tiny_settings(), time_weights())
+    labels = np.zeros((8, 8), np.int32)
+    run = engine.transfer(analysis, labels, [analysis], [labels], [Match(0, 0, 0, 1.0, {})],
+                          tiny_settings("fast", steps=2, iters=1, preview_every=1))
+    assert next(run).step == 1
+    fused, original = outputs()
+    assert (fused - original).abs().max() > 1e-3  # the LoRA acts during the fast transfer
+    assert [s.final for s in run] == [True]
+    torch.testing.assert_close(*outputs(), rtol=1e-5, atol=1e-5)  # unfused afterwards
+    assert engine.note is None
