@@ -106,9 +106,9 @@ def test_transfer_yields_previews_in_order_then_one_final_image(engine, content,
         assert s.image.shape == (64, 96, 3) and s.image.dtype == np.float32
         assert np.isfinite(s.image).all() and s.image.min() >= 0 and s.image.max() <= 1
     # One batched reference call plus `iters` forward/backward passes per timestep.
-    assert engine.stats["transfer"]["unet_forward"] == 7 * (1 + 2)
-    assert engine.stats["transfer"]["unet_backward"] == 7 * 2
-    assert engine.stats["transfer"]["vae_decode"] == 1
+    assert engine.stats["unet_forward_transfer"] == 7 * (1 + 2)
+    assert engine.stats["unet_backward_transfer"] == 7 * 2
+    assert engine.stats["vae_decode"] == 1
     assert engine.note is None
     assert all(type(p).__name__ == "AttnProcessor2_0" for p in engine.sd.unet.attn_processors.values())
 
@@ -121,7 +121,7 @@ def test_styles_of_another_size_get_their_own_reference_call(engine, content):
     steps = list(engine.transfer(content, _halves(8, 12), [square, unused], [_halves(8, 8), _halves(8, 12)],
                                  matches, tiny_settings(steps=3, preview_every=10)))
     assert [s.final for s in steps] == [True]
-    assert engine.stats["transfer"]["unet_forward"] == 3 * (2 + 1)  # content batch, square-style batch, z
+    assert engine.stats["unet_forward_transfer"] == 3 * (2 + 1)  # content batch, square-style batch, z
     assert np.isfinite(steps[-1].image).all()
 
 
@@ -140,7 +140,7 @@ def test_transfer_raises_cancelled_when_asked_and_restores_the_unet(engine, cont
     assert next(run).step == 2
     with pytest.raises(Cancelled, match="step 3 of 10"):
         next(run)
-    assert engine.stats["transfer"]["unet_backward"] == 2
+    assert engine.stats["unet_backward_transfer"] == 2
     assert all(engine.sd.unet.attn_processors[name] is before[name] for name in before)
 
 
@@ -170,7 +170,7 @@ def test_fast_preset_without_lora_runs_the_lcm_schedule_and_says_so(engine, cont
     steps = list(engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], MATCHES, settings))
     assert steps[-1].final and np.isfinite(steps[-1].image).all()
     assert engine.note is not None and "without a LoRA" in engine.note
-    assert engine.stats["transfer"]["unet_forward"] == 2 * 2
+    assert engine.stats["unet_forward_transfer"] == 2 * 2
 
 
 def test_transfer_checks_label_maps_and_matches(engine, content, style):
@@ -190,4 +190,4 @@ def test_bfloat16_autocast_transfer_keeps_a_float32_latent(content, style):
     steps = list(engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], MATCHES,
                                  tiny_settings(steps=2, preview_every=5)))
     assert steps[-1].image.dtype == np.float32 and np.isfinite(steps[-1].image).all()
-    assert engine.stats["transfer"]["unet_backward"] == 2
+    assert engine.stats["unet_backward_transfer"] == 2

@@ -50,8 +50,10 @@ class DiffusionEngine(Engine):
 
     Models load once, in the constructor (ModelLoadError on a bad location). `device`/`dtype` are
     explicit: the VAE, the inversion and the latent stay float32; a float16/bfloat16 `dtype` runs the
-    stage-3 UNet calls under autocast. `stats` counts UNet forwards/backwards per stage since
-    construction (`reset_stats()` zeroes them). `note` explains a degraded run (e.g. "fast" without LoRA).
+    stage-3 UNet calls under autocast. `stats` counts model calls since construction, flat for the
+    benchmark: unet_forward_analyze, unet_forward_transfer, unet_backward_transfer, vae_encode,
+    vae_decode, dino_calls, depth_calls (`reset_stats()` zeroes them). `note` explains a degraded run
+    (e.g. "fast" without a LoRA).
     """
 
     name = "diffusion"
@@ -78,7 +80,7 @@ class DiffusionEngine(Engine):
         self.text_embedding = self._empty_prompt_embedding()  # (1, 77, D), computed once
         self.alphas_cumprod = self.sd.scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.note: str | None = None
-        self.stats: dict[str, Counter] = {"analyze": Counter(), "transfer": Counter()}
+        self.stats: Counter[str] = Counter()
 
     @classmethod
     def from_settings(cls, settings: DiffusionSettings) -> DiffusionEngine:
@@ -86,8 +88,7 @@ class DiffusionEngine(Engine):
                    dtype=settings.dtype, lora=settings.lora)
 
     def reset_stats(self) -> None:
-        for counter in self.stats.values():
-            counter.clear()
+        self.stats.clear()
 
     # -- Engine interface ------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class DiffusionEngine(Engine):
         timesteps = inversion_timesteps(scheduler, d.inversion_steps)
         result = ddim_invert(self.sd.unet, z0, self.text_embedding, self.alphas_cumprod, timesteps,
                              [float(w) for w in weights], scheduler.config.num_train_timesteps)
-        self.stats["analyze"]["unet_forward"] += len(timesteps)
+        self.stats["unet_forward_analyze"] += len(timesteps)
         # 3. Depth and semantic tokens
         depth = self._depth(image, grid) if settings.regions.use_depth and self.depth is not None else None
         tokens = self._tokens(image, d)
@@ -179,7 +180,7 @@ class DiffusionEngine(Engine):
         should_stop: Callable[[], bool],
     ) -> Iterator[TransferStep]:
         d = settings.diffusion
-        unet, stats = self.sd.unet, self.stats["transfer"]
+        unet, stats = self.sd.unet, self.stats
         fast = settings.preset == "fast"
         self.note = None
         if fast and self.lora_adapter is None:
@@ -225,7 +226,7 @@ class DiffusionEngine(Engine):
                         batch = torch.cat([latents[g] for g in group])  # (G, 4, h, w)
                         state.latent_hw = (int(batch.shape[2]), int(batch.shape[3]))
                         unet(batch, t_value, encoder_hidden_states=embedding.expand(len(group), -1, -1))
-                        stats["unet_forward"] += 1
+                        stats["unet_forward_transfer"] += 1
                         for b, g in enumerate(group):
                             per_image[g] = [_take(state.records[name], b) for name in layers]
                         state.clear()
@@ -238,7 +239,7 @@ class DiffusionEngine(Engine):
                 for _ in range(d.iters):
                     with self._autocast():
                         unet(z, t_value, encoder_hidden_states=embedding)
-                    stats["unet_forward"] += 1
+                    stats["unet_forward_transfer"] += 1
                     records = [state.records[name] for name in layers]
                     q, out = [rec.q for rec in records], [rec.out for rec in records]
                     content_masks = [masks(0, rec.grid) for rec in records]
@@ -247,7 +248,7 @@ class DiffusionEngine(Engine):
                     loss = loss + d.content_weight * content_loss(q, q_ref)
                     optimiser.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
-                    stats["unet_backward"] += 1
+                    stats["unet_backward_transfer"] += 1
                     scaler.step(optimiser)
                     scaler.update()
                     state.clear()
@@ -297,7 +298,7 @@ class DiffusionEngine(Engine):
     def _encode(self, image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device) * 2 - 1  # (1, 3, H, W) in [-1, 1]
         z0 = self.sd.vae.encode(x).latent_dist.mean * self.sd.vae.config.scaling_factor  # (1, 4, h, w)
-        self.stats["analyze"]["vae_encode"] += 1
+        self.stats["vae_encode"] += 1
         return z0.float()
 
     @torch.no_grad()
@@ -312,7 +313,7 @@ class DiffusionEngine(Engine):
         predicted = self.depth(pixel_values=inputs["pixel_values"].to(self.device)).predicted_depth  # (1, h', w')
         full = F.interpolate(predicted[None], size=image.shape[:2], mode="bilinear", align_corners=False)
         depth = F.interpolate(full, size=grid, mode="nearest")[0, 0]  # (h, w)
-        self.stats["analyze"]["depth_forward"] += 1
+        self.stats["depth_calls"] += 1
         lo, hi = depth.min(), depth.max()
         depth = (depth - lo) / (hi - lo) if hi > lo else torch.zeros_like(depth)
         return depth.float().cpu().numpy()
@@ -336,7 +337,7 @@ class DiffusionEngine(Engine):
         gh, gw = pixels.shape[2] // patch, pixels.shape[3] // patch
         hidden = self.dino(pixel_values=pixels.to(self.device, torch.float32)).last_hidden_state  # (1, 1+R+gh*gw, D)
         skip = 1 + int(getattr(self.dino.config, "num_register_tokens", 0) or 0)
-        self.stats["analyze"]["dino_forward"] += 1
+        self.stats["dino_calls"] += 1
         return hidden[0, skip:].reshape(gh, gw, -1).float().cpu().numpy()  # (gh, gw, D)
 
 
