@@ -1,0 +1,124 @@
+"""The CLI and the pipeline on the diffusion engine, with tiny random models loaded through from_pretrained."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from stylegallery import cli
+from stylegallery.config import preset
+from tests.test_cli import _assert_one_line_error, _run, _write_image
+
+
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    from stylegallery.engines.diffusion.tiny import save_tiny_models
+
+    return save_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "out").mkdir()
+    return {
+        "content": _write_image(tmp_path / "content.png", 120, 80, 0),
+        "style1": _write_image(tmp_path / "style1.png", 96, 96, 1),
+        "style2": _write_image(tmp_path / "style2.png", 80, 104, 2),
+    }
+
+
+def _model_flags(tiny) -> list[str]:
+    return ["--sd-model", str(tiny.sd), "--dino-model", str(tiny.dino), "--depth-model", str(tiny.depth)]
+
+
+def test_diffusion_end_to_end(tiny, files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), str(files["style2"]),
+                      "-o", str(out / "result.png"), "--engine", "diffusion", "--size", "96", "--steps", "3",
+                      "--mask-out", str(out / "mask.png"), "--matches-out", str(out / "matches.json"),
+                      *_model_flags(tiny)], capsys)
+    assert code == 0, err
+    assert "engine: diffusion (chosen in the settings)" in err
+    result = Image.open(out / "result.png")
+    assert result.size == (96, 64)  # 120x80 at long side 96: the content's aspect ratio
+    assert Image.open(out / "mask.png").size == result.size
+    doc = json.loads((out / "matches.json").read_text())
+    assert doc["engine"] == "diffusion"
+    assert len(doc["matches"]) == doc["content_regions"] >= 1
+    assert all(m["style_image"] in (0, 1) for m in doc["matches"])
+    assert all(set(m["terms"]) == {"statistical", "semantic", "positional"} for m in doc["matches"])
+
+
+def test_second_run_does_no_stage_1_or_2_work(tiny, files) -> None:
+    from stylegallery.pipeline import Pipeline
+
+    settings = preset("paper", engine="diffusion")
+    settings = dataclasses.replace(
+        settings,
+        image=dataclasses.replace(settings.image, size=64),
+        diffusion=dataclasses.replace(settings.diffusion, sd_model=str(tiny.sd), dino_model=str(tiny.dino),
+                                      depth_model=str(tiny.depth), steps=2),
+    )
+    pipe = Pipeline()
+    engine = pipe.engine("diffusion", settings)
+    calls = {"analyze": 0}
+    original = engine.analyze
+
+    def counting(*args, **kwargs):
+        calls["analyze"] += 1
+        return original(*args, **kwargs)
+
+    engine.analyze = counting  # type: ignore[method-assign]
+    styles = [files["style1"], files["style2"]]
+    first = pipe(files["content"], styles, settings)
+    assert calls["analyze"] == 3
+    misses = dict(pipe.cache.stats.misses)
+    second = pipe(files["content"], styles, dataclasses.replace(settings, seed=5))  # a stage-3-only change
+    assert calls["analyze"] == 3  # no inversion, no DINOv2, no depth
+    assert pipe.cache.stats.misses == misses  # no clustering, no descriptors either
+    assert (second.content_labels == first.content_labels).all()
+    assert [m.to_json() for m in second.matches] == [m.to_json() for m in first.matches]
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong_architecture", "offline_hub_id", "empty_folder"])
+def test_unusable_model_location_exits_2(tiny, files, tmp_path, capsys, monkeypatch, case) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    sd = {"missing": str(tmp_path / "no-such-model"), "wrong_architecture": str(tiny.dino),
+          "offline_hub_id": "someone/not-downloaded-sd15", "empty_folder": str(empty)}[case]
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"),
+                      "--engine", "diffusion", "--size", "64", "--steps", "1", "--sd-model", sd,
+                      "--dino-model", str(tiny.dino), "--depth-model", "none", "--matches-out",
+                      str(out / "m.json")], capsys)
+    _assert_one_line_error(code, err)
+    assert os.listdir(out) == []
+
+
+def test_wrong_dino_folder_exits_2(tiny, files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"),
+                      "--engine", "diffusion", "--size", "64", "--steps", "1", "--sd-model", str(tiny.sd),
+                      "--dino-model", str(tiny.sd), "--depth-model", "none"], capsys)
+    _assert_one_line_error(code, err)
+    assert os.listdir(out) == []
+
+
+def test_depth_none_turns_the_depth_split_off() -> None:
+    args = cli.build_parser().parse_args(["run", "a.png", "b.png", "-o", "o.png", "--depth-model", "none",
+                                          "--steps", "7", "--content-weight", "0.3"])
+    settings = cli.settings_from_args(args, "diffusion")
+    assert settings.diffusion.depth_model is None and settings.regions.use_depth is False
+    assert settings.diffusion.steps == 7 and settings.diffusion.content_weight == 0.3
+    classic = cli.settings_from_args(args, "classic")
+    assert classic.classic.iterations == 7 and classic.classic.content_weight == 0.3
+    assert classic.diffusion.steps == preset("paper").diffusion.steps  # stage-3 flags go to the engine that runs
