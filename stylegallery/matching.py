@@ -44,16 +44,18 @@ class RandomAggregator:
     as an unbatched sequence.
     """
 
-    def __init__(self, width: int, seed: int, layers: int = 8, heads: int = 4, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, width: int, seed: int, layers: int = 8, heads: int = 4, mlp_ratio: float = 4.0,
+                 device: str = "cpu") -> None:
         if width < 1 or width % heads != 0:
             raise ValueError(f"width={width} is invalid for the random aggregation transformer: it must be a "
                              f"positive multiple of heads={heads}; use statistics='moments' for such features")
         import torch
 
-        self.width, self.seed = width, seed
+        self.width, self.seed, self.device = width, seed, device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self._module = _build_transformer(width, layers, heads, mlp_ratio).eval()
+            module = _build_transformer(width, layers, heads, mlp_ratio)  # drawn on the CPU: same on any device
+        self._module = module.eval().to(device)
 
     def __call__(self, cells: np.ndarray) -> np.ndarray:
         import torch
@@ -61,8 +63,8 @@ class RandomAggregator:
         if cells.ndim != 2 or cells.shape[1] != self.width:
             raise ValueError(f"cells have shape {cells.shape}: expected (n, {self.width})")
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(cells, dtype=np.float32))  # (n_r, C), unbatched
-            return self._module(x).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(cells, dtype=np.float32)).to(self.device)  # (n_r, C)
+            return self._module(x).float().cpu().numpy()
 
 
 def _build_transformer(width: int, layers: int, heads: int, mlp_ratio: float) -> Any:
