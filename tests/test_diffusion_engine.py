@@ -173,6 +173,13 @@ def test_fast_preset_without_lora_runs_the_lcm_schedule_and_says_so(engine, cont
     assert engine.stats["unet_forward_transfer"] == 2 * 2
 
 
+def test_with_nothing_to_optimise_the_result_is_the_decoded_start_latent(engine, content):
+    settings = tiny_settings(steps=2, content_weight=0.0, preview_every=5)
+    steps = list(engine.transfer(content, _halves(8, 12), [], [], [], settings))
+    expected = engine._decode(remove_style(content.payload["c15"]))
+    np.testing.assert_allclose(steps[-1].image, expected, atol=1e-6)
+
+
 def test_transfer_checks_label_maps_and_matches(engine, content, style):
     settings = tiny_settings(steps=1)
     with pytest.raises(InputError, match="expected the analysis grid"):

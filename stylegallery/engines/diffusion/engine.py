@@ -246,11 +246,12 @@ class DiffusionEngine(Engine):
                     loss = regional_style_loss(q, out, k_ref, v_ref, content_masks, style_masks, pairs,
                                                d.temperature, d.mask_mode)
                     loss = loss + d.content_weight * content_loss(q, q_ref)
-                    optimiser.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    stats["unet_backward_transfer"] += 1
-                    scaler.step(optimiser)
-                    scaler.update()
+                    if loss.requires_grad:  # False only without matches and with content_weight 0
+                        optimiser.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        stats["unet_backward_transfer"] += 1
+                        scaler.step(optimiser)
+                        scaler.update()
                     state.clear()
                     del records, q, out, loss
                 del per_image, q_ref, k_ref, v_ref, style_masks
