@@ -246,7 +246,8 @@ class Pipeline:
         match_key = (match_settings.statistics, match_settings.block_size, match_settings.block_min_pixels,
                      match_settings.seed)
         descriptors = [
-            self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings)
+            self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings,
+                           str(getattr(engine, "device", "cpu")))
             for analysis, lab, key in zip(analyses, labels, keys)
         ]
         matches = matching.match(descriptors[0], descriptors[1:], match_settings, overrides=overrides)
@@ -327,15 +328,16 @@ class Pipeline:
         return labels
 
     def _describe(self, analysis: Analysis, labels: np.ndarray, key: Hashable,
-                  match_settings: MatchSettings) -> list[RegionDescriptor]:
+                  match_settings: MatchSettings, device: str = "cpu") -> list[RegionDescriptor]:
         descriptors = self.cache.get("describe", key)
         if descriptors is None:
             aggregator = None
             if match_settings.statistics == "random_transformer":  # built once per width and seed, then reused
-                agg_key = (analysis.cluster_features.shape[-1], match_settings.seed)
+                agg_key = (analysis.cluster_features.shape[-1], match_settings.seed, device)
                 aggregator = self._aggregators.get(agg_key)
                 if aggregator is None:
-                    aggregator = self._aggregators[agg_key] = matching.RandomAggregator(*agg_key)
+                    aggregator = matching.RandomAggregator(agg_key[0], agg_key[1], device=device)
+                    self._aggregators[agg_key] = aggregator
             descriptors = matching.describe_regions(labels, analysis.cluster_features, analysis.tokens, match_settings,
                                                     aggregator=aggregator)
             size = sum(d.statistical.nbytes + d.semantic.nbytes + 64 for d in descriptors)
