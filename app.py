@@ -1,0 +1,375 @@
+"""StyleGallery demo: pick a photo and one to five styles, watch the regions, matches and result appear.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--gallery DIR ...]
+
+This file only wires widgets to one cached `stylegallery.Pipeline`; the method lives in the library.
+The "generate" API endpoint takes (content, styles, overrides, engine, preset, size, max regions,
+content weight, steps, seed, randomise). Overrides use the page's 1-based numbers: {"2": [1, 3]}
+paints content region R2 like region 3 of style 1.
+"""
+
+import os
+
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no outbound lookups
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from stylegallery import viz  # noqa: E402
+from stylegallery.config import Settings, preset  # noqa: E402
+from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError  # noqa: E402
+from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
+from stylegallery.images import to_uint8  # noqa: E402
+from stylegallery.pipeline import Done, Matched, Pipeline, Preview, Result, Segmented  # noqa: E402
+
+
+try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
+    import spaces
+
+    gpu = spaces.GPU(duration=int(os.environ.get("STYLEGALLERY_GPU_SECONDS", 180)))
+except ImportError:
+    def gpu(fn):
+        return fn
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MAX_STYLES = 5
+MAX_SEED = 2**31 - 1
+QUEUE_SIZE = int(os.environ.get("STYLEGALLERY_QUEUE_SIZE", 16))
+MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15mb")
+EXPORT_DIR = Path(tempfile.gettempdir()) / "stylegallery-app"
+EXPORT_MAX_AGE = 3600  # s; export folders of older sessions are removed
+PAPER = ("StyleGallery: Training-free and Semantic-aware Personalized Style Transfer from Arbitrary Image "
+         "References (He et al., CVPR 2026)")
+DOWNLOADS = {"result": "Result PNG", "regions": "Region map", "matches": "Match figure", "panel": "Talk panel"}
+OUTPUTS = ("seed", "status", "region_map", "result", "match_figure", "style_regions", "timings", "match_table",
+           "region_pick", "target_pick", *(f"dl_{k}" for k in DOWNLOADS))
+TARGET = re.compile(r"Style (\d+) · region (\d+)")
+_STOP: dict[str, threading.Event] = {}  # session -> its Stop flag
+
+
+@functools.lru_cache(maxsize=1)
+def get_pipeline() -> Pipeline:
+    """The one pipeline of this process: it keeps loaded models and cached stage-1/2 work between runs."""
+    return Pipeline()
+
+
+def make_settings(engine: str, preset_name: str, size: float, k_max: float, content_weight: float, steps: float,
+                  seed: int) -> Settings:
+    """Widget values -> Settings. `content_weight` scales the preset's content weight (1 = the paper's)."""
+    base = preset(preset_name)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        base, engine=engine, seed=seed,
+        image=dataclasses.replace(base.image, size=int(size)),
+        regions=dataclasses.replace(base.regions, k_max=max(int(k_max), base.regions.k_min)),
+        diffusion=dataclasses.replace(base.diffusion, steps=int(steps),
+                                      content_weight=base.diffusion.content_weight * content_weight),
+        classic=dataclasses.replace(base.classic,
+                                    content_weight=min(10.0, base.classic.content_weight * content_weight)),
+    )
+
+
+def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
+    """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices)."""
+    try:
+        return {int(k) - 1: (int(v[0]) - 1, int(v[1]) - 1) for k, v in (overrides or {}).items() if v}
+    except (AttributeError, TypeError, ValueError, IndexError):
+        raise gr.Error(f'Region choices {overrides!r} are malformed: expected e.g. {{"2": [1, 3]}}.') from None
+
+
+@gpu
+def generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
+             size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
+             request: gr.Request) -> Iterator[tuple]:
+    """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files."""
+    if not content:
+        raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
+    style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
+    if not style_paths:
+        raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
+    if len(style_paths) > MAX_STYLES:
+        raise gr.Error(f"{len(style_paths)} style images chosen: use at most {MAX_STYLES} (click one to remove it).")
+    seed = random.randint(0, MAX_SEED) if randomize else int(seed or 0)
+    try:
+        settings = make_settings(engine, preset_name, size, k_max, content_weight, steps, seed)
+    except ValueError as exc:
+        raise gr.Error(f"Invalid setting: {exc}") from None
+    session = re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous"
+    stop = _STOP.setdefault(session, threading.Event())
+    stop.clear()
+    name, reason = get_pipeline().resolve_engine(settings)
+    yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({reason}): finding regions…"),
+               **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
+    try:
+        yield from _stream(_run(content, style_paths, settings, parse_overrides(overrides), stop), session)
+    except Cancelled:
+        yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
+    except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: threading.Event) -> Iterator:
+    """`Pipeline.run`, falling back to the classic engine when the diffusion models cannot be loaded."""
+    events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop.is_set)
+    try:
+        first = next(events)
+    except (ModelLoadError, EngineUnavailable) as exc:
+        if settings.engine == "classic":
+            raise
+        gr.Warning(f"The diffusion models could not be loaded, so the classic engine paints instead: {exc}")
+        classic = dataclasses.replace(settings, engine="classic")
+        events = get_pipeline().run(content, styles, classic, overrides, should_stop=stop.is_set)
+        first = next(events)
+        first.engine_reason = f"the diffusion models could not be loaded: {exc}"
+    yield first
+    yield from events
+
+
+def _stream(events: Iterator, session: str) -> Iterator[tuple]:
+    """Pipeline events -> page updates."""
+    for ev in events:
+        if isinstance(ev, Segmented):
+            seg, engine, n = ev, f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
+            style_maps = [(viz.region_overlay(img, lab, alpha=0.45, legend=False), f"Style {i + 1}")
+                          for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))]
+            targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
+                                  for r in range(int(lab.max()) + 1)]
+            yield _out(region_map=viz.region_overlay(ev.content_image, ev.content_labels), style_regions=style_maps,
+                       region_pick=gr.update(choices=[f"R{i + 1}" for i in range(n)], value="R1"),
+                       target_pick=gr.update(choices=targets, value="auto"), timings=_timings(ev.timings),
+                       status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))
+        elif isinstance(ev, Matched):
+            rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
+                     round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
+            figure = viz.match_figure(seg.content_image, seg.content_labels, seg.style_images, seg.style_labels,
+                                      ev.matches)
+            yield _out(match_figure=figure, match_table=rows, timings=_timings(ev.timings),
+                       status=_status(f"{engine}: regions matched; painting…"))
+        elif isinstance(ev, Preview):
+            yield _out(result=to_uint8(ev.image), timings=_timings(ev.timings),
+                       status=_status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
+        elif isinstance(ev, Done):
+            files = _export(ev.result, session)
+            yield _out(result=to_uint8(ev.result.image), timings=_timings(ev.result.timings),
+                       status=_status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
+                                      "below, or download the pictures."),
+                       **{f"dl_{k}": gr.update(value=str(files[k]), interactive=True) for k in DOWNLOADS})
+
+
+def _export(result: Result, session: str) -> dict[str, Path]:
+    """Full-resolution PNGs of this run in the session's own temp folder; earlier runs' files are removed."""
+    if EXPORT_DIR.is_dir():
+        for old in EXPORT_DIR.iterdir():
+            if old.name == session or time.time() - old.stat().st_mtime > EXPORT_MAX_AGE:
+                shutil.rmtree(old, ignore_errors=True)
+    folder = EXPORT_DIR / session
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    pictures = {"result": result.to_pil(), "regions": viz.region_overlay(result.content_image, result.content_labels),
+                "matches": viz.match_figure(result.content_image, result.content_labels, result.style_images,
+                                            result.style_labels, result.matches),
+                "panel": viz.panel(result)}
+    for key, picture in pictures.items():
+        picture.save(folder / f"{stem}-{key}.png")
+    return {key: folder / f"{stem}-{key}.png" for key in pictures}
+
+
+def _out(**updates: object) -> tuple:
+    """One value per name in OUTPUTS; outputs not named stay as they are."""
+    return tuple(updates.get(name, gr.skip()) for name in OUTPUTS)
+
+
+def _status(html: str) -> str:
+    return f"<div class='sg-status'>{html}</div>"
+
+
+def _timings(timings: dict[str, float]) -> str:
+    names = {"analyze": "Analyse images", "segment": "1 · Segment regions", "match": "2 · Match regions",
+             "transfer": "3 · Transfer style", "total": "Total"}
+    return "| Stage | Time |\n|---|---:|\n" + "".join(f"| {label} | {timings[key]:.2f} s |\n"
+                                                     for key, label in names.items() if key in timings)
+
+
+# ---- page -------------------------------------------------------------------------------------------
+
+def _thumbs(items: list[GalleryItem], chosen: set[str]) -> list[tuple[str, str]]:
+    """Gallery thumbnails; a chosen image's caption starts with a check mark (assets/chosen.js outlines it)."""
+    return [(str(i.thumb), f"✓ {i.title}" if i.title in chosen else i.title) for i in items]
+
+
+def _titles(styles: list | None) -> list[str]:
+    return [(caption or "").split(": ", 1)[-1] for _, caption in styles or []]
+
+
+def _numbered(styles: list) -> list[tuple[str, str]]:
+    return [(path, f"{i + 1}: {(cap or Path(path).name).split(': ', 1)[-1]}") for i, (path, cap) in enumerate(styles)]
+
+
+def _overrides_text(overrides: dict) -> str:
+    chosen = [f"R{k} → Style {v[0]} · region {v[1]}" for k, v in overrides.items() if v]
+    return "Your choices: " + (", ".join(chosen) if chosen else "none yet (every region is matched automatically).")
+
+
+def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
+    items = load_gallery(extra_galleries or [])
+    contents, style_items = by_kind(items, "content"), by_kind(items, "style")
+    engine_name, engine_reason = get_pipeline().resolve_engine(Settings())
+    no_overrides = ({}, _overrides_text({}))
+
+    def pick_content(evt: gr.SelectData):
+        return str(contents[evt.index].path), _thumbs(contents, {contents[evt.index].title}), *no_overrides
+
+    def set_styles(styles: list):
+        if len(styles) > MAX_STYLES:
+            gr.Warning(f"{len(styles)} styles chosen: use at most {MAX_STYLES}; click a chosen style to remove it.")
+        return _numbered(styles), _thumbs(style_items, set(_titles(styles))), *no_overrides
+
+    def toggle_style(styles: list | None, evt: gr.SelectData):
+        item, styles, titles = style_items[evt.index], list(styles or []), _titles(styles)
+        if item.title in titles:
+            styles.pop(titles.index(item.title))
+        elif len(styles) >= MAX_STYLES:
+            gr.Warning(f"At most {MAX_STYLES} styles: click a chosen style to remove it first.")
+        else:
+            styles.append((str(item.path), item.title))
+        return set_styles(styles)
+
+    def drop_style(styles: list | None, evt: gr.SelectData):
+        return set_styles([s for i, s in enumerate(styles or []) if i != evt.index])
+
+    def set_override(overrides: dict | None, region: str | None, target: str | None):
+        if not region:
+            raise gr.Error("Generate first: the regions you can reassign appear after a run.")
+        match = TARGET.fullmatch(target or "")
+        overrides = {**(overrides or {}), region.lstrip("R"): [int(match[1]), int(match[2])] if match else None}
+        return overrides, _overrides_text(overrides)
+
+    def stop_run(request: gr.Request) -> None:
+        _STOP.setdefault(re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous",
+                         threading.Event()).set()
+
+    with gr.Blocks(title="StyleGallery", delete_cache=(1800, 3600)) as demo:
+        notice = ("" if engine_name == "diffusion" else f"<p class='sg-notice'>Running on CPU ({engine_reason}): "
+                  "the weight-free classic engine paints the result.</p>")
+        gr.HTML(f"<div class='sg-hero'><h1>StyleGallery</h1><p class='sg-sub'>Restyle a photo region by region "
+                "from several style images: each part of the picture takes its look from the style region that "
+                f"fits it best.</p><p class='sg-paper'>A reimplementation of <i>{PAPER}</i>.</p>{notice}</div>")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, elem_classes="sg-card"):
+                gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>")
+                content_gallery = gr.Gallery(_thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
+                                             object_fit="cover", show_label=False, elem_id="content-gallery")
+                content = gr.Image(type="filepath", label="Content (click a photo above, or drop your own here)",
+                                   sources=["upload", "clipboard"], height=220, elem_id="content-image")
+            with gr.Column(scale=7, elem_classes="sg-card"):
+                gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>")
+                style_gallery = gr.Gallery(_thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],
+                                           object_fit="cover", show_label=False, elem_id="style-gallery")
+                styles = gr.Gallery([], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
+                                    object_fit="cover", file_types=["image"], fit_columns=False,
+                                    label="Chosen styles (click one to remove it, or upload your own)",
+                                    elem_id="chosen-styles")
+        with gr.Row(elem_classes="sg-actions"):
+            run = gr.Button("Generate", variant="primary", size="lg", elem_id="generate", scale=4)
+            stop = gr.Button("Stop", variant="stop", size="lg", elem_id="stop", scale=1)
+        with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
+            with gr.Row():
+                engine = gr.Radio(["auto", "diffusion", "classic"], value="auto", label="Engine",
+                                  info="auto: diffusion on a GPU, else the weight-free classic engine")
+                preset_name = gr.Radio(["paper", "fast"], value="paper", label="Preset",
+                                       info="paper: the official defaults; fast: the accelerated schedule")
+            with gr.Row():
+                size = gr.Slider(256, 1024, value=512, step=64, label="Working size (px, long side)")
+                k_max = gr.Slider(2, 16, value=10, step=1, label="Max regions (K)")
+                content_weight = gr.Slider(0, 3, value=1, step=0.05, label="Content weight",
+                                           info="× the preset's weight; higher keeps more of the photo")
+            with gr.Row():
+                steps = gr.Slider(1, 300, value=150, step=1, label="Diffusion steps")
+                seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                randomize = gr.Checkbox(False, label="Randomise seed")
+        status = gr.HTML(_status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
+        with gr.Row(equal_height=True):
+            region_map = gr.Image(label="3 · Semantic regions of the content", type="pil", format="png",
+                                  interactive=False, elem_id="region-map")
+            result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result")
+        match_figure = gr.Image(label="Region matches", type="pil", format="png", interactive=False,
+                                elem_id="match-figure")
+        with gr.Row():
+            style_regions = gr.Gallery(label="Regions of each style", columns=5, height=240, object_fit="contain",
+                                       elem_id="style-regions", scale=3)
+            timings = gr.Markdown(_timings({}), elem_id="timings", elem_classes="sg-timings")
+        with gr.Accordion("4 · Personalise: choose which style region paints each content region", open=True):
+            match_table = gr.Dataframe(headers=["Region", "Style", "Style region", "Score", "Set by"],
+                                       interactive=False, elem_id="match-table")
+            with gr.Row(equal_height=True):
+                region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick")
+                target_pick = gr.Dropdown(["auto"], value="auto", label="takes its look from", elem_id="target-pick")
+                apply = gr.Button("Set", elem_id="set-override")
+            overrides = gr.JSON({}, visible=False)
+            overrides_text = gr.Markdown(_overrides_text({}))
+            with gr.Row():
+                regenerate = gr.Button("Regenerate with my choices", variant="primary", elem_id="regenerate")
+                reset = gr.Button("All regions automatic")
+        with gr.Row(elem_classes="sg-downloads"):
+            downloads = {f"dl_{k}": gr.DownloadButton(label, interactive=False, elem_id=f"dl-{k}")
+                         for k, label in DOWNLOADS.items()}
+        with gr.Accordion("Gallery credits", open=False):
+            gr.Markdown("| Image | Kind | Licence | Source |\n|---|---|---|---|\n"
+                        + "".join(f"| {i.title} | {i.kind} | {i.licence} | {i.source} |\n" for i in items))
+
+        private = {"api_visibility": "private", "queue": False}
+        choices = [overrides, overrides_text]
+        content_gallery.select(pick_content, None, [content, content_gallery, *choices], **private)
+        content.upload(lambda: (_thumbs(contents, set()), *no_overrides), None, [content_gallery, *choices],
+                       **private)
+        style_gallery.select(toggle_style, styles, [styles, style_gallery, *choices], **private)
+        styles.select(drop_style, styles, [styles, style_gallery, *choices], **private)
+        styles.upload(lambda s: set_styles(list(s or [])), styles, [styles, style_gallery, *choices], **private)
+        apply.click(set_override, [overrides, region_pick, target_pick], choices, **private)
+        reset.click(lambda: no_overrides, None, choices, **private)
+        preset_name.change(lambda p: preset(p).diffusion.steps, preset_name, steps, **private)
+        stop.click(stop_run, None, None, **private)
+        widgets = {"seed": seed, "status": status, "region_map": region_map, "result": result,
+                   "match_figure": match_figure, "style_regions": style_regions, "timings": timings,
+                   "match_table": match_table, "region_pick": region_pick, "target_pick": target_pick, **downloads}
+        inputs = [content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps, seed, randomize]
+        run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate")
+        regenerate.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private")
+    return demo
+
+
+def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
+    """Everything `launch` needs besides host and port: theme, CSS, and the only folders the server may read."""
+    folders = folders_of(load_gallery(extra_galleries or []))
+    fonts = [gr.themes.LocalFont("Source Sans Pro"), gr.themes.LocalFont("Lora"), "sans-serif"]  # bundled: offline
+    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate", font=fonts).set(
+        button_primary_background_fill="*primary_600", button_primary_background_fill_hover="*primary_700",
+        button_primary_text_color="white")
+    return {"theme": theme, "css_paths": [ASSETS / "style.css"], "js": (ASSETS / "chosen.js").read_text(),
+            "allowed_paths": [str(ASSETS), *map(str, folders)], "max_file_size": MAX_UPLOAD,
+            "favicon_path": ASSETS / "favicon.png", "footer_links": ["api", "gradio"]}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Serve the StyleGallery demo.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for a network)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--gallery", action="append", default=[], metavar="DIR",
+                        help="extra gallery folder (manifest.json, or content/ and style/ subfolders); repeatable")
+    args = parser.parse_args()
+    demo = build_demo(args.gallery)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(args.gallery))

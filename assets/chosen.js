@@ -1,0 +1,12 @@
+// Outline the gallery thumbnails whose caption starts with a check mark (the chosen images).
+() => {
+  const mark = () => {
+    document.querySelectorAll("#content-gallery .thumbnail-item, #style-gallery .thumbnail-item").forEach((item) => {
+      const caption = item.querySelector(".caption-label, figcaption, span");
+      const chosen = !!caption && caption.textContent.trim().startsWith("\u2713");
+      item.classList.toggle("sg-chosen", chosen);
+    });
+  };
+  new MutationObserver(mark).observe(document.body, { childList: true, subtree: true, characterData: true });
+  mark();
+}
