@@ -251,23 +251,40 @@ def load_lora(unet, location: str) -> str:
     return LORA_ADAPTER
 
 
+def _ddim_timesteps(config, steps: int):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(config)
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps
+
+
+def _lcm_timesteps(config, steps: int):
+    from diffusers import LCMScheduler
+
+    scheduler = LCMScheduler.from_config(config)
+    scheduler.set_timesteps(steps, original_inference_steps=max(50, steps))
+    return scheduler.timesteps
+
+
+def _euler_trailing_timesteps(config, steps: int):
+    from diffusers import EulerDiscreteScheduler
+
+    scheduler = EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps
+
+
+# settings.diffusion.scheduler -> (SD scheduler config, steps) -> descending timesteps
+STAGE3_SCHEDULES = {"ddim": _ddim_timesteps, "lcm": _lcm_timesteps, "euler_trailing": _euler_trailing_timesteps}
+
+
 def stage3_timesteps(scheduler_config, kind: str, steps: int) -> list[float]:
     """The timesteps of the latent optimisation (paper 4.2): only which UNet features are read.
 
-    "ddim": DDIM set_timesteps(steps) (895..1 for 150); "lcm": LCMScheduler's list; "euler_trailing":
-    EulerDiscreteScheduler with trailing spacing (Hyper-SD).
+    "ddim": DDIM set_timesteps(steps) (895..1 for 150); "lcm": LCMScheduler's list (LCM-LoRA);
+    "euler_trailing": EulerDiscreteScheduler with trailing spacing (Hyper-SD).
     """
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, LCMScheduler
-
-    if kind == "ddim":
-        scheduler = DDIMScheduler.from_config(scheduler_config)
-        scheduler.set_timesteps(steps)
-    elif kind == "lcm":
-        scheduler = LCMScheduler.from_config(scheduler_config)
-        scheduler.set_timesteps(steps, original_inference_steps=max(50, steps))
-    elif kind == "euler_trailing":
-        scheduler = EulerDiscreteScheduler.from_config(scheduler_config, timestep_spacing="trailing")
-        scheduler.set_timesteps(steps)
-    else:
-        raise ValueError(f"scheduler={kind!r} is invalid: expected 'ddim', 'lcm' or 'euler_trailing'")
-    return [float(t) for t in scheduler.timesteps]
+    if kind not in STAGE3_SCHEDULES:
+        raise ValueError(f"scheduler={kind!r} is invalid: expected one of {', '.join(STAGE3_SCHEDULES)}")
+    return [float(t) for t in STAGE3_SCHEDULES[kind](scheduler_config, steps)]
