@@ -206,7 +206,7 @@ class Settings:
 
     engine: EngineName = "auto"
     preset: PresetName = "paper"
-    seed: int = 42  # stage-3 seed; >= 0
+    seed: int = 42  # stage-3 seed (classic: initial noise; the diffusion optimisation draws no noise); >= 0
     image: ImageSettings = field(default_factory=ImageSettings)
     regions: RegionSettings = field(default_factory=RegionSettings)
     matching: MatchSettings = field(default_factory=MatchSettings)
