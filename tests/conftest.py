@@ -46,3 +46,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 has_cuda = False
             if not has_cuda:
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The tiny test models gain nothing from intra-op threads, and on a shared 2-core machine torch's thread
+    # pool spin-waits behind other processes (10-30x slower). Product code keeps torch's default.
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(1)
