@@ -46,6 +46,16 @@ class SDModels:
     scheduler: Any  # DDIMScheduler with the pipeline's config (leading spacing, steps_offset 1)
 
 
+def quiet_libraries() -> None:
+    """No progress bars or info chatter from diffusers/transformers: the CLI and app report progress themselves."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
+
+
 def _one_line(exc: BaseException, limit: int = 240) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -155,6 +165,7 @@ def _check_transformers_folder(root: Path, field: str, location: str, model_type
 
 def load_sd(location: str, device: str | torch.device = "cpu") -> SDModels:
     """UNet, VAE, text encoder, tokenizer and a DDIMScheduler of an SD 1.5-layout pipeline, float32, frozen."""
+    quiet_libraries()
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -188,6 +199,7 @@ def _image_processor(root: Path, fallback):
 
 def load_dino(location: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """A DINOv2 model (float32, frozen) and its image processor (the documented default if none is saved)."""
+    quiet_libraries()
     from transformers import AutoModel, BitImageProcessorPil
 
     root = resolve_location(location, "dino_model", TRANSFORMERS_FILES)
@@ -207,6 +219,7 @@ def load_dino(location: str, device: str | torch.device = "cpu") -> tuple[Any, A
 
 def load_depth(location: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """A Depth-Anything(-V2) model (float32, frozen) and its image processor."""
+    quiet_libraries()
     from transformers import DepthAnythingForDepthEstimation, DPTImageProcessorPil
 
     root = resolve_location(location, "depth_model", TRANSFORMERS_FILES)

@@ -116,6 +116,9 @@ def save_tiny_models(root: Path, seed: int = 0) -> TinyModelPaths:
 
     Seeded, so two calls give identical weights; the caller's global torch RNG state is left untouched.
     """
+    from stylegallery.engines.diffusion.models import quiet_libraries
+
+    quiet_libraries()
     root = Path(root)
     paths = TinyModelPaths(sd=root / "sd", dino=root / "dino", depth=root / "depth")
     with torch.random.fork_rng(devices=[]):
