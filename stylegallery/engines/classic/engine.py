@@ -1,0 +1,166 @@
+"""The weight-free engine: hand-made features for stages 1-2, region-restricted texture optimisation for stage 3.
+
+Notation (code -> paper / research/classic.md):
+    analyze            -> the feature extraction of stage 1 (paper 2.1), with features.py instead of UNet features
+    content_weight     -> the one content-vs-style knob: scales the fusion weight map W (classic.md 2.2 step 0)
+    weight_map         -> W = content_weight * (EDGE_FLOOR + edges + face_boost * faces)
+    transfer           -> stage 3 (classic.md 5), synthesis.synthesize
+
+This package imports only numpy, OpenCV and the standard library (no torch, no diffusers, no transformers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import ClassVar
+
+import cv2
+import numpy as np
+
+from stylegallery.config import MatchSettings, Settings
+from stylegallery.engines.base import Engine
+from stylegallery.engines.classic import faces, features, synthesis
+from stylegallery.errors import InputError
+from stylegallery.types import Analysis, Match, TransferStep
+
+
+FEATURE_VERSION = 1  # bump when features.py changes what analyze returns (invalidates cached analyses)
+EDGE_FLOOR = 0.1  # share of the content weight that flat areas keep, so large-scale shading survives
+EDGE_SIGMA = 3.0  # px blur of the edge map at a 512 px working size
+
+
+class ClassicEngine(Engine):
+    name: ClassVar[str] = "classic"
+
+    def __init__(self, face_detector: Callable[[np.ndarray], list[faces.Box]] | None | str = "default") -> None:
+        # "default": OpenCV's Haar cascade when this OpenCV has it; None: no face boost; or any image -> boxes.
+        self._face_detector = face_detector
+
+    # -- stages 1-2: features -------------------------------------------------------------------------------------
+    def analysis_key(self, settings: Settings) -> Hashable:
+        return ("classic", FEATURE_VERSION, settings.classic.grid_cell, settings.image.size, settings.image.multiple)
+
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+        _check_image(image, "image")
+        g = settings.classic.grid_cell
+        hh, ww = image.shape[:2]
+        grid = (max(1, round(hh / g)), max(1, round(ww / g)))
+        cluster, merge = features.cluster_features(image, grid)
+        tokens = features.block_tokens(image, features.token_grid(image.shape))
+        return Analysis(image=np.ascontiguousarray(image, dtype=np.float32), cluster_features=cluster,
+                        merge_features=merge, depth=None, tokens=tokens, payload={})
+
+    def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
+        return dataclasses.replace(
+            matching,
+            statistics="moments" if matching.statistics == "auto" else matching.statistics,
+            assignment="balanced" if matching.assignment == "auto" else matching.assignment,
+        )
+
+    # -- stage 3 --------------------------------------------------------------------------------------------------
+    def transfer(
+        self,
+        content: Analysis,
+        content_labels: np.ndarray,
+        styles: Sequence[Analysis],
+        style_labels: Sequence[np.ndarray],
+        matches: Sequence[Match],
+        settings: Settings,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[TransferStep]:
+        # 1. Check inputs
+        if len(styles) == 0 or len(styles) != len(style_labels):
+            raise InputError(f"got {len(styles)} style analyses and {len(style_labels)} label maps: pass one of each")
+        image = content.image
+        _check_image(image, "content image")
+        n_regions = _check_labels(content_labels, "content labels")
+        for i, (style, labels) in enumerate(zip(styles, style_labels)):
+            _check_image(style.image, f"style image {i}")
+            _check_labels(labels, f"style labels {i}")
+        pairing = pairing_from_matches(matches, n_regions, [int(lab.max()) + 1 for lab in style_labels])
+
+        # 2. Upsample the label grids to pixels and build the content weight map W
+        cs = settings.classic
+        content_px = upsample_labels(content_labels, image.shape[:2])
+        styles_px = [upsample_labels(lab, st.image.shape[:2]) for st, lab in zip(styles, style_labels)]
+        weight = weight_map(image, cs.content_weight, cs.face_boost, self._detect_faces(image))
+
+        # 3. Synthesise coarse to fine, yielding a preview after each scale, then the final image
+        params = synthesis_params(settings)
+        total = params.scales + 1
+        rng = np.random.default_rng(settings.seed)
+        last = image
+        for s, x in synthesis.synthesize(image, content_px, [st.image for st in styles], styles_px, pairing,
+                                         weight, params, rng, should_stop):
+            last = x
+            yield TransferStep(step=s + 1, total=total, image=synthesis.resize(x, image.shape[:2]).astype(np.float32))
+        yield TransferStep(step=total, total=total, image=np.clip(last, 0, 1).astype(np.float32), final=True)
+
+    def _detect_faces(self, image: np.ndarray) -> list[faces.Box]:
+        detector = faces.default_detector() if self._face_detector == "default" else self._face_detector
+        if detector is None:
+            return []
+        return list(detector(image))  # type: ignore[operator]
+
+
+def synthesis_params(settings: Settings) -> synthesis.SynthesisParams:
+    cs = settings.classic
+    return synthesis.SynthesisParams(
+        scales=cs.scales, patch_sizes=tuple(cs.patch_sizes), iterations=cs.iterations, irls_steps=cs.irls_steps,
+        robust_r=cs.robust_r, pca_dims=cs.pca_dims, init_noise=cs.init_noise, denoise_sigma_s=cs.denoise_sigma_s,
+        denoise_sigma_r=cs.denoise_sigma_r,
+        max_db=int(getattr(cs, "max_db", synthesis.SynthesisParams.max_db)),
+    )
+
+
+def pairing_from_matches(matches: Sequence[Match], n_regions: int, style_regions: Sequence[int]) -> synthesis.Pairing:
+    """Content region -> (style image, style region); regions without a match draw from all styles (None)."""
+    sources: list[tuple[int, int] | None] = [None] * n_regions
+    for m in matches:
+        if not 0 <= m.content_region < n_regions:
+            raise InputError(f"match for content region {m.content_region} but the content has {n_regions} regions: "
+                             "recompute the matches for these labels")
+        if not 0 <= m.style_image < len(style_regions):
+            raise InputError(f"match to style image {m.style_image} but {len(style_regions)} styles were given")
+        if not 0 <= m.style_region < style_regions[m.style_image]:
+            raise InputError(f"match to region {m.style_region} of style {m.style_image}, which has "
+                             f"{style_regions[m.style_image]} regions: recompute the matches")
+        sources[m.content_region] = (m.style_image, m.style_region)
+    return synthesis.Pairing(tuple(sources))
+
+
+def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest upsampling of a (h, w) label grid to (H, W) pixels."""
+    hh, ww = shape
+    return cv2.resize(labels.astype(np.int32), (ww, hh), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+
+
+def weight_map(image: np.ndarray, content_weight: float, face_boost: float, boxes: Sequence[faces.Box]) -> np.ndarray:
+    """W = content_weight * (EDGE_FLOOR + blurred normalised Sobel magnitude + face_boost * face mask), (H, W)."""
+    scale = max(image.shape[:2]) / 512.0
+    lum = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
+    mag = cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), EDGE_SIGMA * scale)
+    edges = np.clip(mag / (np.percentile(mag, 98) + 1e-6), 0.0, 1.0)
+    w = EDGE_FLOOR + edges
+    if boxes and face_boost > 0:
+        w = w + face_boost * faces.face_mask(image.shape[:2], list(boxes))
+    return (content_weight * w).astype(np.float32)
+
+
+def _check_image(image: np.ndarray, name: str) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise InputError(f"{name} has shape {shape}: expected an (H, W, 3) float32 RGB array in [0, 1]")
+    if min(image.shape[:2]) < 8:
+        raise InputError(f"{name} is {image.shape[1]}x{image.shape[0]} px: expected at least 8 px per side")
+
+
+def _check_labels(labels: np.ndarray, name: str) -> int:
+    if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.size == 0:
+        raise InputError(f"{name} have shape {getattr(labels, 'shape', None)}: expected an (h, w) int label grid")
+    if labels.min() < 0:
+        raise InputError(f"{name} contain the negative label {int(labels.min())}: expected labels 0..K-1")
+    return int(labels.max()) + 1

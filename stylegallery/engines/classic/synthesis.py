@@ -1,0 +1,406 @@
+"""Stage 3 of the classic engine: Elad-Milanfar texture optimisation with the patch search restricted by region.
+
+Energy (Elad & Milanfar, TIP 2017; research/classic.md 2.2 and 5):
+
+    E(X) = sum_ij || R_ij X - z_ij ||^r  +  || X - C~ ||^2_W
+
+Notation (code -> paper symbol):
+    x          -> X, the image being synthesised at the current scale, (h, w, 3) float32 RGB
+    content    -> C~, the content after per-region colour transfer (E-M step 0)
+    weight     -> W, the content-fusion weight map (edges, faces), scaled by ClassicSettings.content_weight
+    index      -> R_ij, the patch-extraction operator, as flat pixel indices (N, n*n)
+    z          -> z_ij, the nearest style patch of each grid patch (searched only in the matched style region)
+    r          -> the robust exponent r (0.8), solved by IRLS with weights ||R_ij X - z_ij||^(r-2)
+    n, gap     -> the patch size and the sub-sampling gap of the patch grid
+    scale s    -> pyramid level, 0 = coarsest (1 / 2^(L-1) of the working size) .. L-1 = working size
+
+Speed (research/classic.md 4): patches for the nearest-neighbour search are blurred and sub-sampled to at most
+SEARCH_SIDE^2 points per channel, projected on a PCA basis fitted on style patches (one basis per scale and patch
+size, shared by all regions, so queries and database are centred with the same style mean), and searched by brute
+force with BLAS distances ||d||^2 - 2 q.d in float32 chunks. Each region's database is a random subset of at most
+`max_db` style patches of its matched style region. Aggregation uses np.bincount on precomputed flat indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stylegallery.engines.classic import colour
+from stylegallery.engines.classic.features import lab_to_rgb, rgb_to_lab
+from stylegallery.errors import Cancelled
+
+
+SEARCH_SIDE = 7  # search patches are sampled on at most 7 x 7 points (3 * 49 = 147 dims before PCA)
+PAPER_GAPS = {33: 28, 21: 18, 13: 8, 9: 5}  # sub-sampling gaps of Elad & Milanfar's patch sizes (classic.md 2.2)
+MIN_DB = 16  # a region database smaller than this borrows the patches nearest to the region
+QUERY_CHUNK = 4096
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class SynthesisParams:
+    scales: int = 3  # pyramid levels L
+    patch_sizes: tuple[int, ...] = (33, 21, 13, 9)  # coarse-to-fine patch sizes n
+    iterations: int = 3  # I_alg per patch size
+    irls_steps: int = 3  # IRLS steps of the robust aggregation
+    robust_r: float = 0.8  # exponent r
+    pca_dims: int = 24  # dims of the search space
+    init_noise: float = 50 / 255  # sigma of the noise added to C~ at the coarsest scale
+    denoise_sigma_s: float = 5.0  # edge-preserving filter (0 disables)
+    denoise_sigma_r: float = 0.2
+    max_db: int = 4096  # style patches kept per region database
+    style_stride: int = 2  # px between candidate style patches (before the random cap)
+    colour_strength: float = 1.0  # in-loop per-region colour transfer, 0..1
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Which style pixels each content region draws from: (style image, style region) or None = all styles."""
+
+    sources: tuple[tuple[int, int] | None, ...]  # indexed by content region
+
+
+def gap_for(n: int) -> int:
+    """Sub-sampling gap of the patch grid for patch size n (the paper's gaps, else 0.6 n)."""
+    return PAPER_GAPS.get(n, max(1, round(0.6 * n)))
+
+
+def patch_grid(hh: int, ww: int, n: int, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners (N,), (N,) of an n-px patch grid with spacing gap whose last row/column sits on the border."""
+    ys = np.arange(0, hh - n + 1, gap)
+    xs = np.arange(0, ww - n + 1, gap)
+    if ys[-1] != hh - n:
+        ys = np.append(ys, hh - n)
+    if xs[-1] != ww - n:
+        xs = np.append(xs, ww - n)
+    py, px = np.meshgrid(ys, xs, indexing="ij")
+    return py.ravel(), px.ravel()
+
+
+def patch_offsets(n: int, width: int, step: int = 1) -> np.ndarray:
+    """Flat offsets (m,) of the points of an n-px patch (every `step` px, last point included) in a row-major image."""
+    pts = np.arange(0, n, step)
+    if pts[-1] != n - 1:
+        pts = np.append(pts, n - 1)
+    dy, dx = np.meshgrid(pts, pts, indexing="ij")
+    return (dy * width + dx).ravel()
+
+
+def search_step(n: int) -> int:
+    return max(1, int(np.ceil((n - 1) / (SEARCH_SIDE - 1))))
+
+
+def search_image(image: np.ndarray, n: int) -> np.ndarray:
+    """The image whose sub-sampled patches are compared in the search: blurred when patches are sub-sampled."""
+    step = search_step(n)
+    if step == 1:
+        return image
+    return cv2.GaussianBlur(image, (0, 0), 0.5 * step, borderType=cv2.BORDER_REFLECT)
+
+
+def pca_basis(samples: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and orthonormal basis (d, k) of the top-k principal directions of (M, d) samples."""
+    mean = samples.mean(axis=0)
+    centred = samples - mean
+    cov = centred.T @ centred / max(1, samples.shape[0] - 1)  # (d, d)
+    evals, evecs = np.linalg.eigh(cov.astype(np.float64))
+    k = min(dims, samples.shape[1])
+    return mean.astype(np.float32), np.ascontiguousarray(evecs[:, ::-1][:, :k], dtype=np.float32)
+
+
+def nearest(queries: np.ndarray, db: np.ndarray, db_sq: np.ndarray | None = None) -> np.ndarray:
+    """Index (m,) of the nearest row of db (N, k) for each query (m, k), by BLAS L2 distances in chunks."""
+    if db_sq is None:
+        db_sq = np.einsum("ij,ij->i", db, db)
+    out = np.empty(queries.shape[0], np.int64)
+    for start in range(0, queries.shape[0], QUERY_CHUNK):
+        q = queries[start:start + QUERY_CHUNK]
+        dist = db_sq[None, :] - 2.0 * (q @ db.T)  # (chunk, N); ||q||^2 is constant per row
+        out[start:start + QUERY_CHUNK] = np.argmin(dist, axis=1)
+    return out
+
+
+def robust_aggregate(
+    x: np.ndarray, index: np.ndarray, z: np.ndarray, r: float, steps: int
+) -> np.ndarray:
+    """IRLS for argmin_X sum_ij ||R_ij X - z_ij||^r (Kwatra 2005 M-step): overlapping patches, robust weights.
+
+    x: (h, w, 3) current image; index: (N, m) flat pixel indices of the N patches; z: (N, m, 3) target patches.
+    Pixels that no patch covers keep their value.
+    """
+    hh, ww, _ = x.shape
+    flat_idx = index.ravel()  # (N*m,)
+    n_pix = hh * ww
+    xf = x.reshape(-1, 3)  # (h*w, 3)
+    for _ in range(steps):
+        diff = xf[index] - z  # (N, m, 3)
+        dist = np.sqrt(np.einsum("nmc,nmc->n", diff, diff)) + _EPS  # (N,)
+        wts = dist ** (r - 2.0)  # (N,)
+        wts = (wts / wts.max()).astype(np.float32)
+        wz = z * wts[:, None, None]  # (N, m, 3)
+        den = np.bincount(flat_idx, weights=np.repeat(wts, index.shape[1]), minlength=n_pix)
+        num = np.stack([np.bincount(flat_idx, weights=wz[..., c].ravel(), minlength=n_pix) for c in range(3)], -1)
+        covered = den > 0
+        new = xf.copy()
+        new[covered] = (num[covered] / den[covered, None]).astype(np.float32)
+        xf = new
+    return xf.reshape(hh, ww, 3)
+
+
+def fuse(x: np.ndarray, content: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Content fusion X <- (W + I)^-1 (X + W C~), a per-pixel weighted mean."""
+    w = weight[..., None]
+    return (x + w * content) / (1.0 + w)
+
+
+def denoise(x: np.ndarray, sigma_s: float, sigma_r: float) -> np.ndarray:
+    """Gastal-Oliveira domain-transform edge-preserving filter (cv2.edgePreservingFilter, flags=1)."""
+    if sigma_s <= 0:
+        return x
+    u8 = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    out = cv2.edgePreservingFilter(u8, flags=1, sigma_s=sigma_s, sigma_r=sigma_r)
+    # keep the sub-quantum detail the uint8 round trip would drop
+    return (out.astype(np.float32) / 255.0 + (x - u8.astype(np.float32) / 255.0)).astype(np.float32)
+
+
+def resize(image: np.ndarray, shape: tuple[int, int], nearest_: bool = False) -> np.ndarray:
+    hh, ww = shape
+    if image.shape[:2] == (hh, ww):
+        return image
+    if nearest_:
+        return cv2.resize(image, (ww, hh), interpolation=cv2.INTER_NEAREST)
+    shrink = hh < image.shape[0]
+    return cv2.resize(image, (ww, hh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def scale_shape(shape: tuple[int, int], factor: float, min_side: int = 8) -> tuple[int, int]:
+    return max(min_side, round(shape[0] * factor)), max(min_side, round(shape[1] * factor))
+
+
+@dataclass
+class _StyleLevel:
+    image: np.ndarray  # (hs, ws, 3) RGB at this scale
+    labels: np.ndarray  # (hs, ws) int32
+
+
+@dataclass
+class _Database:
+    corners: np.ndarray  # (N,) flat index of each style patch's top-left px in the style image at this scale
+    style: int  # style image index
+    feats: np.ndarray  # (N, k) PCA features
+    sq: np.ndarray  # (N,) squared norms of feats
+
+
+def _region_candidates(
+    labels: np.ndarray, region: int | None, n: int, stride: int, max_db: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Top-left corners (N, 2) of style patches of `region` (None = anywhere): fully inside the image, mostly in the
+    region; a region too small for that borrows the patches that overlap it most."""
+    hs, ws = labels.shape
+    ys = np.arange(0, hs - n + 1, stride)
+    xs = np.arange(0, ws - n + 1, stride)
+    py, px = np.meshgrid(ys, xs, indexing="ij")
+    py, px = py.ravel(), px.ravel()
+    if region is not None:
+        inside = (labels == region).astype(np.float32)
+        frac = cv2.blur(inside, (n, n), borderType=cv2.BORDER_CONSTANT)  # share of each window in the region
+        share = frac[py + n // 2, px + n // 2]
+        keep = share >= 0.5
+        if keep.sum() < MIN_DB:
+            keep = np.zeros_like(keep)
+            keep[np.argsort(-share, kind="stable")[:MIN_DB]] = True
+        py, px = py[keep], px[keep]
+    if py.size > max_db:
+        sel = np.sort(rng.choice(py.size, max_db, replace=False))
+        py, px = py[sel], px[sel]
+    return np.stack([py, px], axis=-1)
+
+
+def synthesize(
+    content: np.ndarray,
+    content_labels: np.ndarray,
+    styles: Sequence[np.ndarray],
+    style_labels: Sequence[np.ndarray],
+    pairing: Pairing,
+    weight: np.ndarray,
+    params: SynthesisParams,
+    rng: np.random.Generator,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Run the coarse-to-fine texture optimisation; yield (scale index, X at that scale) after each scale.
+
+    content: (H, W, 3) RGB [0, 1] working-size content; content_labels: (H, W) int32 regions 0..K-1 at pixel level;
+    styles / style_labels: (Hs, Ws, 3) images and (Hs, Ws) pixel labels; pairing.sources[k]: the (style image,
+    style region) content region k copies from; weight: (H, W) W >= 0. The last yield is at the working size.
+    """
+    hh, ww = content.shape[:2]
+    n_regions = len(pairing.sources)
+
+    # 0. Prepare: colour targets per content region, C~ = content colour-matched region by region.
+    style_labs = [rgb_to_lab(s) for s in styles]
+    targets = _colour_targets(pairing, style_labs, style_labels, rng)
+    soft_sigma = max(1.0, 0.01 * max(hh, ww))
+    masks_full = colour.soft_masks(content_labels, n_regions, soft_sigma)
+    content_tilde = lab_to_rgb(colour.regional_transfer(rgb_to_lab(content), masks_full, targets, rng))
+
+    x: np.ndarray | None = None
+    for s in range(params.scales):
+        factor = 0.5 ** (params.scales - 1 - s)
+        shape = (hh, ww) if s == params.scales - 1 else scale_shape((hh, ww), factor)
+        c_s = resize(content_tilde, shape)
+        w_s = resize(weight, shape)
+        labels_s = resize(content_labels.astype(np.int32), shape, nearest_=True)
+        masks_s = colour.soft_masks(labels_s, n_regions, max(1.0, soft_sigma * factor))
+        levels = [
+            _StyleLevel(resize(img, scale_shape(img.shape[:2], factor)),
+                        resize(lab.astype(np.int32), scale_shape(img.shape[:2], factor), nearest_=True))
+            for img, lab in zip(styles, style_labels)
+        ]
+        # 1. Initialise at the coarsest scale with strong noise; upsample X between scales.
+        if x is None:
+            x = (c_s + rng.normal(0.0, params.init_noise, c_s.shape)).astype(np.float32)
+        else:
+            x = resize(x, shape)
+        for n in params.patch_sizes:
+            if n > min(shape):
+                continue
+            x = _patch_size_pass(x, c_s, w_s, labels_s, masks_s, levels, pairing, targets, n, params, rng,
+                                 should_stop)
+        yield s, np.clip(x, 0.0, 1.0)
+
+
+def _colour_targets(
+    pairing: Pairing, style_labs: Sequence[np.ndarray], style_labels: Sequence[np.ndarray], rng: np.random.Generator
+) -> list[np.ndarray]:
+    cache: dict[tuple[int, int] | None, np.ndarray] = {}
+    out = []
+    for src in pairing.sources:
+        if src not in cache:
+            if src is None:
+                pix = np.concatenate([lab.reshape(-1, 3) for lab in style_labs])
+            else:
+                i, region = src
+                pix = style_labs[i][style_labels[i] == region]
+                if pix.shape[0] == 0:
+                    raise ValueError(f"style image {i} has no pixel in region {region}: check the style label maps")
+            cache[src] = colour.quantiles(pix, rng)
+        out.append(cache[src])
+    return out
+
+
+def _patch_size_pass(
+    x: np.ndarray,
+    c_s: np.ndarray,
+    w_s: np.ndarray,
+    labels_s: np.ndarray,
+    masks_s: np.ndarray,
+    levels: list[_StyleLevel],
+    pairing: Pairing,
+    targets: list[np.ndarray],
+    n: int,
+    params: SynthesisParams,
+    rng: np.random.Generator,
+    should_stop: Callable[[], bool],
+) -> np.ndarray:
+    """I_alg iterations of (search, robust aggregation, fusion, colour transfer) at one patch size, then denoise."""
+    hh, ww = x.shape[:2]
+    gap = gap_for(n)
+    step = search_step(n)
+    py, px = patch_grid(hh, ww, n, gap)
+    index = (py * ww + px)[:, None] + patch_offsets(n, ww)[None, :]  # (N, n*n)
+    search_index = (py * ww + px)[:, None] + patch_offsets(n, ww, step)[None, :]  # (N, m)
+    centre_region = labels_s[py + n // 2, px + n // 2]  # (N,)
+
+    # Databases: candidate style patches per used source, one PCA basis shared by all of them.
+    sources = sorted({src for src in pairing.sources if src is not None}, key=lambda t: (t[0], t[1]))
+    if any(src is None for src in pairing.sources):
+        sources_all: list[tuple[int, int] | None] = [*sources, None]
+    else:
+        sources_all = list(sources)
+    cand: dict[tuple[int, int] | None, list[tuple[int, np.ndarray]]] = {}
+    for src in sources_all:
+        if src is None:
+            per = max(MIN_DB, params.max_db // len(levels))
+            cand[src] = [(i, _region_candidates(lv.labels, None, n, params.style_stride, per, rng))
+                         for i, lv in enumerate(levels) if min(lv.labels.shape) >= n]
+        else:
+            i, region = src
+            lv = levels[i]
+            if min(lv.labels.shape) < n:
+                cand[src] = []
+                continue
+            cand[src] = [(i, _region_candidates(lv.labels, region, n, params.style_stride, params.max_db, rng))]
+    style_search = [search_image(lv.image, n) for lv in levels]
+    style_offsets_search = [patch_offsets(n, lv.image.shape[1], step) for lv in levels]
+    style_offsets_full = [patch_offsets(n, lv.image.shape[1]) for lv in levels]
+    raw: dict[tuple[int, int] | None, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    for src, parts in cand.items():
+        raw[src] = []
+        for i, corners in parts:
+            flat = corners[:, 0] * levels[i].image.shape[1] + corners[:, 1]  # (N,)
+            vecs = style_search[i].reshape(-1, 3)[flat[:, None] + style_offsets_search[i][None, :]]  # (N, m, 3)
+            raw[src].append((i, flat, vecs.reshape(flat.size, -1)))
+    pool = np.concatenate([v for parts in raw.values() for _, _, v in parts])  # (M, 3m)
+    if pool.shape[0] > 4000:
+        pool = pool[rng.choice(pool.shape[0], 4000, replace=False)]
+    mean, basis = pca_basis(pool, params.pca_dims)
+    dbs: dict[tuple[int, int] | None, list[_Database]] = {}
+    for src, parts in raw.items():
+        dbs[src] = []
+        for i, flat, vecs in parts:
+            feats = (vecs - mean) @ basis  # (N, k)
+            dbs[src].append(_Database(flat, i, feats, np.einsum("ij,ij->i", feats, feats)))
+    if any(not dbs.get(src) for src in sources_all):
+        missing = [src for src in sources_all if not dbs.get(src)]
+        raise ValueError(f"no style patch of {n} px for sources {missing}: lower the patch sizes or enlarge the styles")
+
+    # Which database each grid patch searches: the source of its centre region.
+    groups = [(src, np.flatnonzero(np.isin(centre_region, [k for k, s in enumerate(pairing.sources) if s == src])))
+              for src in sources_all]
+    for _ in range(params.iterations):
+        if should_stop():
+            raise Cancelled("the transfer was cancelled by the caller")
+        xs = search_image(x, n).reshape(-1, 3)
+        queries = (xs[search_index].reshape(search_index.shape[0], -1) - mean) @ basis  # (N, k)
+        z = np.empty((py.size, n * n, 3), np.float32)
+        for src, members in groups:
+            if members.size == 0:
+                continue
+            _match_group(queries[members], members, dbs[src], levels, style_offsets_full, z)
+        x = robust_aggregate(x, index, z, params.robust_r, params.irls_steps)
+        x = fuse(x, c_s, w_s)
+        if params.colour_strength > 0:
+            lab = colour.regional_transfer(rgb_to_lab(x), masks_s, targets, rng, params.colour_strength)
+            x = lab_to_rgb(lab)
+    return denoise(x, params.denoise_sigma_s * min(1.0, max(hh, ww) / 512), params.denoise_sigma_r)
+
+
+def _match_group(
+    queries: np.ndarray,
+    members: np.ndarray,
+    parts: list[_Database],
+    levels: list[_StyleLevel],
+    offsets_full: list[np.ndarray],
+    z: np.ndarray,
+) -> None:
+    """Nearest style patch of each query among the databases `parts`; writes the full patches into z[members]."""
+    best_d = np.full(members.size, np.inf, np.float32)
+    best_part = np.zeros(members.size, np.int64)
+    best_idx = np.zeros(members.size, np.int64)
+    q_sq = np.einsum("ij,ij->i", queries, queries)
+    for p, db in enumerate(parts):
+        idx = nearest(queries, db.feats, db.sq)
+        d = q_sq + db.sq[idx] - 2.0 * np.einsum("ij,ij->i", queries, db.feats[idx])
+        better = d < best_d
+        best_d[better], best_part[better], best_idx[better] = d[better], p, idx[better]
+    for p, db in enumerate(parts):
+        sel = best_part == p
+        if not sel.any():
+            continue
+        corners = db.corners[best_idx[sel]]
+        flat_style = levels[db.style].image.reshape(-1, 3)
+        z[members[sel]] = flat_style[corners[:, None] + offsets_full[db.style][None, :]]
