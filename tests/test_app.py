@@ -1,0 +1,283 @@
+"""app.py: widget values become settings, the handler streams the stages, errors reach the page, the API works."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylegallery.errors import Cancelled, InputError, ModelLoadError
+from stylegallery.gallery import by_kind, load_gallery
+from stylegallery.pipeline import Done, Matched, Preview, Result, Segmented
+from stylegallery.types import Match
+
+
+REPO = Path(__file__).resolve().parents[1]
+GALLERY = REPO / "gallery"
+CONTENT = GALLERY / "content" / "chelsea.jpg"  # 451 x 300: not square
+STYLES = [GALLERY / "style" / "starry-swirls.png", GALLERY / "style" / "rose-window.png"]
+
+
+def _load_app():
+    if "app" in sys.modules and getattr(sys.modules["app"], "__file__", None) == str(REPO / "app.py"):
+        return sys.modules["app"]
+    spec = importlib.util.spec_from_file_location("app", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+app = _load_app()
+OUT = {name: i for i, name in enumerate(app.OUTPUTS)}
+
+
+def _is_set(value: object) -> bool:
+    """Whether a streamed output carries a value (gr.skip() is {"__type__": "update"})."""
+    return not (isinstance(value, dict) and value == {"__type__": "update"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- a fake pipeline: the handler's wiring without the method's cost ---------------------------
+
+class FakePipeline:
+    """Yields the real event types on tiny arrays; `fail` engines raise ModelLoadError, `error` is raised mid-run."""
+
+    def __init__(self, fail: tuple[str, ...] = (), error: Exception | None = None) -> None:
+        self.fail, self.error, self.runs = fail, error, []
+
+    def resolve_engine(self, settings):
+        if settings.engine == "auto":
+            return "classic", "no GPU found"
+        return settings.engine, "chosen in the settings"
+
+    def run(self, content, styles, settings, overrides=None, should_stop=None):
+        self.runs.append({"content": content, "styles": styles, "settings": settings, "overrides": overrides})
+        name, reason = self.resolve_engine(settings)
+        if name in self.fail:
+            raise ModelLoadError(f"{name} models are not available here")
+        image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
+        labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8), two regions
+        timings = {"analyze": 0.1, "segment": 0.2}
+        yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings))
+        matches = [Match(0, 0, 0, 0.5, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3}),
+                   Match(1, len(styles) - 1, 1, 0.25, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3},
+                         source="user" if overrides else "auto")]
+        timings["match"] = 0.01
+        yield Matched(matches, dict(timings))
+        if self.error is not None:
+            raise self.error
+        yield Preview(1, 2, image * 0.5, dict(timings, transfer=0.1))
+        timings.update(transfer=0.3, total=0.61)
+        yield Done(Result(1 - image, image, [image] * len(styles), labels, [labels] * len(styles), matches, timings,
+                          name, reason, settings))
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    pipe = FakePipeline()
+    monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
+    monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
+    return pipe
+
+
+def _generate(content=str(CONTENT), styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
+              weight=1.0, steps=150, seed=7, randomize=False):
+    styles = [(str(p), None) for p in STYLES] if styles is None else styles
+    request = gr.Request()
+    return list(app.generate(content, styles, overrides, engine, preset, size, k_max, weight, steps, seed, randomize,
+                             request))
+
+
+# ---- settings and overrides --------------------------------------------------------------------
+
+def test_make_settings_maps_every_widget():
+    s = app.make_settings("classic", "fast", 320, 6, 2.0, 40, 123)
+    base = app.preset("fast")
+    assert (s.engine, s.preset, s.seed, s.image.size, s.regions.k_max, s.diffusion.steps) == (
+        "classic", "fast", 123, 320, 6, 40)
+    assert s.diffusion.content_weight == pytest.approx(2 * base.diffusion.content_weight)
+    assert s.classic.content_weight == pytest.approx(2 * base.classic.content_weight)
+    assert s.classic.scales == base.classic.scales  # the preset's other values stay
+
+
+def test_make_settings_rejects_invalid_values():
+    with pytest.raises(ValueError, match="size"):
+        app.make_settings("classic", "paper", 32, 6, 1.0, 40, 1)
+
+
+def test_parse_overrides_turns_page_numbers_into_library_indices():
+    assert app.parse_overrides({"2": [1, 3], "4": None}) == {1: (0, 2)}
+    assert app.parse_overrides(None) == {}
+    with pytest.raises(gr.Error, match="malformed"):
+        app.parse_overrides({"two": [1, 3]})
+
+
+# ---- the handler, on the fake pipeline ---------------------------------------------------------
+
+def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
+    outputs = _generate()
+    assert all(len(o) == len(app.OUTPUTS) for o in outputs)
+
+    def first(name: str) -> int:
+        return next(i for i, o in enumerate(outputs) if _is_set(o[OUT[name]]))
+
+    assert outputs[0][OUT["seed"]] == 7 and "classic" in outputs[0][OUT["status"]]
+    assert first("region_map") < first("match_figure") < first("result")
+    assert isinstance(outputs[first("region_map")][OUT["region_map"]], Image.Image)
+    final = outputs[-1]
+    assert final[OUT["result"]].shape == (48, 64, 3) and final[OUT["result"]].dtype == np.uint8
+    assert "done in" in final[OUT["status"]] and "| Total | 0.61 s |" in final[OUT["timings"]]
+    rows = outputs[first("match_table")][OUT["match_table"]]
+    assert [r[0] for r in rows] == ["R1", "R2"] and rows[1][1] == "Style 2"
+    files = [Path(final[OUT[f"dl_{k}"]]["value"]) for k in app.DOWNLOADS]
+    assert len({f.name for f in files}) == 4 and all(f.suffix == ".png" for f in files)
+    with Image.open(files[0]) as result_png:
+        assert result_png.size == (64, 48)
+    assert fake.runs[0]["settings"].seed == 7 and fake.runs[0]["settings"].image.size == 256
+
+
+def test_second_run_of_a_session_replaces_its_exports(fake):
+    first = Path(_generate()[-1][OUT["dl_result"]]["value"])
+    second = Path(_generate()[-1][OUT["dl_result"]]["value"])
+    assert second.exists() and not first.exists()
+
+
+def test_overrides_and_random_seed_reach_the_pipeline(fake):
+    outputs = _generate(overrides={"2": [2, 1]}, randomize=True)
+    assert fake.runs[0]["overrides"] == {1: (1, 0)}
+    assert fake.runs[0]["settings"].seed == outputs[0][OUT["seed"]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"content": None}, "Choose a content image"),
+        ({"styles": []}, "Choose at least one style image"),
+        ({"styles": [(str(STYLES[0]), None)] * 6}, "6 style images chosen: use at most 5"),
+        ({"size": 10}, "Invalid setting: size=10"),
+    ],
+)
+def test_bad_inputs_become_page_errors(fake, kwargs, message):
+    with pytest.raises(gr.Error, match=message):
+        _generate(**kwargs)
+    assert fake.runs == []
+
+
+def test_library_errors_become_page_errors(fake):
+    fake.error = InputError("style image 2 is not an image Pillow can read; use PNG, JPEG, WebP")
+    with pytest.raises(gr.Error, match="style image 2 is not an image"):
+        _generate()
+
+
+def test_unloadable_models_fall_back_to_classic_with_a_clear_status(fake):
+    fake.fail = ("diffusion",)
+    with pytest.warns(UserWarning, match="classic engine paints instead"):
+        outputs = _generate(engine="diffusion")
+    assert [r["settings"].engine for r in fake.runs] == ["diffusion", "classic"]
+    status = outputs[next(i for i, o in enumerate(outputs) if _is_set(o[OUT["region_map"]]))][OUT["status"]]
+    assert "<b>classic</b> engine (the diffusion models could not be loaded" in status
+    assert "done in" in outputs[-1][OUT["status"]]
+
+
+def test_explicit_classic_engine_failure_is_a_page_error(fake):
+    fake.fail = ("classic",)
+    with pytest.raises(gr.Error, match="classic models are not available"):
+        _generate(engine="classic")
+
+
+def test_cancelled_run_says_stopped(fake):
+    fake.error = Cancelled("the run was cancelled")
+    outputs = _generate()
+    assert "Stopped" in outputs[-1][OUT["status"]]
+
+
+def test_build_demo_offers_the_gallery_and_one_public_endpoint(fake):
+    demo = app.build_demo()
+    items = load_gallery()
+    by_id = {c.get("elem_id"): c for c in (b.get_config() for b in demo.blocks.values()) if c.get("elem_id")}
+    assert len(by_id["content-gallery"]["value"]) == len(by_kind(items, "content"))
+    assert len(by_id["style-gallery"]["value"]) == len(by_kind(items, "style"))
+    endpoints = demo.get_api_info()["named_endpoints"]
+    assert list(endpoints) == ["/generate"]
+    names = [p["parameter_name"] for p in endpoints["/generate"]["parameters"]]
+    assert names[:3] == ["content", "styles", "overrides"]
+
+
+def test_launch_serves_only_the_gallery_and_assets():
+    kwargs = app.launch_kwargs()
+    assert sorted(kwargs["allowed_paths"]) == sorted([str(app.ASSETS), str(GALLERY.resolve())])
+    assert kwargs["max_file_size"] and Path(kwargs["css_paths"][0]).is_file()
+
+
+# ---- the real app over HTTP, through gradio_client -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def client():
+    from gradio_client import Client
+
+    demo = app.build_demo()
+    demo.queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=1)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **app.launch_kwargs())
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def _submit(client, styles=STYLES, overrides=None, size=256):
+    from gradio_client import handle_file
+
+    return client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(p)), "caption": None} for p in styles],
+                         overrides or {}, "classic", "paper", size, 6, 1.0, 150, 0, False, api_name="/generate")
+
+
+def test_client_streams_region_map_before_the_final_image(client):
+    outputs = list(_submit(client))
+    region_at = next(i for i, o in enumerate(outputs) if isinstance(o[OUT["region_map"]], str))
+    final_at = next(i for i, o in enumerate(outputs) if isinstance(o[OUT["dl_result"]], dict)
+                    and o[OUT["dl_result"]].get("value"))
+    assert region_at < final_at
+    assert not any(isinstance(o[OUT["result"]], str) for o in outputs[:region_at + 1])  # no image before regions
+    with Image.open(outputs[final_at][OUT["result"]]) as img:
+        w, h = img.size
+    assert max(w, h) == 256 and abs(w / h - 451 / 300) < 0.05  # the content's aspect ratio, sides multiples of 8
+    assert "done in" in outputs[-1][OUT["status"]]
+    with Image.open(outputs[final_at][OUT["dl_panel"]]["value"]) as panel:
+        assert panel.width > panel.height  # the side-by-side talk panel
+
+
+def test_client_override_reruns_only_the_transfer(client):
+    list(_submit(client))
+    stats = app.get_pipeline().cache.stats
+    before = dict(stats.misses)
+    outputs = list(_submit(client, overrides={"1": [2, 1]}))
+    assert dict(stats.misses) == before  # stages 1-2 came from the cache
+    rows = next(o[OUT["match_table"]] for o in outputs if isinstance(o[OUT["match_table"]], dict)
+                and "data" in o[OUT["match_table"]])["data"]
+    assert rows[0][:3] == ["R1", "Style 2", "region 1"] and rows[0][4] == "you"
+
+
+def test_client_gets_clear_errors_and_the_app_keeps_serving(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Choose at least one style image"):
+        _submit(client, styles=[]).result()  # iterating a failed job ends quietly; result() raises
+    bogus = tmp_path / "not-an-image.png"  # a text file named .png
+    bogus.write_text("hello")
+    with pytest.raises(AppError, match="is not an image"):
+        _submit(client, styles=[bogus]).result()
+    assert len(list(_submit(client, size=256))) > 0  # and the app keeps serving
