@@ -25,7 +25,7 @@ from stylegallery.errors import InputError
 from stylegallery.types import Analysis, Match, TransferStep
 
 
-FEATURE_VERSION = 1  # bump when features.py changes what analyze returns (invalidates cached analyses)
+FEATURE_VERSION = 2  # bump when features.py changes what analyze returns (invalidates cached analyses)
 EDGE_FLOOR = 0.1  # share of the content weight that flat areas keep, so large-scale shading survives
 EDGE_SIGMA = 3.0  # px blur of the edge map at a 512 px working size
 

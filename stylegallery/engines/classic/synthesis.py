@@ -55,6 +55,7 @@ class SynthesisParams:
     max_db: int = 4096  # style patches kept per region database
     style_stride: int = 2  # px between candidate style patches (before the random cap)
     colour_strength: float = 1.0  # in-loop per-region colour transfer, 0..1
+    field_upsampling: bool = True  # start each finer scale from the upsampled NN field (sharp), not resize(X)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,62 @@ def scale_shape(shape: tuple[int, int], factor: float, min_side: int = 8) -> tup
     return max(min_side, round(shape[0] * factor)), max(min_side, round(shape[1] * factor))
 
 
+@dataclass(frozen=True)
+class NNField:
+    """The nearest-neighbour field of the last search: grid patch i copies style src_style[i] at src_corner[i]."""
+
+    py: np.ndarray  # (N,) top-left rows of the grid patches
+    px: np.ndarray  # (N,) top-left columns
+    n: int  # patch size
+    src_style: np.ndarray  # (N,) style image index
+    src_corner: np.ndarray  # (N,) flat top-left index in that style image (at the field's scale)
+
+
+def pixel_sources(field: NNField, shape: tuple[int, int], style_widths: Sequence[int]) -> tuple[np.ndarray, ...]:
+    """Per-pixel source of the field: (style index, style row, style column), each (h, w), from the grid patch
+    whose centre is nearest to the pixel (it always covers the pixel, since gap < n)."""
+    hh, ww = shape
+    ys, xs = np.unique(field.py), np.unique(field.px)
+    cy, cx = ys + field.n / 2.0, xs + field.n / 2.0
+    row = np.abs(cy[None, :] - (np.arange(hh)[:, None] + 0.5)).argmin(axis=1)  # (h,)
+    col = np.abs(cx[None, :] - (np.arange(ww)[:, None] + 0.5)).argmin(axis=1)  # (w,)
+    pid = row[:, None] * xs.size + col[None, :]  # (h, w) patch of each pixel (grid is row-major)
+    style = field.src_style[pid]
+    widths = np.asarray(style_widths)[style]
+    corner = field.src_corner[pid]
+    sy = corner // widths + (np.arange(hh)[:, None] - field.py[pid])
+    sx = corner % widths + (np.arange(ww)[None, :] - field.px[pid])
+    return style, sy, sx
+
+
+def upsample_field_copy(
+    field: NNField, coarse_shape: tuple[int, int], coarse_styles: Sequence[np.ndarray], shape: tuple[int, int],
+    styles: Sequence[np.ndarray],
+) -> np.ndarray:
+    """X at the finer `shape` rebuilt by copying the finer style pixels the coarse field points to (NNF upsampling):
+    sharp style texture arranged as the coarse solution, instead of a blurred upsampling of X."""
+    hh, ww = shape
+    style, sy, sx = pixel_sources(field, coarse_shape, [s.shape[1] for s in coarse_styles])
+    ry, rx = coarse_shape[0] / hh, coarse_shape[1] / ww
+    cyy = np.minimum((np.arange(hh) * ry).astype(np.int64), coarse_shape[0] - 1)  # (H,) coarse row of each row
+    cxx = np.minimum((np.arange(ww) * rx).astype(np.int64), coarse_shape[1] - 1)
+    style_f = style[cyy][:, cxx]  # (H, W)
+    out = np.empty((hh, ww, 3), np.float32)
+    for i, img in enumerate(styles):
+        sel = style_f == i
+        if not sel.any():
+            continue
+        sc_h, sc_w = coarse_styles[i].shape[:2]
+        fy, fx = img.shape[0] / sc_h, img.shape[1] / sc_w
+        yy, xx = np.nonzero(sel)
+        top = sy[cyy[yy], cxx[xx]] * fy + (yy - cyy[yy] / ry)
+        left = sx[cyy[yy], cxx[xx]] * fx + (xx - cxx[xx] / rx)
+        top = np.clip(np.round(top).astype(np.int64), 0, img.shape[0] - 1)
+        left = np.clip(np.round(left).astype(np.int64), 0, img.shape[1] - 1)
+        out[yy, xx] = img[top, left]
+    return out
+
+
 @dataclass
 class _StyleLevel:
     image: np.ndarray  # (hs, ws, 3) RGB at this scale
@@ -248,6 +305,9 @@ def synthesize(
     content_tilde = lab_to_rgb(colour.regional_transfer(rgb_to_lab(content), masks_full, targets, rng))
 
     x: np.ndarray | None = None
+    field: NNField | None = None
+    prev_shape: tuple[int, int] = (0, 0)
+    prev_styles: list[np.ndarray] = []
     for s in range(params.scales):
         factor = 0.5 ** (params.scales - 1 - s)
         shape = (hh, ww) if s == params.scales - 1 else scale_shape((hh, ww), factor)
@@ -263,13 +323,17 @@ def synthesize(
         # 1. Initialise at the coarsest scale with strong noise; upsample X between scales.
         if x is None:
             x = (c_s + rng.normal(0.0, params.init_noise, c_s.shape)).astype(np.float32)
+        elif field is not None and params.field_upsampling:
+            x = fuse(upsample_field_copy(field, prev_shape, prev_styles, shape, [lv.image for lv in levels]), c_s, w_s)
         else:
             x = resize(x, shape)
         for n in params.patch_sizes:
             if n > min(shape):
                 continue
-            x = _patch_size_pass(x, c_s, w_s, labels_s, masks_s, levels, pairing, targets, n, params, rng,
-                                 should_stop)
+            x, field = _patch_size_pass(x, c_s, w_s, labels_s, masks_s, levels, pairing, targets, n, params, rng,
+                                        should_stop)
+        x = denoise(x, params.denoise_sigma_s * min(1.0, max(shape) / 512), params.denoise_sigma_r)
+        prev_shape, prev_styles = shape, [lv.image for lv in levels]
         yield s, np.clip(x, 0.0, 1.0)
 
 
@@ -305,8 +369,8 @@ def _patch_size_pass(
     params: SynthesisParams,
     rng: np.random.Generator,
     should_stop: Callable[[], bool],
-) -> np.ndarray:
-    """I_alg iterations of (search, robust aggregation, fusion, colour transfer) at one patch size, then denoise."""
+) -> tuple[np.ndarray, NNField]:
+    """I_alg iterations of (search, robust aggregation, fusion, colour transfer) at one patch size."""
     hh, ww = x.shape[:2]
     gap = gap_for(n)
     step = search_step(n)
@@ -356,7 +420,7 @@ def _patch_size_pass(
             dbs[src].append(_Database(flat, i, feats, np.einsum("ij,ij->i", feats, feats)))
     if any(not dbs.get(src) for src in sources_all):
         missing = [src for src in sources_all if not dbs.get(src)]
-        raise ValueError(f"no style patch of {n} px for sources {missing}: lower the patch sizes or enlarge the styles")
+        raise ValueError(f"no style patch of {n} px for sources {missing}: use smaller patch sizes or larger styles")
 
     # Which database each grid patch searches: the source of its centre region.
     groups = [(src, np.flatnonzero(np.isin(centre_region, [k for k, s in enumerate(pairing.sources) if s == src])))
@@ -367,16 +431,19 @@ def _patch_size_pass(
         xs = search_image(x, n).reshape(-1, 3)
         queries = (xs[search_index].reshape(search_index.shape[0], -1) - mean) @ basis  # (N, k)
         z = np.empty((py.size, n * n, 3), np.float32)
+        src_style = np.zeros(py.size, np.int64)
+        src_corner = np.zeros(py.size, np.int64)
         for src, members in groups:
             if members.size == 0:
                 continue
-            _match_group(queries[members], members, dbs[src], levels, style_offsets_full, z)
+            _match_group(queries[members], members, dbs[src], levels, style_offsets_full, z, src_style, src_corner)
         x = robust_aggregate(x, index, z, params.robust_r, params.irls_steps)
         x = fuse(x, c_s, w_s)
         if params.colour_strength > 0:
             lab = colour.regional_transfer(rgb_to_lab(x), masks_s, targets, rng, params.colour_strength)
             x = lab_to_rgb(lab)
-    return denoise(x, params.denoise_sigma_s * min(1.0, max(hh, ww) / 512), params.denoise_sigma_r)
+    field = NNField(py, px, n, src_style, src_corner)
+    return x, field
 
 
 def _match_group(
@@ -386,6 +453,8 @@ def _match_group(
     levels: list[_StyleLevel],
     offsets_full: list[np.ndarray],
     z: np.ndarray,
+    src_style: np.ndarray,
+    src_corner: np.ndarray,
 ) -> None:
     """Nearest style patch of each query among the databases `parts`; writes the full patches into z[members]."""
     best_d = np.full(members.size, np.inf, np.float32)
@@ -404,3 +473,5 @@ def _match_group(
         corners = db.corners[best_idx[sel]]
         flat_style = levels[db.style].image.reshape(-1, 3)
         z[members[sel]] = flat_style[corners[:, None] + offsets_full[db.style][None, :]]
+        src_style[members[sel]] = db.style
+        src_corner[members[sel]] = corners

@@ -1,0 +1,304 @@
+"""Weight-free quality metrics and the comparison of the classic engine against two references (research/classic.md 6).
+
+Content structure (output vs content):
+    ssim     -> SSIM on luminance (skimage.metrics.structural_similarity, data_range 1)
+    grad_r   -> Pearson r of the Sobel gradient magnitudes after a sigma=1 blur ("gradR", classic.md 6)
+Style fidelity per matched region pair (content region r of the output vs the style region matched to r),
+averaged over the content regions weighted by their area:
+    sw_lab   -> sliced Wasserstein-1 distance in CIE Lab, 64 random projections (fixed seed), 256 quantiles
+    patch_nn -> mean distance from output 7x7 patches to their nearest style patch of the matched region, in a
+                24-dim PCA fitted on the style patches, RMS per patch element in RGB [0, 1] units (Simakov et al.)
+Lower is better for both style metrics. No metric uses learned weights.
+
+`evaluate` runs, for every content x style set: the classic engine (through stylegallery.pipeline.Pipeline),
+reference (a) "colour": the content colour-matched (Lab quantiles) to the POOLED pixels of all styles, and
+reference (b) "one-region": the classic engine with a single content region drawing from the POOLED patches of all
+styles. All three are scored against the SAME region map and matches (those of the classic run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stylegallery.types import Match
+
+
+SW_PROJECTIONS = 64
+SW_QUANTILES = 256
+PATCH = 7
+PATCH_PCA = 24
+MAX_PATCHES = 3000
+SEED = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Content structure
+# ---------------------------------------------------------------------------------------------
+
+
+def ssim_luminance(output: np.ndarray, content: np.ndarray) -> float:
+    """SSIM of the luminances of two (H, W, 3) RGB images in [0, 1]."""
+    from skimage.metrics import structural_similarity
+
+    _check_pair(output, content)
+    return float(structural_similarity(_luminance(output), _luminance(content), data_range=1.0))
+
+
+def gradient_correlation(output: np.ndarray, content: np.ndarray) -> float:
+    """Pearson r of the Sobel gradient magnitudes (sigma=1 blur first) of two (H, W, 3) images; 0 if one is flat."""
+    _check_pair(output, content)
+    a, b = _grad_mag(output).ravel(), _grad_mag(content).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Style fidelity
+# ---------------------------------------------------------------------------------------------
+
+
+def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = SW_PROJECTIONS, seed: int = SEED) -> float:
+    """Sliced Wasserstein-1 distance between two point sets (N, d) and (M, d), compared through SW_QUANTILES
+    quantiles along `projections` random unit directions (fixed seed)."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) == 0 or len(b) == 0:
+        raise ValueError(f"point sets have shapes {a.shape} and {b.shape}: expected non-empty (N, d) and (M, d)")
+    return _sliced_wasserstein(a.astype(np.float64), b.astype(np.float64), projections, seed)
+
+
+def _sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    dirs = rng.normal(size=(a.shape[1], projections))
+    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)  # (d, P) unit directions
+    levels = (np.arange(SW_QUANTILES) + 0.5) / SW_QUANTILES
+    qa = np.quantile(a @ dirs, levels, axis=0)  # (Q, P)
+    qb = np.quantile(b @ dirs, levels, axis=0)
+    return float(np.abs(qa - qb).mean())
+
+
+def patch_nn_distance(output: np.ndarray, style: np.ndarray, output_mask: np.ndarray | None = None,
+                      style_mask: np.ndarray | None = None, seed: int = SEED) -> float:
+    """Mean distance from the 7x7 patches of `output` (centres in output_mask) to their nearest patch of `style`
+    (centres in style_mask), in a 24-dim PCA of the style patches, as RMS per patch element (RGB in [0, 1])."""
+    rng = np.random.default_rng(seed)
+    q = _patches(output, output_mask, MAX_PATCHES, rng)  # (N, 147)
+    s = _patches(style, style_mask, 2 * MAX_PATCHES, rng)  # (M, 147)
+    mean = s.mean(axis=0)
+    cov = (s - mean).T @ (s - mean)  # (147, 147)
+    _evals, evecs = np.linalg.eigh(cov)
+    basis = evecs[:, ::-1][:, :PATCH_PCA]  # (147, 24)
+    qp, sp = (q - mean) @ basis, (s - mean) @ basis
+    s_sq = (sp * sp).sum(axis=1)
+    best = np.empty(len(qp))
+    for start in range(0, len(qp), 1024):
+        chunk = qp[start:start + 1024]
+        d2 = (chunk * chunk).sum(axis=1)[:, None] + s_sq[None, :] - 2.0 * chunk @ sp.T
+        best[start:start + 1024] = np.maximum(d2.min(axis=1), 0.0)
+    return float(np.sqrt(best / q.shape[1]).mean())
+
+
+def style_fidelity(
+    output: np.ndarray,
+    content_labels: np.ndarray,
+    styles: Sequence[np.ndarray],
+    style_labels: Sequence[np.ndarray],
+    matches: Sequence[Match],
+) -> dict[str, float]:
+    """sw_lab and patch_nn of each content region against its matched style region, area-weighted means.
+
+    content_labels / style_labels may be on the feature grid; they are upsampled (nearest) to the images.
+    """
+    labels_px = _upsample(content_labels, output.shape[:2])
+    styles_px = [_upsample(lab, img.shape[:2]) for img, lab in zip(styles, style_labels)]
+    out_lab = _lab(output)
+    style_labs = [_lab(s) for s in styles]
+    sw, pnn, area = [], [], []
+    for m in matches:
+        region = labels_px == m.content_region
+        if not region.any():
+            continue
+        s_region = styles_px[m.style_image] == m.style_region
+        rng = np.random.default_rng(SEED)
+        a = _subsample(out_lab[region], 20_000, rng)
+        b = _subsample(style_labs[m.style_image][s_region], 20_000, rng)
+        sw.append(_sliced_wasserstein(a, b, SW_PROJECTIONS, SEED))
+        pnn.append(patch_nn_distance(output, styles[m.style_image], region, s_region))
+        area.append(region.sum())
+    if not area:
+        raise ValueError("no matched content region has pixels: pass the matches of these labels")
+    wts = np.asarray(area, np.float64) / np.sum(area)
+    return {"sw_lab": float(np.dot(wts, sw)), "patch_nn": float(np.dot(wts, pnn))}
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    content: str
+    styles: str
+    method: str  # "classic", "colour" (reference a), "one-region" (reference b), "content" (no stylisation)
+    ssim: float
+    grad_r: float
+    sw_lab: float
+    patch_nn: float
+    seconds: float
+
+
+def global_colour_transfer(content: np.ndarray, styles: Sequence[np.ndarray]) -> np.ndarray:
+    """Reference (a): the content's Lab quantiles mapped to those of the pooled pixels of all styles."""
+    from stylegallery.engines.classic import colour
+    from stylegallery.engines.classic.features import lab_to_rgb, rgb_to_lab
+
+    rng = np.random.default_rng(SEED)
+    lab = rgb_to_lab(content)
+    pooled = np.concatenate([rgb_to_lab(s).reshape(-1, 3) for s in styles])
+    mapped = colour.apply_quantile_map(lab.reshape(-1, 3), colour.quantiles(lab.reshape(-1, 3), rng),
+                                       colour.quantiles(pooled, rng))
+    return lab_to_rgb(mapped.reshape(lab.shape))
+
+
+def one_region_transfer(content: np.ndarray, styles: Sequence[np.ndarray], settings: Any) -> np.ndarray:
+    """Reference (b): the classic engine with all content labels 0 and no match, so it draws from every style."""
+    from stylegallery.engines.classic import ClassicEngine
+
+    engine = ClassicEngine()
+    tw = np.ones(1)
+    ca = engine.analyze(content, settings, tw)
+    sa = [engine.analyze(s, settings, tw) for s in styles]
+    steps = list(engine.transfer(ca, np.zeros(ca.grid_shape, np.int32), sa,
+                                 [np.zeros(a.grid_shape, np.int32) for a in sa], [], settings))
+    return steps[-1].image
+
+
+def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], settings: Any = None,
+             pipeline: Any = None, names: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
+    """Score the classic engine and the two references for every content x style set (see the module docstring).
+
+    contents / style sets: anything Pipeline accepts (paths, arrays...); settings: a Settings (engine forced to
+    "classic"); pipeline: a stylegallery.pipeline.Pipeline to reuse (built if None).
+    """
+    import time
+
+    from stylegallery.config import Settings
+    from stylegallery.pipeline import Pipeline
+
+    settings = dataclasses.replace(settings or Settings(), engine="classic")
+    pipe = pipeline or Pipeline()
+    rows: list[Row] = []
+    for ci, content in enumerate(contents):
+        for si, styles in enumerate(style_sets):
+            c_name = names[0][ci] if names else f"content{ci}"
+            s_name = names[1][si] if names else f"styles{si}"
+            t0 = time.perf_counter()
+            result = pipe(content, list(styles), settings)
+            t_classic = time.perf_counter() - t0
+            c_img, s_imgs = result.content_image, result.style_images
+            t0 = time.perf_counter()
+            colour_img = global_colour_transfer(c_img, s_imgs)
+            t_colour = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            one_img = one_region_transfer(c_img, s_imgs, settings)
+            t_one = time.perf_counter() - t0
+            for method, img, secs in (("classic", result.image, t_classic), ("colour", colour_img, t_colour),
+                                      ("one-region", one_img, t_one), ("content", c_img, 0.0)):
+                fid = style_fidelity(img, result.content_labels, s_imgs, result.style_labels, result.matches)
+                rows.append(Row(c_name, s_name, method, ssim_luminance(img, c_img), gradient_correlation(img, c_img),
+                                fid["sw_lab"], fid["patch_nn"], secs))
+    return rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    head = (f"{'content':<14} {'styles':<28} {'method':<11} {'SSIM':>6} {'gradR':>6} {'SW-Lab':>7} {'patch-NN':>9} "
+            f"{'s':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.content[:14]:<14} {r.styles[:28]:<28} {r.method:<11} {r.ssim:6.3f} {r.grad_r:6.3f} "
+                     f"{r.sw_lab:7.2f} {r.patch_nn:9.4f} {r.seconds:6.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m stylegallery eval CONTENT... --styles S1 S2 ...`: print the comparison table."""
+    from stylegallery.config import ClassicSettings, ImageSettings, Settings
+
+    parser = argparse.ArgumentParser(prog="stylegallery eval", description=__doc__.split("\n")[0])
+    parser.add_argument("contents", nargs="+", help="content images")
+    parser.add_argument("--styles", nargs="+", required=True, help="style images (one style set)")
+    parser.add_argument("--size", type=int, default=512, help="working size, long side px")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--content-weight", type=float, default=ClassicSettings().content_weight)
+    args = parser.parse_args(argv)
+    settings = Settings(engine="classic", seed=args.seed, image=ImageSettings(size=args.size),
+                        classic=ClassicSettings(content_weight=args.content_weight))
+    names = ([Path(c).stem for c in args.contents], ["+".join(Path(s).stem.split("_")[-1] for s in args.styles)])
+    rows = evaluate(args.contents, [args.styles], settings, names=names)
+    print(format_table(rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"images have shapes {a.shape} and {b.shape}: expected two (H, W, 3) images of one size")
+
+
+def _luminance(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+
+
+def _grad_mag(img: np.ndarray) -> np.ndarray:
+    lum = cv2.GaussianBlur(_luminance(img), (0, 0), 1.0)
+    gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
+    return np.sqrt(gx * gx + gy * gy).astype(np.float64)
+
+
+def _lab(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2Lab)
+
+
+def _upsample(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(np.asarray(labels, np.int32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return x if len(x) <= n else x[rng.choice(len(x), n, replace=False)]
+
+
+def _patches(img: np.ndarray, mask: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to n random 7x7 patches (N, 147) whose centres lie in mask (all centres if None; nearest ones if the mask
+    holds no valid centre)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    win = sliding_window_view(np.ascontiguousarray(img, dtype=np.float32), (PATCH, PATCH), axis=(0, 1))
+    hh, ww = win.shape[:2]  # (h-6, w-6, 3, 7, 7)
+    half = PATCH // 2
+    valid = np.ones((hh, ww), bool) if mask is None else mask[half:half + hh, half:half + ww]
+    ys, xs = np.nonzero(valid)
+    if ys.size == 0:  # region thinner than a patch: take the centres nearest to it
+        ys, xs = np.nonzero(mask)
+        ys, xs = np.clip(ys - half, 0, hh - 1), np.clip(xs - half, 0, ww - 1)
+    if ys.size > n:
+        sel = rng.choice(ys.size, n, replace=False)
+        ys, xs = ys[sel], xs[sel]
+    return win[ys, xs].reshape(ys.size, -1).astype(np.float64)  # (N, 3*7*7)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

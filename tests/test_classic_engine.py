@@ -1,0 +1,225 @@
+"""The classic engine's stage 3 on planted images: hand-made labels and matches, known right answers."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stylegallery.config import ClassicSettings, Settings
+from stylegallery.engines.classic import ClassicEngine
+from stylegallery.engines.classic import faces as faces_mod
+from stylegallery.engines.classic.engine import weight_map
+from stylegallery.errors import Cancelled, InputError
+from stylegallery.types import Match
+
+
+H, W = 64, 96  # non-square content
+STRIPE_PERIOD = 8
+
+FAST = ClassicSettings(scales=2, patch_sizes=(9, 5), iterations=2, irls_steps=2, content_weight=0.2,
+                       denoise_sigma_s=2.0)
+
+
+def _settings(seed: int = 7, **classic: object) -> Settings:
+    import dataclasses
+
+    return Settings(engine="classic", seed=seed, classic=dataclasses.replace(FAST, **classic))
+
+
+def _content() -> np.ndarray:
+    """A smooth grey gradient with mild noise; left half = region 0, right half = region 1."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
+    grey = 0.35 + 0.3 * (0.5 * yy + 0.5 * xx)
+    img = np.repeat(grey[..., None], 3, axis=-1) + rng.normal(0, 0.02, (H, W, 3))
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _flat_red() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    img = np.array([0.8, 0.15, 0.1]) + rng.normal(0, 0.04, (64, 64, 3))
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _stripes() -> np.ndarray:
+    """Vertical blue / yellow bars, STRIPE_PERIOD px per period."""
+    xx = np.arange(64)
+    on = ((xx // (STRIPE_PERIOD // 2)) % 2 == 0)[None, :, None]
+    img = np.where(on, np.array([0.1, 0.2, 0.9]), np.array([0.95, 0.9, 0.1]))
+    return np.broadcast_to(img, (64, 64, 3)).astype(np.float32).copy()
+
+
+def _analyses(engine: ClassicEngine, settings: Settings):
+    tw = np.ones(1)
+    content = engine.analyze(_content(), settings, tw)
+    styles = [engine.analyze(_flat_red(), settings, tw), engine.analyze(_stripes(), settings, tw)]
+    gh, gw = content.grid_shape
+    labels = np.zeros((gh, gw), np.int32)
+    labels[:, gw // 2:] = 1
+    style_labels = [np.zeros(s.grid_shape, np.int32) for s in styles]
+    matches = [Match(0, 0, 0, 1.0, {}), Match(1, 1, 0, 1.0, {})]
+    return content, labels, styles, style_labels, matches
+
+
+def _run(engine: ClassicEngine | None = None, settings: Settings | None = None, **kw):
+    engine = engine or ClassicEngine(face_detector=None)
+    settings = settings or _settings()
+    content, labels, styles, style_labels, matches = _analyses(engine, settings)
+    kw.setdefault("matches", matches)
+    return list(engine.transfer(content, labels, styles, style_labels, kw["matches"], settings,
+                                kw.get("should_stop", lambda: False)))
+
+
+def _stripe_energy(img: np.ndarray) -> float:
+    """Mean power of the luminance's horizontal spectrum at the stripe frequency (+-1 bin), per px."""
+    lum = img.mean(axis=-1)
+    lum = lum - lum.mean(axis=1, keepdims=True)
+    spec = np.abs(np.fft.rfft(lum, axis=1)) ** 2 / lum.shape[1]  # (h, w/2+1)
+    k = lum.shape[1] // STRIPE_PERIOD
+    return float(spec[:, k - 1:k + 2].sum(axis=1).mean())
+
+
+def test_each_region_takes_its_matched_style():
+    steps = _run()
+    out = steps[-1].image
+    left, right = out[:, 8:W // 2 - 8], out[:, W // 2 + 8:W - 8]
+    # left half: the flat red style's colour, no stripes
+    assert np.allclose(left.reshape(-1, 3).mean(0), [0.8, 0.15, 0.1], atol=0.12)
+    # right half: blue/yellow bars at the stripe period
+    assert _stripe_energy(right) > 0.5 * _stripe_energy(_stripes()[:, :32])
+    assert _stripe_energy(right) > 20 * _stripe_energy(left)
+    blue = right[..., 2] > right[..., 0]
+    assert 0.2 < blue.mean() < 0.8  # both stripe colours present
+
+
+def test_swapped_matches_swap_the_looks():
+    matches = [Match(0, 1, 0, 1.0, {}), Match(1, 0, 0, 1.0, {})]
+    out = _run(matches=matches)[-1].image
+    left, right = out[:, 8:W // 2 - 8], out[:, W // 2 + 8:W - 8]
+    assert _stripe_energy(left) > 20 * _stripe_energy(right)
+    assert right[..., 0].mean() > right[..., 2].mean() + 0.3
+
+
+def test_previews_in_order_final_last_at_working_size():
+    settings = _settings()
+    steps = _run(settings=settings)
+    assert [s.step for s in steps] == list(range(1, settings.classic.scales + 2))
+    assert all(s.total == len(steps) for s in steps)
+    assert [s.final for s in steps] == [False] * (len(steps) - 1) + [True]
+    for s in steps:
+        assert s.image.shape == (H, W, 3)  # aspect ratio kept
+        assert s.image.dtype == np.float32
+        assert np.isfinite(s.image).all() and s.image.min() >= 0 and s.image.max() <= 1
+
+
+def test_deterministic_for_a_seed():
+    a = _run(settings=_settings(seed=3))[-1].image
+    b = _run(settings=_settings(seed=3))[-1].image
+    c = _run(settings=_settings(seed=4))[-1].image
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert np.abs(a - c).mean() > 1e-3
+
+
+def test_content_weight_trades_content_for_style():
+    """The one knob: a larger content weight keeps the output closer to the content's structure."""
+    content = _content()
+    low = _run(settings=_settings(content_weight=0.0))[-1].image
+    high = _run(settings=_settings(content_weight=8.0))[-1].image
+    right = slice(W // 2 + 8, W - 8)
+
+    def corr(a, b):
+        return np.corrcoef(a[:, right].mean(-1).ravel(), b[:, right].mean(-1).ravel())[0, 1]
+
+    assert _stripe_energy(high[:, right]) < _stripe_energy(low[:, right])
+    assert corr(high, content) > corr(low, content)
+
+
+def test_should_stop_raises_cancelled():
+    calls = {"n": 0}
+
+    def stop_on_third() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    with pytest.raises(Cancelled):
+        _run(should_stop=stop_on_third)
+    assert calls["n"] == 3
+
+
+def test_unmatched_region_draws_from_all_styles():
+    out = _run(matches=[Match(0, 0, 0, 1.0, {})])[-1].image  # region 1 has no match
+    assert out.shape == (H, W, 3) and np.isfinite(out).all()
+
+
+def test_bad_matches_are_refused():
+    with pytest.raises(InputError, match="style image 5"):
+        _run(matches=[Match(0, 5, 0, 1.0, {})])
+    with pytest.raises(InputError, match="region 3"):
+        _run(matches=[Match(0, 0, 3, 1.0, {})])
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(a.mean(-1), b.mean(-1), data_range=1.0))
+
+
+def test_face_boost_keeps_the_face_structure():
+    """A detected face (here a planted box from a stub detector) keeps more structure than the background."""
+    rng = np.random.default_rng(5)
+    content = np.clip(0.5 + 0.35 * np.sign(np.sin(np.arange(W) / 2.0))[None, :, None]
+                      * np.sign(np.sin(np.arange(H) / 3.0))[:, None, None] + rng.normal(0, 0.02, (H, W, 3)), 0, 1)
+    content = content.astype(np.float32)
+    box = (56, 16, 28, 32)  # x, y, w, h inside the right half
+    settings = _settings(content_weight=0.3, face_boost=6.0)
+
+    def run(detector):
+        engine = ClassicEngine(face_detector=detector)
+        tw = np.ones(1)
+        ca = engine.analyze(content, settings, tw)
+        styles = [engine.analyze(_stripes(), settings, tw)]
+        labels = np.zeros(ca.grid_shape, np.int32)
+        steps = list(engine.transfer(ca, labels, styles, [np.zeros(styles[0].grid_shape, np.int32)],
+                                     [Match(0, 0, 0, 1.0, {})], settings))
+        return steps[-1].image
+
+    x, y, w, h = box
+    face = (slice(y + 4, y + h - 4), slice(x + 4, x + w - 4))
+    background = (slice(4, H - 4), slice(4, 40))
+    boosted = run(lambda img: [box])
+    plain = run(None)
+    assert _ssim(boosted[face], content[face]) > _ssim(boosted[background], content[background]) + 0.1
+    assert _ssim(boosted[face], content[face]) > _ssim(plain[face], content[face]) + 0.1
+
+
+def test_weight_map_rises_on_faces():
+    img = _content()
+    w0 = weight_map(img, 1.0, 2.0, [])
+    w1 = weight_map(img, 1.0, 2.0, [(40, 20, 20, 20)])
+    assert w1[30, 50] > w0[30, 50] + 1.5
+    np.testing.assert_allclose(w1[:, :20], w0[:, :20])
+    assert np.all(weight_map(img, 0.0, 2.0, [(40, 20, 20, 20)]) == 0)
+
+
+def test_default_face_detector_is_optional(caplog):
+    faces_mod.default_detector.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        detector = faces_mod.default_detector()
+    if detector is None:
+        assert "face boost skipped" in caplog.text
+    else:  # this OpenCV has the Haar cascade: it runs and finds nothing in a gradient
+        assert detector(_content()) == []
+    faces_mod.default_detector.cache_clear()
+
+
+def test_engine_imports_no_torch():
+    code = ("import sys; import stylegallery.engines.classic, stylegallery.evaluate; "
+            "from stylegallery.engines.classic import bench; "
+            "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
