@@ -425,7 +425,7 @@ def _patch_size_pass(
     # Which database each grid patch searches: the source of its centre region.
     groups = [(src, np.flatnonzero(np.isin(centre_region, [k for k, s in enumerate(pairing.sources) if s == src])))
               for src in sources_all]
-    for _ in range(params.iterations):
+    for it in range(params.iterations):
         if should_stop():
             raise Cancelled("the transfer was cancelled by the caller")
         xs = search_image(x, n).reshape(-1, 3)
@@ -439,7 +439,9 @@ def _patch_size_pass(
             _match_group(queries[members], members, dbs[src], levels, style_offsets_full, z, src_style, src_corner)
         x = robust_aggregate(x, index, z, params.robust_r, params.irls_steps)
         x = fuse(x, c_s, w_s)
-        if params.colour_strength > 0:
+        # colour transfer after the last iteration only: quantile maps are the loop's costliest step, and the
+        # patches copied from the matched region already carry its colours
+        if params.colour_strength > 0 and it == params.iterations - 1:
             lab = colour.regional_transfer(rgb_to_lab(x), masks_s, targets, rng, params.colour_strength)
             x = lab_to_rgb(lab)
     field = NNField(py, px, n, src_style, src_corner)
