@@ -223,3 +223,49 @@ def test_engine_imports_no_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_detected_face_keeps_more_structure_than_background(gallery_dev):
+    """With the real Haar detector (when this OpenCV ships it) on a portrait: the face keeps more structure."""
+    faces_mod.default_detector.cache_clear()
+    detector = faces_mod.default_detector()
+    if detector is None:
+        pytest.skip("this OpenCV build has no Haar cascade")
+    from stylegallery import images
+    from stylegallery.config import ImageSettings
+
+    settings = _settings(content_weight=1.0, face_boost=2.0)
+    settings = settings.__class__(**{**settings.__dict__, "image": ImageSettings(size=192)})
+    content = images.load(gallery_dev / "style" / "leonardo_mona_lisa.png", settings.image)
+    boxes = detector(content)
+    if not boxes:
+        pytest.skip("no face detected in the portrait at this size")
+    engine = ClassicEngine()
+    tw = np.ones(1)
+    ca = engine.analyze(content, settings, tw)
+    styles = [engine.analyze(_stripes(), settings, tw)]
+    out = list(engine.transfer(ca, np.zeros(ca.grid_shape, np.int32), styles,
+                               [np.zeros(styles[0].grid_shape, np.int32)], [Match(0, 0, 0, 1.0, {})], settings))[-1]
+    x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
+    face = (slice(y + h // 5, y + h - h // 5), slice(x + w // 5, x + w - w // 5))
+    mask = np.ones(content.shape[:2], bool)
+    mask[max(0, y - h // 2):y + 2 * h, max(0, x - w // 2):x + w + w // 2] = False
+    ys, xs = np.nonzero(mask)
+    bg = (slice(ys.min(), ys.min() + h), slice(xs.min(), xs.min() + w))
+    assert _ssim(out.image[face], content[face]) > _ssim(out.image[bg], content[bg])
+
+
+@pytest.mark.parametrize("preset_name", ["paper", "fast"])
+def test_presets_run_on_small_and_thin_images(preset_name):
+    """Patch sizes that do not fit a scale (of the content or of a thin style) are skipped, not an error."""
+    from stylegallery.config import preset
+
+    settings = preset(preset_name, engine="classic")
+    engine = ClassicEngine(face_detector=None)
+    tw = np.ones(1)
+    content = engine.analyze(_content()[:40], settings, tw)
+    thin = engine.analyze(np.ascontiguousarray(_stripes()[:24]), settings, tw)
+    steps = list(engine.transfer(content, np.zeros(content.grid_shape, np.int32), [thin],
+                                 [np.zeros(thin.grid_shape, np.int32)], [Match(0, 0, 0, 1.0, {})], settings))
+    assert steps[-1].final and steps[-1].image.shape == (40, W, 3)
+    assert np.isfinite(steps[-1].image).all()

@@ -55,6 +55,7 @@ class SynthesisParams:
     max_db: int = 4096  # style patches kept per region database
     style_stride: int = 2  # px between candidate style patches (before the random cap)
     colour_strength: float = 1.0  # in-loop per-region colour transfer, 0..1
+    final_colour: float = 1.0  # strength of the closing per-region colour transfer, 0..1
     field_upsampling: bool = True  # start each finer scale from the upsampled NN field (sharp), not resize(X)
 
 
@@ -327,12 +328,19 @@ def synthesize(
             x = fuse(upsample_field_copy(field, prev_shape, prev_styles, shape, [lv.image for lv in levels]), c_s, w_s)
         else:
             x = resize(x, shape)
+        # 2. Coarse-to-fine patch sizes: search, robust aggregation, content fusion, colour transfer
+        field = None  # a field is only reused at the next scale if this scale computed one
+        smallest = min(min(shape), *(min(lv.image.shape[:2]) for lv in levels))
         for n in params.patch_sizes:
-            if n > min(shape):
+            if n > smallest:  # the patch does not fit this scale of the content or of a style
                 continue
             x, field = _patch_size_pass(x, c_s, w_s, labels_s, masks_s, levels, pairing, targets, n, params, rng,
                                         should_stop)
+        # 3. Edge-preserving denoise
         x = denoise(x, params.denoise_sigma_s * min(1.0, max(shape) / 512), params.denoise_sigma_r)
+        if s == params.scales - 1 and params.final_colour > 0:
+            # 4. Final colour step (Frigo et al.'s closing colour transfer), per matched region pair
+            x = lab_to_rgb(colour.regional_transfer(rgb_to_lab(x), masks_s, targets, rng, params.final_colour))
         prev_shape, prev_styles = shape, [lv.image for lv in levels]
         yield s, np.clip(x, 0.0, 1.0)
 
