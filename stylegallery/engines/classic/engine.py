@@ -5,6 +5,9 @@ Notation (code -> paper / research/classic.md):
     content_weight     -> the one content-vs-style knob: scales the fusion weight map W (classic.md 2.2 step 0)
     weight_map         -> W = content_weight * (EDGE_FLOOR + edges + face_boost * faces)
     transfer           -> stage 3 (classic.md 5), synthesis.synthesize
+    depth              -> None: no weight-free depth cue is reliable on paintings, so stage 1 skips the depth split
+
+Faces (when this OpenCV has the Haar cascade) raise W by face_boost; the detector can be injected for tests.
 
 This package imports only numpy, OpenCV and the standard library (no torch, no diffusers, no transformers).
 """
