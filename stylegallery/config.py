@@ -183,6 +183,7 @@ class ClassicSettings:
     init_noise: float = 50 / 255  # sigma of the initial noise; 0..1
     denoise_sigma_s: float = 5.0  # edge-preserving filter spatial sigma; 0 disables
     denoise_sigma_r: float = 0.2  # edge-preserving filter range sigma; 0..1
+    max_db: int = 4096  # style patches kept per region database (random subset, seeded); 256..65536
 
     def __post_init__(self) -> None:
         _check(4 <= self.grid_cell <= 32, "grid_cell", self.grid_cell, "4..32")
@@ -198,6 +199,7 @@ class ClassicSettings:
         _check(0 <= self.init_noise <= 1, "init_noise", self.init_noise, "0..1")
         _check(self.denoise_sigma_s >= 0, "denoise_sigma_s", self.denoise_sigma_s, ">= 0")
         _check(0 <= self.denoise_sigma_r <= 1, "denoise_sigma_r", self.denoise_sigma_r, "0..1")
+        _check(256 <= self.max_db <= 65536, "max_db", self.max_db, "256..65536")
 
 
 @dataclass(frozen=True)
