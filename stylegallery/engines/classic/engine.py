@@ -113,7 +113,7 @@ def synthesis_params(settings: Settings) -> synthesis.SynthesisParams:
         scales=cs.scales, patch_sizes=tuple(cs.patch_sizes), iterations=cs.iterations, irls_steps=cs.irls_steps,
         robust_r=cs.robust_r, pca_dims=cs.pca_dims, init_noise=cs.init_noise, denoise_sigma_s=cs.denoise_sigma_s,
         denoise_sigma_r=cs.denoise_sigma_r,
-        max_db=int(getattr(cs, "max_db", synthesis.SynthesisParams.max_db)),
+        max_db=cs.max_db,
     )
 
 
