@@ -125,10 +125,11 @@ def match_figure(content_image: np.ndarray, content_labels: np.ndarray, style_im
     rows_h = per_column * row_height
     content_h = max(360, rows_h)
     content = _fit(content, 10**6, content_h)
-    total_w = content.width + 24 + len(columns) * (row_w + 12)
+    title = "Region matches: each content region takes its look from one style region"
+    total_w = max(content.width + 24 + len(columns) * (row_w + 12), _text_size(title, bold)[0] + 24)
     figure = Image.new("RGB", (total_w, max(content.height, rows_h) + 56), _BACKGROUND)
     d = ImageDraw.Draw(figure)
-    d.text((12, 10), "Region matches: each content region takes its look from one style region", font=bold, fill=_INK)
+    d.text((12, 10), title, font=bold, fill=_INK)
     figure.paste(content, (12, 48))
     x = content.width + 24
     for column in columns:
