@@ -305,7 +305,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             region_map = gr.Image(label="3 · Semantic regions of the content", type="pil", format="png",
                                   interactive=False, elem_id="region-map")
             result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result")
-        match_figure = gr.Image(label="Region matches", type="pil", format="png", interactive=False,
+        match_figure = gr.Image(label="Region matches", show_label=False, type="pil", format="png", interactive=False,
                                 elem_id="match-figure")
         with gr.Row():
             style_regions = gr.Gallery(label="Regions of each style", columns=5, height=240, object_fit="contain",

@@ -1,0 +1,149 @@
+"""The page in a real browser: Debian chromium driven by Playwright against `python app.py`."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+RUN_TIMEOUT_MS = 180_000  # a classic run at 256 px takes seconds; a busy machine can be much slower
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    """`python app.py` in a subprocess, exactly as a user starts it."""
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(address, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    output = server.stdout.read().decode(errors="replace") if server.poll() is not None else ""
+                    pytest.fail(f"app.py did not start on {address}: {output[-2000:]}")
+                time.sleep(0.3)
+        yield address
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(url, wait_until="networkidle")
+    yield page
+    context.close()
+
+
+def _pick(page, gallery: str, index: int) -> None:
+    page.locator(f"#{gallery} .thumbnail-item").nth(index).click()
+
+
+def _set_size(page, px: int) -> None:
+    """Open the Advanced settings and type a working size (a small one keeps the test quick)."""
+    page.get_by_text("Advanced settings").click()
+    box = page.locator("#advanced input[type=number]").first  # the working-size slider's number box
+    box.wait_for(state="visible")
+    box.fill(str(px))
+    box.press("Enter")
+    box.press("Tab")
+    sync_api.expect(page.locator("#advanced input[type=range]").first).to_have_value(str(px))
+
+
+def test_pick_generate_and_see_every_stage(page):
+    _pick(page, "content-gallery", 1)
+    _pick(page, "style-gallery", 0)
+    _pick(page, "style-gallery", 5)
+    chosen = page.locator("#chosen-styles .thumbnail-item")
+    sync_api.expect(chosen).to_have_count(2)
+    sync_api.expect(page.locator("#content-gallery .thumbnail-item.sg-chosen")).to_have_count(1)
+    sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(2)
+    sync_api.expect(page.locator("#content-image img")).to_be_visible()
+    _set_size(page, 256)
+
+    page.click("#generate")
+    for selector in ("#region-map img", "#match-figure img", "#result img"):
+        page.wait_for_selector(selector, state="visible", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector("#dl-result:not([disabled])", timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#status")).to_contain_text("done in")
+    sync_api.expect(page.locator("#status")).to_contain_text("classic")
+    sync_api.expect(page.locator("#match-table")).to_contain_text("R1")
+    for selector in ("#region-map img", "#match-figure img", "#result img"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["width"] > 100 and box["height"] > 100, selector
+    natural = page.evaluate("() => { const i = document.querySelector('#result img');"
+                            " return [i.naturalWidth, i.naturalHeight]; }")
+    assert max(natural) == 256 and abs(natural[0] / natural[1] - 451 / 300) < 0.05  # Chelsea's aspect ratio
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_run.png"), full_page=True)
+
+    # Personalise: paint region R1 like region 1 of style 2, then regenerate (only stage 3 reruns).
+    page.locator("#target-pick input").click()
+    page.get_by_role("option", name="Style 2 · region 1").click()
+    page.click("#set-override")
+    sync_api.expect(page.get_by_text("R1 → Style 2 · region 1")).to_be_visible()
+    page.click("#regenerate")
+    chosen_row = re.compile(r"R1\s*Style 2\s*region 1\s*-?[0-9.]+\s*you")  # the table's cells, in order
+    sync_api.expect(page.locator("#match-table")).to_contain_text(chosen_row, timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#status")).to_contain_text("done in", timeout=RUN_TIMEOUT_MS)
+
+
+def test_no_style_chosen_shows_an_error_in_the_page(page):
+    _pick(page, "content-gallery", 0)
+    page.click("#generate")
+    sync_api.expect(page.get_by_text("Choose at least one style image").first).to_be_visible(timeout=30_000)
+    sync_api.expect(page.locator("#region-map img")).to_have_count(0)
+
+
+def test_clicking_a_chosen_style_again_removes_it(page):
+    _pick(page, "style-gallery", 2)
+    sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(1)
+    _pick(page, "style-gallery", 2)
+    sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(0)
+    sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(0)
