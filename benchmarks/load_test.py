@@ -60,12 +60,13 @@ def free_port() -> int:
 class AppServer:
     """`python app.py --port P` in its own process group, with private temp, gradio-cache and HF folders.
 
-    `queue_size` sets STYLEGALLERY_QUEUE_SIZE; `galleries` are passed as `--gallery DIR`. HF_HOME is an
-    empty folder, so hub model ids are never cached and the diffusion engine cannot load.
+    `queue_size` sets STYLEGALLERY_QUEUE_SIZE; `galleries` are passed as `--gallery DIR`; `app` is the
+    script to serve (default: $STYLEGALLERY_APP_SCRIPT, else the repo's app.py; a patched copy tries a fix).
+    HF_HOME is an empty folder, so hub model ids are never cached and the diffusion engine cannot load.
     """
 
     def __init__(self, queue_size: int | None = None, galleries: tuple[str | Path, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, app: str | Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.root = Path(tempfile.mkdtemp(prefix="stylegallery-server-"))
@@ -76,7 +77,9 @@ class AppServer:
                     "HF_HOME": str(self.root / "hf"), "PYTHONUNBUFFERED": "1", **(env or {})}
         if queue_size is not None:
             self.env["STYLEGALLERY_QUEUE_SIZE"] = str(queue_size)
-        self.args = [sys.executable, str(REPO / "app.py"), "--port", str(self.port)]
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        app = app or os.environ.get("STYLEGALLERY_APP_SCRIPT") or REPO / "app.py"
+        self.args = [sys.executable, str(app), "--port", str(self.port)]
         for folder in galleries:
             self.args += ["--gallery", str(folder)]
         self.proc: subprocess.Popen | None = None
