@@ -28,6 +28,7 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from stylegallery import viz  # noqa: E402
 from stylegallery.config import Settings, preset  # noqa: E402
@@ -147,7 +148,8 @@ def _stream(events: Iterator, session: str) -> Iterator[tuple]:
                           for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))]
             targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
                                   for r in range(int(lab.max()) + 1)]
-            yield _out(region_map=viz.region_overlay(ev.content_image, ev.content_labels), style_regions=style_maps,
+            region_map = viz.region_overlay(ev.content_image, ev.content_labels)
+            yield _out(region_map=region_map, style_regions=style_maps,
                        region_pick=gr.update(choices=[f"R{i + 1}" for i in range(n)], value="R1"),
                        target_pick=gr.update(choices=targets, value="auto"), timings=_timings(ev.timings),
                        status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))
@@ -162,15 +164,16 @@ def _stream(events: Iterator, session: str) -> Iterator[tuple]:
             yield _out(result=to_uint8(ev.image), timings=_timings(ev.timings),
                        status=_status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
         elif isinstance(ev, Done):
-            files = _export(ev.result, session)
+            files = _export(ev.result, session, {"regions": region_map, "matches": figure})
             yield _out(result=to_uint8(ev.result.image), timings=_timings(ev.result.timings),
                        status=_status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
                                       "below, or download the pictures."),
                        **{f"dl_{k}": gr.update(value=str(files[k]), interactive=True) for k in DOWNLOADS})
 
 
-def _export(result: Result, session: str) -> dict[str, Path]:
-    """Full-resolution PNGs of this run in the session's own temp folder; earlier runs' files are removed."""
+def _export(result: Result, session: str, shown: dict[str, Image.Image]) -> dict[str, Path]:
+    """Full-resolution PNGs of this run (`shown`: pictures already drawn) in the session's own temp folder;
+    the session's earlier files are removed."""
     if EXPORT_DIR.is_dir():
         for old in EXPORT_DIR.iterdir():
             if old.name == session or time.time() - old.stat().st_mtime > EXPORT_MAX_AGE:
@@ -178,12 +181,9 @@ def _export(result: Result, session: str) -> dict[str, Path]:
     folder = EXPORT_DIR / session
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    pictures = {"result": result.to_pil(), "regions": viz.region_overlay(result.content_image, result.content_labels),
-                "matches": viz.match_figure(result.content_image, result.content_labels, result.style_images,
-                                            result.style_labels, result.matches),
-                "panel": viz.panel(result)}
+    pictures = {"result": result.to_pil(), **shown, "panel": viz.panel(result)}
     for key, picture in pictures.items():
-        picture.save(folder / f"{stem}-{key}.png")
+        picture.save(folder / f"{stem}-{key}.png", compress_level=1)  # fast; these are temporary downloads
     return {key: folder / f"{stem}-{key}.png" for key in pictures}
 
 
