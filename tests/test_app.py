@@ -221,6 +221,15 @@ def test_launch_serves_only_the_gallery_and_assets():
     assert kwargs["max_file_size"] and Path(kwargs["css_paths"][0]).is_file()
 
 
+def test_extra_gallery_folder_is_shown_and_served(fake, tmp_path):
+    (tmp_path / "drop" / "style").mkdir(parents=True)
+    Image.new("RGB", (64, 48), "red").save(tmp_path / "drop" / "style" / "my_red_square.png")
+    demo = app.build_demo([str(tmp_path / "drop")])
+    config = next(b.get_config() for b in demo.blocks.values() if b.get_config().get("elem_id") == "style-gallery")
+    assert config["value"][-1]["caption"] == "My red square"
+    assert str((tmp_path / "drop").resolve()) in app.launch_kwargs([str(tmp_path / "drop")])["allowed_paths"]
+
+
 # ---- the real app over HTTP, through gradio_client -----------------------------------------------
 
 @pytest.fixture(scope="module")
