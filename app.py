@@ -26,6 +26,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -60,6 +61,21 @@ OUTPUTS = ("seed", "status", "region_map", "result", "match_figure", "style_regi
            "region_pick", "target_pick", *(f"dl_{k}" for k in DOWNLOADS))
 TARGET = re.compile(r"Style (\d+) · region (\d+)")
 _STOP: dict[str, threading.Event] = {}  # session -> its Stop flag
+
+
+class ImageInput(gr.Image):
+    """gr.Image whose unreadable uploads end in a clear page error (gradio's own message for them is generic)."""
+
+    is_template = True  # rendered by the frontend's ordinary image component
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:  # Pillow raises many types on hostile files
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise gr.Error(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP image.") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,6 +115,9 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
     style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
+    uploads = Path(gr.utils.get_upload_folder()).resolve()  # uploads and gallery picks are stored there
+    if not all(Path(p).resolve().is_relative_to(uploads) for p in (content, *style_paths)):
+        raise gr.Error("An image was named by a path on the server instead of uploaded: upload the file itself.")
     if not style_paths:
         raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
     if len(style_paths) > MAX_STYLES:
@@ -272,8 +291,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>")
                 content_gallery = gr.Gallery(_thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
                                              object_fit="cover", show_label=False, elem_id="content-gallery")
-                content = gr.Image(type="filepath", label="Content (click a photo above, or drop your own here)",
-                                   sources=["upload", "clipboard"], height=220, elem_id="content-image")
+                content = ImageInput(type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
+                                     label="Content (click a photo above, or drop your own here)",
+                                     elem_id="content-image")  # image_mode=None: no full decode before the checks
             with gr.Column(scale=7, elem_classes="sg-card"):
                 gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>")
                 style_gallery = gr.Gallery(_thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],

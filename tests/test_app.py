@@ -89,6 +89,7 @@ def fake(monkeypatch, tmp_path):
     pipe = FakePipeline()
     monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
     monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(GALLERY))  # the handler reads only uploads: let the gallery count
     return pipe
 
 
@@ -173,6 +174,26 @@ def test_bad_inputs_become_page_errors(fake, kwargs, message):
     with pytest.raises(gr.Error, match=message):
         _generate(**kwargs)
     assert fake.runs == []
+
+
+def test_a_path_outside_the_upload_folder_is_refused(fake, tmp_path):
+    Image.new("RGB", (64, 48)).save(tmp_path / "private.png")
+    with pytest.raises(gr.Error, match="named by a path on the server"):
+        _generate(content=str(tmp_path / "private.png"))
+    with pytest.raises(gr.Error, match="named by a path on the server"):
+        _generate(styles=[(str(GALLERY / "style" / ".." / ".." / "app.py"), None)])
+    assert fake.runs == []
+
+
+def test_an_unreadable_content_upload_is_a_clear_page_error(tmp_path):
+    from gradio.data_classes import ImageData
+
+    (tmp_path / "notes.png").write_text("not a picture")
+    widget = app.ImageInput(type="filepath", image_mode=None)
+    assert widget.get_block_name() == "image"
+    with pytest.raises(gr.Error, match="The content image cannot be read .*; upload a PNG, JPEG or WebP image"):
+        widget.preprocess(ImageData(path=str(tmp_path / "notes.png"), orig_name="notes.png"))
+    assert widget.preprocess(ImageData(path=str(CONTENT), orig_name="chelsea.jpg")) == str(CONTENT)
 
 
 def test_library_errors_become_page_errors(fake):
