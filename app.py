@@ -139,6 +139,8 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         raise gr.Error(str(exc)) from None
+    finally:
+        _STOP.pop(session, None)  # only running sessions keep a flag
 
 
 def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: threading.Event) -> Iterator:
@@ -277,8 +279,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         return overrides, _overrides_text(overrides)
 
     def stop_run(request: gr.Request) -> None:
-        _STOP.setdefault(re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous",
-                         threading.Event()).set()
+        flag = _STOP.get(re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous")
+        if flag is not None:
+            flag.set()
 
     with gr.Blocks(title="StyleGallery", delete_cache=(1800, 3600)) as demo:
         notice = ("" if engine_name == "diffusion" else f"<p class='sg-notice'>Running on CPU ({engine_reason}): "
