@@ -216,7 +216,19 @@ def app():
     return _load("app", REPO / "app.py")
 
 
-def test_generate_with_a_missing_model_folder_paints_with_classic(app, monkeypatch, tmp_path):
+@pytest.fixture
+def uploads(monkeypatch, tmp_path) -> tuple[Path, Path]:
+    """A content and a style image as the app receives them: inside gradio's upload folder."""
+    folder = tmp_path / "gradio-uploads"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    content, style = folder / CONTENT.name, folder / STYLES[0].name
+    content.write_bytes(CONTENT.read_bytes())
+    style.write_bytes(STYLES[0].read_bytes())
+    return content, style
+
+
+def test_generate_with_a_missing_model_folder_paints_with_classic(app, uploads, monkeypatch, tmp_path):
     import gradio as gr
 
     monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
@@ -229,8 +241,8 @@ def test_generate_with_a_missing_model_folder_paints_with_classic(app, monkeypat
 
     monkeypatch.setattr(app, "make_settings", pointing_nowhere)
     with pytest.warns(UserWarning, match="classic engine paints instead"):
-        outputs = list(app.generate(str(CONTENT), [(str(STYLES[0]), None)], {}, "diffusion", "paper", 256, 6, 1.0,
-                                    150, 0, False, gr.Request()))
+        outputs = list(app.generate(str(uploads[0]), [(str(uploads[1]), None)], {}, "diffusion", "paper", 256, 6,
+                                    1.0, 150, 0, False, gr.Request()))
     statuses = [str(o[app.OUTPUTS.index("status")]) for o in outputs]
     assert "done in" in statuses[-1] and "<b>classic</b>" in statuses[-1]
     segmented = next(s for s in statuses if "regions found" in s)
@@ -292,6 +304,8 @@ _real_save = Image.Image.save
 class _OneRunPipeline:
     """The pipeline's events on tiny arrays, so that only the export is under test."""
 
+    reached_done = False
+
     def resolve_engine(self, settings):
         return "classic", "test"
 
@@ -302,6 +316,7 @@ class _OneRunPipeline:
         timings = {"analyze": 0.1, "segment": 0.1, "match": 0.1, "transfer": 0.1, "total": 0.4}
         yield Segmented("classic", "test", image, labels, [image], [labels], timings)
         yield Matched(matches, timings)
+        self.reached_done = True
         yield Done(Result(1 - image, image, [image], labels, [labels], matches, timings, "classic", "test", settings))
 
 
@@ -310,23 +325,28 @@ APP_EXPORT = ("app._export writes each download with picture.save(path): a full 
               "remove this run's files on failure, and raise gr.Error")
 
 
-def _generate_on_a_full_disk(app, monkeypatch, tmp_path) -> BaseException | None:
+def _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path) -> BaseException | None:
     import gradio as gr
 
+    pipe = _OneRunPipeline()
     monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
-    monkeypatch.setattr(app, "get_pipeline", lambda: _OneRunPipeline())
+    monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
     monkeypatch.setattr(Image.Image, "save", _partial_save)
+    content, style = uploads
+    error = None
     try:
-        list(app.generate(str(CONTENT), [(str(STYLES[0]), None)], {}, "classic", "paper", 256, 6, 1.0, 150, 0,
-                          False, gr.Request()))
+        list(app.generate(str(content), [(str(style), None)], {}, "classic", "paper", 256, 6, 1.0, 150, 0, False,
+                          gr.Request()))
     except BaseException as exc:  # noqa: BLE001 (the test inspects whatever the handler raised)
-        return exc
-    return None
+        error = exc
+    if not pipe.reached_done:  # not an AssertionError: the xfail below expects only the export's failure
+        raise RuntimeError(f"the run stopped before the export: {error!r}")
+    return error
 
 
-@pytest.mark.xfail(strict=True, reason=APP_EXPORT)
-def test_app_run_on_a_full_disk_leaves_no_partial_download(app, monkeypatch, tmp_path):
-    error = _generate_on_a_full_disk(app, monkeypatch, tmp_path)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=APP_EXPORT)
+def test_app_run_on_a_full_disk_leaves_no_partial_download(app, uploads, monkeypatch, tmp_path):
+    error = _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path)
     monkeypatch.undo()
     assert error is not None  # the run cannot pretend it succeeded
     broken = []
@@ -340,9 +360,9 @@ def test_app_run_on_a_full_disk_leaves_no_partial_download(app, monkeypatch, tmp
     assert broken == []
 
 
-@pytest.mark.xfail(strict=True, reason=APP_EXPORT)
-def test_app_run_on_a_full_disk_reports_it_as_a_page_error(app, monkeypatch, tmp_path):
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=APP_EXPORT)
+def test_app_run_on_a_full_disk_reports_it_as_a_page_error(app, uploads, monkeypatch, tmp_path):
     import gradio as gr
 
-    error = _generate_on_a_full_disk(app, monkeypatch, tmp_path)
+    error = _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path)
     assert isinstance(error, gr.Error) and "No space left on device" in str(error), repr(error)

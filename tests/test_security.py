@@ -91,8 +91,6 @@ HOSTILE = {  # name -> (file name, bytes, what must happen)
     "animated-gif": ("moving.gif", _animated_gif(), "result"),
     "odd-name": ("fötö 图像 ✓ ..%2f..%2f $HOME;rm -rf.png", _encode(blocks(96, 144, seed=7), "PNG"), "result"),
 }
-GRADIO_PREPROCESS = ("gr.Image(type='filepath') opens the upload with Pillow before the handler runs and turns its "
-                     "exception into gradio's generic error; fix: the content widget's preprocess raises gr.Error")
 
 
 # ---- the server -------------------------------------------------------------------------------------
@@ -231,14 +229,10 @@ def test_uploaded_file_names_cannot_leave_the_upload_folder(server, name):
 
 # ---- only the user's own uploads are read -------------------------------------------------------
 
-UPLOADS_ONLY = ("gradio 6.31's ImageData (gr.Image, gr.Gallery) skips the `meta` check that FileData has, so a "
-                "path sent without meta is read from anywhere on the server's disk; fix: app.generate must refuse "
-                "paths outside gradio's upload folder")
-
-
-@pytest.mark.xfail(strict=True, reason=UPLOADS_ONLY)
 @pytest.mark.parametrize("slot", ["content", "style"])
 def test_a_server_path_sent_without_meta_is_not_read(server, generate_fn, outside, slot):
+    # gradio 6.31's ImageData (gr.Image, gr.Gallery) lacks the `meta` check of FileData, so gradio itself lets
+    # such a path through: app.generate must refuse every path outside the upload folder.
     secret = {"path": str(outside / "private.png")}  # what a prober sends instead of an upload
     mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
     content, style = (secret, mine) if slot == "content" else (mine, secret)
@@ -274,15 +268,11 @@ def _submit(client, content: Path, style: Path):
                          api_name="/generate")
 
 
-def _case(name: str, slot: str):
-    marks = []
-    if slot == "content" and name in ("not-an-image", "bomb-20000px"):
-        marks = [pytest.mark.xfail(strict=True, reason=GRADIO_PREPROCESS)]
-    return pytest.param(name, slot, marks=marks, id=f"{name}-as-{slot}")
-
-
-@pytest.mark.parametrize(("name", "slot"), [_case(n, s) for n in HOSTILE for s in ("content", "style")])
+@pytest.mark.parametrize(("name", "slot"), [pytest.param(n, s, id=f"{n}-as-{s}") for n in HOSTILE
+                                           for s in ("content", "style")])
 def test_hostile_upload_gives_a_result_or_a_clear_message(server, client, tmp_path, name, slot):
+    # gradio opens a gr.Image upload with Pillow before the handler runs: the content widget must turn Pillow's
+    # errors into a page error, or the user sees gradio's generic crash text.
     from gradio_client.exceptions import AppError
 
     file_name, data, expected = HOSTILE[name]
@@ -309,9 +299,8 @@ def test_hostile_upload_gives_a_result_or_a_clear_message(server, client, tmp_pa
     assert _serving(server)
 
 
-@pytest.mark.xfail(strict=True, reason="gr.Image(image_mode='RGB') decodes the whole upload to RGB before the "
-                                       "handler's size check; fix: gr.Image(..., image_mode=None) in app.py")
 def test_a_bomb_under_pillows_own_limit_is_refused_without_decoding_it(server, client, tmp_path):
+    # gr.Image(image_mode="RGB") would decode the whole upload (0.6 GB here) before the library's size check
     from gradio_client.exceptions import AppError
 
     bomb = tmp_path / "bomb12k.png"
