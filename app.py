@@ -63,19 +63,24 @@ TARGET = re.compile(r"Style (\d+) · region (\d+)")
 _STOP: dict[str, threading.Event] = {}  # session -> its Stop flag
 
 
-class ImageInput(gr.Image):
-    """gr.Image whose unreadable uploads end in a clear page error (gradio's own message for them is generic)."""
+def clear_upload_errors(widget: gr.Image) -> gr.Image:
+    """Make the widget's unreadable uploads end in a clear page error (gradio's own message for them is generic).
 
-    is_template = True  # rendered by the frontend's ordinary image component
+    Wraps the instance's preprocess: a gr.Image subclass would make gradio write an app.pyi stub next to this file.
+    """
+    preprocess = widget.preprocess
 
-    def preprocess(self, payload: Any) -> Any:
+    def checked(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except gr.Error:
             raise
         except Exception as exc:  # Pillow raises many types on hostile files
             reason = " ".join(str(exc).split())[:200] or type(exc).__name__
             raise gr.Error(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP image.") from None
+
+    widget.preprocess = checked
+    return widget
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,13 +120,13 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
     style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
-    uploads = Path(gr.utils.get_upload_folder()).resolve()  # uploads and gallery picks are stored there
-    if not all(Path(p).resolve().is_relative_to(uploads) for p in (content, *style_paths)):
-        raise gr.Error("An image was named by a path on the server instead of uploaded: upload the file itself.")
     if not style_paths:
         raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
     if len(style_paths) > MAX_STYLES:
         raise gr.Error(f"{len(style_paths)} style images chosen: use at most {MAX_STYLES} (click one to remove it).")
+    uploads = Path(gr.utils.get_upload_folder()).resolve()  # uploads and gallery picks are stored there
+    if not all(Path(p).resolve().is_relative_to(uploads) for p in (content, *style_paths)):
+        raise gr.Error("An image was named by a path on the server instead of uploaded: upload the file itself.")
     seed = random.randint(0, MAX_SEED) if randomize else int(seed or 0)
     try:
         settings = make_settings(engine, preset_name, size, k_max, content_weight, steps, seed)
@@ -294,9 +299,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>")
                 content_gallery = gr.Gallery(_thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
                                              object_fit="cover", show_label=False, elem_id="content-gallery")
-                content = ImageInput(type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
-                                     label="Content (click a photo above, or drop your own here)",
-                                     elem_id="content-image")  # image_mode=None: no full decode before the checks
+                content = clear_upload_errors(gr.Image(  # image_mode=None: no full decode before the size check
+                    type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
+                    label="Content (click a photo above, or drop your own here)", elem_id="content-image"))
             with gr.Column(scale=7, elem_classes="sg-card"):
                 gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>")
                 style_gallery = gr.Gallery(_thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],

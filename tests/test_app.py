@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -89,13 +90,19 @@ def fake(monkeypatch, tmp_path):
     pipe = FakePipeline()
     monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
     monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(GALLERY))  # the handler reads only uploads: let the gallery count
+    uploads = tmp_path / "uploads"  # the handler reads only files in gradio's upload folder
+    uploads.mkdir()
+    for path in (CONTENT, *STYLES):
+        shutil.copy(path, uploads / path.name)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
     return pipe
 
 
-def _generate(content=str(CONTENT), styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
+def _generate(content=None, styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
               weight=1.0, steps=150, seed=7, randomize=False):
-    styles = [(str(p), None) for p in STYLES] if styles is None else styles
+    uploads = Path(gr.utils.get_upload_folder())  # the fake fixture put copies of CONTENT and STYLES there
+    content = str(uploads / CONTENT.name) if content is None else content
+    styles = [(str(uploads / p.name), None) for p in STYLES] if styles is None else styles
     request = gr.Request()
     return list(app.generate(content, styles, overrides, engine, preset, size, k_max, weight, steps, seed, randomize,
                              request))
@@ -164,7 +171,7 @@ def test_overrides_and_random_seed_reach_the_pipeline(fake):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"content": None}, "Choose a content image"),
+        ({"content": ""}, "Choose a content image"),
         ({"styles": []}, "Choose at least one style image"),
         ({"styles": [(str(STYLES[0]), None)] * 6}, "6 style images chosen: use at most 5"),
         ({"size": 10}, "Invalid setting: size=10"),
@@ -181,7 +188,7 @@ def test_a_path_outside_the_upload_folder_is_refused(fake, tmp_path):
     with pytest.raises(gr.Error, match="named by a path on the server"):
         _generate(content=str(tmp_path / "private.png"))
     with pytest.raises(gr.Error, match="named by a path on the server"):
-        _generate(styles=[(str(GALLERY / "style" / ".." / ".." / "app.py"), None)])
+        _generate(styles=[(str(Path(gr.utils.get_upload_folder()) / ".." / "private.png"), None)])
     assert fake.runs == []
 
 
@@ -189,8 +196,7 @@ def test_an_unreadable_content_upload_is_a_clear_page_error(tmp_path):
     from gradio.data_classes import ImageData
 
     (tmp_path / "notes.png").write_text("not a picture")
-    widget = app.ImageInput(type="filepath", image_mode=None)
-    assert widget.get_block_name() == "image"
+    widget = app.clear_upload_errors(gr.Image(type="filepath", image_mode=None))
     with pytest.raises(gr.Error, match="The content image cannot be read .*; upload a PNG, JPEG or WebP image"):
         widget.preprocess(ImageData(path=str(tmp_path / "notes.png"), orig_name="notes.png"))
     assert widget.preprocess(ImageData(path=str(CONTENT), orig_name="chelsea.jpg")) == str(CONTENT)
