@@ -35,7 +35,7 @@ from stylegallery import viz  # noqa: E402
 from stylegallery.config import Settings, preset  # noqa: E402
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError  # noqa: E402
 from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
-from stylegallery.images import to_uint8  # noqa: E402
+from stylegallery.images import save_atomic, to_uint8  # noqa: E402
 from stylegallery.pipeline import Done, Matched, Pipeline, Preview, Result, Segmented  # noqa: E402
 
 
@@ -208,8 +208,12 @@ def _export(result: Result, session: str, shown: dict[str, Image.Image]) -> dict
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     pictures = {"result": result.to_pil(), **shown, "panel": viz.panel(result)}
-    for key, picture in pictures.items():
-        picture.save(folder / f"{stem}-{key}.png", compress_level=1)  # fast; these are temporary downloads
+    try:
+        for key, picture in pictures.items():  # compress_level=1: fast, these are temporary downloads
+            save_atomic(picture, folder / f"{stem}-{key}.png", compress_level=1)
+    except InputError:  # e.g. a full disk: leave no half of the downloads behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return {key: folder / f"{stem}-{key}.png" for key in pictures}
 
 
