@@ -320,10 +320,6 @@ class _OneRunPipeline:
         yield Done(Result(1 - image, image, [image], labels, [labels], matches, timings, "classic", "test", settings))
 
 
-APP_EXPORT = ("app._export writes each download with picture.save(path): a full disk leaves a partial PNG and an "
-              "OSError that gradio shows as its generic error; fix: write through stylegallery.images.save_atomic, "
-              "remove this run's files on failure, and raise gr.Error")
-
 
 def _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path) -> BaseException | None:
     import gradio as gr
@@ -339,12 +335,11 @@ def _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path) -> BaseExcepti
                           gr.Request()))
     except BaseException as exc:  # noqa: BLE001 (the test inspects whatever the handler raised)
         error = exc
-    if not pipe.reached_done:  # not an AssertionError: the xfail below expects only the export's failure
+    if not pipe.reached_done:  # the failure must come from the export, not earlier
         raise RuntimeError(f"the run stopped before the export: {error!r}")
     return error
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=APP_EXPORT)
 def test_app_run_on_a_full_disk_leaves_no_partial_download(app, uploads, monkeypatch, tmp_path):
     error = _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path)
     monkeypatch.undo()
@@ -360,7 +355,6 @@ def test_app_run_on_a_full_disk_leaves_no_partial_download(app, uploads, monkeyp
     assert broken == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=APP_EXPORT)
 def test_app_run_on_a_full_disk_reports_it_as_a_page_error(app, uploads, monkeypatch, tmp_path):
     import gradio as gr
 
