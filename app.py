@@ -36,7 +36,7 @@ from stylegallery.config import Settings, preset  # noqa: E402
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError  # noqa: E402
 from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
 from stylegallery.images import save_atomic, to_uint8  # noqa: E402
-from stylegallery.pipeline import Done, Matched, Pipeline, Preview, Result, Segmented  # noqa: E402
+from stylegallery.pipeline import ContentSegmented, Done, Matched, Pipeline, Preview, Result, Segmented  # noqa: E402
 
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
@@ -158,24 +158,40 @@ def _run(content: str, styles: list[str], settings: Settings, overrides: dict, s
             raise
         gr.Warning(f"The diffusion models could not be loaded, so the classic engine paints instead: {exc}")
         classic = dataclasses.replace(settings, engine="classic")
-        events = get_pipeline().run(content, styles, classic, overrides, should_stop=stop.is_set)
+        reason = f"the diffusion models could not be loaded: {exc}"
+        events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop.is_set),
+                              reason)
         first = next(events)
-        first.engine_reason = f"the diffusion models could not be loaded: {exc}"
     yield first
     yield from events
 
 
+def _with_reason(events: Iterator, reason: str) -> Iterator:
+    for ev in events:
+        if hasattr(ev, "engine_reason"):
+            ev.engine_reason = reason
+        yield ev
+
+
 def _stream(events: Iterator, session: str) -> Iterator[tuple]:
     """Pipeline events -> page updates."""
+    region_map = None
     for ev in events:
-        if isinstance(ev, Segmented):
+        if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
+            engine, n = f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
+            region_map = viz.region_overlay(ev.content_image, ev.content_labels)
+            yield _out(region_map=region_map, timings=_timings(ev.timings),
+                       status=_status(f"{engine}: {n} content regions found; segmenting the styles…"))
+        elif isinstance(ev, Segmented):
             seg, engine, n = ev, f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
             style_maps = [(viz.region_overlay(img, lab, alpha=0.45, legend=False), f"Style {i + 1}")
                           for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))]
             targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
                                   for r in range(int(lab.max()) + 1)]
-            region_map = viz.region_overlay(ev.content_image, ev.content_labels)
-            yield _out(region_map=region_map, style_regions=style_maps,
+            shown = {}
+            if region_map is None:
+                region_map = shown["region_map"] = viz.region_overlay(ev.content_image, ev.content_labels)
+            yield _out(**shown, style_regions=style_maps,
                        region_pick=gr.update(choices=[f"R{i + 1}" for i in range(n)], value="R1"),
                        target_pick=gr.update(choices=targets, value="auto"), timings=_timings(ev.timings),
                        status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))

@@ -25,6 +25,7 @@ _EXPORTS = {
     "Pipeline": "stylegallery.pipeline",
     "Result": "stylegallery.pipeline",
     "Segmented": "stylegallery.pipeline",
+    "ContentSegmented": "stylegallery.pipeline",
     "Matched": "stylegallery.pipeline",
     "Preview": "stylegallery.pipeline",
     "Done": "stylegallery.pipeline",

@@ -77,6 +77,17 @@ class Result:
 
 
 @dataclass
+class ContentSegmented:
+    """The content's region map, sent before the style images are analysed (the app shows it at once)."""
+
+    engine: str
+    engine_reason: str
+    content_image: np.ndarray
+    content_labels: np.ndarray
+    timings: dict[str, float]
+
+
+@dataclass
 class Segmented:
     engine: str
     engine_reason: str
@@ -106,7 +117,7 @@ class Done:
     result: Result
 
 
-Event = Segmented | Matched | Preview | Done
+Event = ContentSegmented | Segmented | Matched | Preview | Done
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +212,7 @@ class Pipeline:
         overrides: Mapping[int, tuple[int, int] | None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[Event]:
-        """Run the three stages, yielding `Segmented`, `Matched`, `Preview`s and `Done` in that order."""
+        """Run the three stages; yields `ContentSegmented`, `Segmented`, `Matched`, `Preview`s, `Done` in order."""
         settings = settings or Settings()
         stop = should_stop or (lambda: False)
         timings: dict[str, float] = {}
@@ -214,30 +225,36 @@ class Pipeline:
         engine, engine_reason = self._engine_for(settings)
         match_settings = engine.resolve_matching(settings.matching)
 
-        # 3. Load and analyse images (cached by pixel hash and the engine's analysis settings)
-        t0 = time.perf_counter()
+        # 3. Load every image first, so a bad style fails before any work
         content_image = images.load(content, settings.image, name="content image")
         style_images = [images.load(s, settings.image, name=f"style image {i + 1}") for i, s in enumerate(styles)]
         time_weights = regions.logistic_time_weights(
             engine.time_steps(settings), settings.regions.time_slope, settings.regions.time_inflection
         )
         analysis_key = (engine.name, engine.analysis_key(settings))
-        keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
-        analyses: list[Analysis] = []
-        for img, key in zip((content_image, *style_images), keys):
-            _raise_if(stop)
-            analyses.append(self._analyze(engine, img, (key, analysis_key), settings, time_weights))
-        timings["analyze"] = time.perf_counter() - t0
-
-        # 4. Segment every image into regions (stage 1)
-        t0 = time.perf_counter()
         region_key = dataclasses.astuple(settings.regions)
-        labels = []
-        for analysis, key in zip(analyses, keys):
+        keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
+        timings["analyze"] = timings["segment"] = 0.0
+
+        def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray]:
             _raise_if(stop)
-            labels.append(self._segment(analysis, (key, analysis_key, region_key), settings))
-        content_labels, style_labels = labels[0], labels[1:]
-        timings["segment"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights)
+            t1 = time.perf_counter()
+            labels = self._segment(analysis, (key, analysis_key, region_key), settings)
+            timings["analyze"] += t1 - t0
+            timings["segment"] += time.perf_counter() - t1
+            return analysis, labels
+
+        # 4. Analyse and segment the content (stage 1): its region map can be shown at once
+        content_analysis, content_labels = analyse_and_segment(content_image, keys[0])
+        yield ContentSegmented(engine.name, engine_reason, content_image, content_labels, dict(timings))
+
+        # 4b. The same for every style image
+        style_work = [analyse_and_segment(img, key) for img, key in zip(style_images, keys[1:])]
+        analyses = [content_analysis, *(a for a, _ in style_work)]
+        style_labels = [lab for _, lab in style_work]
+        labels = [content_labels, *style_labels]
         yield Segmented(engine.name, engine_reason, content_image, content_labels, style_images, style_labels,
                         dict(timings))
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from stylegallery.errors import Cancelled, InputError, ModelLoadError
 from stylegallery.gallery import by_kind, load_gallery
-from stylegallery.pipeline import Done, Matched, Preview, Result, Segmented
+from stylegallery.pipeline import ContentSegmented, Done, Matched, Preview, Result, Segmented
 from stylegallery.types import Match
 
 
@@ -71,6 +71,7 @@ class FakePipeline:
         image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
         labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8), two regions
         timings = {"analyze": 0.1, "segment": 0.2}
+        yield ContentSegmented(name, reason, image, labels, dict(timings))
         yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings))
         matches = [Match(0, 0, 0, 0.5, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3}),
                    Match(1, len(styles) - 1, 1, 0.25, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3},

@@ -77,8 +77,9 @@ def test_events_come_in_order_and_result_is_complete(fake_pipe) -> None:
     styles = [_two_region_image(left=(0.1, 0.9, 0.1), right=(0.9, 0.9, 0.1)), _two_region_image(80, 80)]
     events = list(pipe.run(content, styles, SMALL))
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["Segmented", "Matched", "Preview", "Preview", "Preview", "Done"]
-    seg, matched, done = events[0], events[1], events[-1]
+    assert kinds == ["ContentSegmented", "Segmented", "Matched", "Preview", "Preview", "Preview", "Done"]
+    assert (events[0].content_labels == events[1].content_labels).all()
+    seg, matched, done = events[1], events[2], events[-1]
     assert seg.content_labels.shape == (8, 12) and len(seg.style_labels) == 2
     assert int(seg.content_labels.max()) + 1 == 2  # two planted regions
     assert [m.content_region for m in matched.matches] == [0, 1]
@@ -154,14 +155,18 @@ def test_cache_is_bounded_in_bytes_and_evicts_least_recent() -> None:
 
 def test_cancellation_stops_the_run(fake_pipe) -> None:
     pipe, engine = fake_pipe
-    calls = {"n": 0}
+    calls = {"in_transfer": 0}
 
-    def stop_after_previews() -> bool:
-        calls["n"] += 1
-        return engine.calls["transfer"] > 0 and calls["n"] > 6
+    def stop_after_previews() -> bool:  # true from the second check inside stage 3 on
+        if engine.calls["transfer"]:
+            calls["in_transfer"] += 1
+        return calls["in_transfer"] >= 2
 
     with pytest.raises(Cancelled):
-        list(pipe.run(_two_region_image(), [_two_region_image()], SMALL, should_stop=stop_after_previews))
+        kinds = []
+        for event in pipe.run(_two_region_image(), [_two_region_image()], SMALL, should_stop=stop_after_previews):
+            kinds.append(type(event).__name__)
+    assert kinds.count("Preview") == 1 and "Done" not in kinds
 
 
 @pytest.mark.parametrize(
