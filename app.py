@@ -32,11 +32,20 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from stylegallery import viz  # noqa: E402
-from stylegallery.config import Settings, preset  # noqa: E402
+from stylegallery.config import DiffusionSettings, Settings, preset  # noqa: E402
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError  # noqa: E402
 from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
 from stylegallery.images import save_atomic, to_uint8  # noqa: E402
-from stylegallery.pipeline import ContentSegmented, Done, Matched, Pipeline, Preview, Result, Segmented  # noqa: E402
+from stylegallery.pipeline import (  # noqa: E402
+    ContentSegmented,
+    Done,
+    Matched,
+    Pipeline,
+    Preview,
+    Result,
+    Segmented,
+    gpu_available,
+)
 
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
@@ -89,10 +98,33 @@ def get_pipeline() -> Pipeline:
     return Pipeline()
 
 
+@functools.lru_cache(maxsize=1)
+def gpu_device() -> tuple[str | None, str]:
+    """("cuda" | "mps" | None, why): the app, not the library, picks the GPU and half precision."""
+    found, why = gpu_available()
+    if not found:
+        return None, why
+    return ("mps" if "mps" in why else "cuda"), why
+
+
+def model_settings(base: DiffusionSettings) -> DiffusionSettings:
+    """Model locations from the environment (hub ids or local folders), and the GPU when there is one."""
+    env = os.environ.get
+    depth = env("STYLEGALLERY_DEPTH_MODEL", base.depth_model or "none")
+    device, _ = gpu_device()
+    return dataclasses.replace(
+        base, sd_model=env("STYLEGALLERY_SD_MODEL", base.sd_model), dino_model=env("STYLEGALLERY_DINO_MODEL",
+                                                                                  base.dino_model),
+        depth_model=None if depth.lower() == "none" else depth, lora=env("STYLEGALLERY_LORA") or base.lora,
+        device=device or "cpu", dtype="float16" if device == "cuda" else "float32",
+    )
+
+
 def make_settings(engine: str, preset_name: str, size: float, k_max: float, content_weight: float, steps: float,
                   seed: int) -> Settings:
     """Widget values -> Settings. `content_weight` scales the preset's content weight (1 = the paper's)."""
     base = preset(preset_name)  # type: ignore[arg-type]
+    base = dataclasses.replace(base, diffusion=model_settings(base.diffusion))
     return dataclasses.replace(
         base, engine=engine, seed=seed,
         image=dataclasses.replace(base.image, size=int(size)),
@@ -127,6 +159,10 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
     uploads = Path(gr.utils.get_upload_folder()).resolve()  # uploads and gallery picks are stored there
     if not all(Path(p).resolve().is_relative_to(uploads) for p in (content, *style_paths)):
         raise gr.Error("An image was named by a path on the server instead of uploaded: upload the file itself.")
+    device, why = gpu_device()
+    if engine == "diffusion" and device is None and os.environ.get("STYLEGALLERY_ALLOW_CPU_DIFFUSION") != "1":
+        raise gr.Error(f"The diffusion engine needs a GPU and this machine has none ({why}): choose the classic "
+                       "or auto engine.")
     seed = random.randint(0, MAX_SEED) if randomize else int(seed or 0)
     try:
         settings = make_settings(engine, preset_name, size, k_max, content_weight, steps, seed)

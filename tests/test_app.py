@@ -209,7 +209,23 @@ def test_library_errors_become_page_errors(fake):
         _generate()
 
 
-def test_unloadable_models_fall_back_to_classic_with_a_clear_status(fake):
+def test_diffusion_is_refused_without_a_gpu(fake, monkeypatch):
+    monkeypatch.setattr(app, "gpu_device", lambda: (None, "no GPU found"))
+    with pytest.raises(gr.Error, match="needs a GPU and this machine has none"):
+        _generate(engine="diffusion")
+    assert fake.runs == []
+
+
+def test_model_locations_and_gpu_come_from_the_environment(monkeypatch):
+    monkeypatch.setattr(app, "gpu_device", lambda: ("cuda", "GPU found"))
+    monkeypatch.setenv("STYLEGALLERY_SD_MODEL", "/models/sd15")
+    monkeypatch.setenv("STYLEGALLERY_DEPTH_MODEL", "none")
+    d = app.make_settings("auto", "paper", 512, 10, 1.0, 150, 0).diffusion
+    assert (d.sd_model, d.depth_model, d.device, d.dtype) == ("/models/sd15", None, "cuda", "float16")
+
+
+def test_unloadable_models_fall_back_to_classic_with_a_clear_status(fake, monkeypatch):
+    monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")
     fake.fail = ("diffusion",)
     with pytest.warns(UserWarning, match="classic engine paints instead"):
         outputs = _generate(engine="diffusion")

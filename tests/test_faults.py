@@ -57,7 +57,9 @@ def _booting_server():
     if importlib.util.find_spec("gradio_client") is None:
         yield None
         return
-    app_server = bench.AppServer().start()
+    # Diffusion on this CPU machine is allowed so that its (missing) models exercise the classic fallback.
+    app_server = bench.AppServer(env={"STYLEGALLERY_ALLOW_CPU_DIFFUSION": "1",
+                                      "STYLEGALLERY_SD_MODEL": "someone/not-downloaded-sd15"}).start()
     try:
         yield app_server
     finally:
@@ -233,13 +235,8 @@ def test_generate_with_a_missing_model_folder_paints_with_classic(app, uploads, 
 
     monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
     missing = tmp_path / "no-such-model"
-    make_settings = app.make_settings
-
-    def pointing_nowhere(*args, **kwargs):  # what a STYLEGALLERY_SD_MODEL=<missing folder> setting would do
-        s = make_settings(*args, **kwargs)
-        return dataclasses.replace(s, diffusion=dataclasses.replace(s.diffusion, sd_model=str(missing)))
-
-    monkeypatch.setattr(app, "make_settings", pointing_nowhere)
+    monkeypatch.setenv("STYLEGALLERY_SD_MODEL", str(missing))
+    monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")
     with pytest.warns(UserWarning, match="classic engine paints instead"):
         outputs = list(app.generate(str(uploads[0]), [(str(uploads[1]), None)], {}, "diffusion", "paper", 256, 6,
                                     1.0, 150, 0, False, gr.Request()))
