@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,26 +235,31 @@ class Pipeline:
         analysis_key = (engine.name, engine.analysis_key(settings))
         region_key = dataclasses.astuple(settings.regions)
         keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
-        timings["analyze"] = timings["segment"] = 0.0
 
-        def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray]:
+        def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray, float, float]:
             _raise_if(stop)
             t0 = time.perf_counter()
             analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights)
             t1 = time.perf_counter()
             labels = self._segment(analysis, (key, analysis_key, region_key), settings)
-            timings["analyze"] += t1 - t0
-            timings["segment"] += time.perf_counter() - t1
-            return analysis, labels
+            return analysis, labels, t1 - t0, time.perf_counter() - t1
 
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
-        content_analysis, content_labels = analyse_and_segment(content_image, keys[0])
+        content_analysis, content_labels, t_analyze, t_segment = analyse_and_segment(content_image, keys[0])
+        timings["analyze"], timings["segment"] = t_analyze, t_segment
         yield ContentSegmented(engine.name, engine_reason, content_image, content_labels, dict(timings))
 
-        # 4b. The same for every style image
-        style_work = [analyse_and_segment(img, key) for img, key in zip(style_images, keys[1:])]
-        analyses = [content_analysis, *(a for a, _ in style_work)]
-        style_labels = [lab for _, lab in style_work]
+        # 4b. The same for every style image (on two threads where the engine allows it); stage times stay
+        # wall-clock: the threads' summed times are scaled to the elapsed time
+        t0 = time.perf_counter()
+        style_work = self._map_styles(engine, analyse_and_segment, style_images, keys[1:])
+        wall = time.perf_counter() - t0
+        summed = sum(w[2] + w[3] for w in style_work)
+        scale = wall / summed if summed > 0 else 0.0
+        timings["analyze"] += scale * sum(w[2] for w in style_work)
+        timings["segment"] += scale * sum(w[3] for w in style_work)
+        analyses = [content_analysis, *(w[0] for w in style_work)]
+        style_labels = [w[1] for w in style_work]
         labels = [content_labels, *style_labels]
         yield Segmented(engine.name, engine_reason, content_image, content_labels, style_images, style_labels,
                         dict(timings))
@@ -285,6 +291,19 @@ class Pipeline:
         timings["total"] = time.perf_counter() - start
         yield Done(Result(final, content_image, style_images, content_labels, style_labels, list(matches),
                           timings, engine.name, engine_reason, settings))
+
+    @staticmethod
+    def _map_styles(engine: Engine, work: Callable, style_images: list[np.ndarray], keys: list[str]) -> list:
+        """`work` on every style image: on two threads when the engine's analysis is thread-safe and cores allow."""
+        workers = min(len(style_images), os.cpu_count() or 1, 2)
+        if not engine.parallel_analysis or workers < 2:
+            return [work(img, key) for img, key in zip(style_images, keys)]
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS/OpenMP thread per worker; set here, around the pool, because the limit is process-wide and
+        # nested set/restore calls from two threads would otherwise leave it wrong after the run.
+        with threadpool_limits(limits=1), ThreadPoolExecutor(workers, thread_name_prefix="sg-style") as pool:
+            return list(pool.map(work, style_images, keys))
 
     # -- engines ---------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ class Engine(abc.ABC):
     """
 
     name: ClassVar[str]
+    # True when `analyze` may run on several threads at once (the pipeline then analyses style images in parallel)
+    parallel_analysis: ClassVar[bool] = False
 
     @abc.abstractmethod
     def analysis_key(self, settings: Settings) -> Hashable:

@@ -35,6 +35,7 @@ EDGE_SIGMA = 3.0  # px blur of the edge map at a 512 px working size
 
 class ClassicEngine(Engine):
     name: ClassVar[str] = "classic"
+    parallel_analysis: ClassVar[bool] = True  # analyze keeps no state
 
     def __init__(self, face_detector: Callable[[np.ndarray], list[faces.Box]] | None | str = "default") -> None:
         # "default": OpenCV's Haar cascade when this OpenCV has it; None: no face boost; or any image -> boxes.
