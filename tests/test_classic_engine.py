@@ -217,8 +217,12 @@ def test_default_face_detector_is_optional(caplog):
 
 
 def test_engine_imports_no_torch():
-    code = ("import sys; import stylegallery.engines.classic, stylegallery.evaluate; "
-            "from stylegallery.engines.classic import bench; "
+    """The classic path (engine, a pipeline run, CLI, bench, evaluate) imports no torch/diffusers/transformers."""
+    code = ("import sys; import numpy as np; import stylegallery.engines.classic, stylegallery.evaluate; "
+            "import stylegallery.bench, stylegallery.cli; from stylegallery import Pipeline, Settings; "
+            "rng = np.random.default_rng(0); img = (rng.uniform(0, 1, (64, 80, 3)) * 255).astype(np.uint8); "
+            "s = Settings(engine='classic', image=Settings().image.__class__(size=64)); "
+            "Pipeline()(img, [img[::-1]], s); "
             "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
