@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from stylegallery import images, matching, regions
-from stylegallery.config import MatchSettings, Settings
+from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.engines.base import Engine
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
 from stylegallery.types import Analysis, Match, RegionDescriptor
@@ -233,7 +233,8 @@ class Pipeline:
             engine.time_steps(settings), settings.regions.time_slope, settings.regions.time_inflection
         )
         analysis_key = (engine.name, engine.analysis_key(settings))
-        region_key = dataclasses.astuple(settings.regions)
+        region_settings = engine.resolve_regions(settings)
+        region_key = dataclasses.astuple(region_settings)
         keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
 
         def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray, float, float]:
@@ -241,7 +242,7 @@ class Pipeline:
             t0 = time.perf_counter()
             analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights)
             t1 = time.perf_counter()
-            labels = self._segment(analysis, (key, analysis_key, region_key), settings)
+            labels = self._segment(analysis, (key, analysis_key, region_key), region_settings)
             return analysis, labels, t1 - t0, time.perf_counter() - t1
 
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
@@ -355,11 +356,11 @@ class Pipeline:
             self.cache.put("analysis", key, analysis, analysis.nbytes)
         return analysis
 
-    def _segment(self, analysis: Analysis, key: Hashable, settings: Settings) -> np.ndarray:
+    def _segment(self, analysis: Analysis, key: Hashable, region_settings: RegionSettings) -> np.ndarray:
         labels = self.cache.get("segment", key)
         if labels is None:
             labels = regions.segment(analysis.cluster_features, analysis.merge_features, analysis.depth,
-                                     settings.regions)
+                                     region_settings)
             self.cache.put("segment", key, labels, labels.nbytes)
         return labels
 

@@ -192,3 +192,27 @@ def test_auto_engine_is_classic_without_a_gpu() -> None:
 def test_unknown_engine_is_refused() -> None:
     with pytest.raises(InputError, match="unknown"):
         pl.Pipeline().engine("quantum", Settings())
+
+
+def test_engine_resolves_its_region_settings(fake_pipe, monkeypatch) -> None:
+    """The pipeline segments with the engine's resolved stage-1 settings and keys its cache on them."""
+    pipe, engine = fake_pipe
+    seen = []
+    original = pl.regions.segment
+
+    def spy(features, merge_features, depth, settings):
+        seen.append(settings.n_init)
+        return original(features, merge_features, depth, settings)
+
+    monkeypatch.setattr(pl.regions, "segment", spy)
+    monkeypatch.setattr(engine, "resolve_regions", lambda s: dataclasses.replace(s.regions, n_init=2), raising=False)
+    pipe(_two_region_image(), [_two_region_image(left=(0.2, 0.8, 0.2))], SMALL)
+    assert seen == [2, 2]
+
+
+def test_classic_engine_clusters_with_its_own_restarts() -> None:
+    from stylegallery.engines.classic import ClassicEngine
+
+    resolved = ClassicEngine().resolve_regions(dataclasses.replace(SMALL, classic=dataclasses.replace(
+        SMALL.classic, kmeans_restarts=5)))
+    assert resolved.n_init == 5 and resolved.k_max == SMALL.regions.k_max

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from stylegallery.config import MatchSettings, Settings
+from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.types import Analysis, Match, TransferStep
 
 
@@ -38,6 +38,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
         """Replace the "auto" choices of the match settings with this engine's defaults."""
+
+    def resolve_regions(self, settings: Settings) -> RegionSettings:
+        """The stage-1 settings this engine's features are clustered with (by default `settings.regions`)."""
+        return settings.regions
 
     @abc.abstractmethod
     def transfer(

@@ -21,7 +21,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from stylegallery.config import MatchSettings, Settings
+from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.engines.base import Engine
 from stylegallery.engines.classic import faces, features, synthesis
 from stylegallery.errors import InputError
@@ -61,6 +61,10 @@ class ClassicEngine(Engine):
             statistics="moments" if matching.statistics == "auto" else matching.statistics,
             assignment="balanced" if matching.assignment == "auto" else matching.assignment,
         )
+
+    def resolve_regions(self, settings: Settings) -> RegionSettings:
+        """Stage 1 on the hand-made features uses `classic.kmeans_restarts` k-means restarts."""
+        return dataclasses.replace(settings.regions, n_init=settings.classic.kmeans_restarts)
 
     # -- stage 3 --------------------------------------------------------------------------------------------------
     def transfer(
