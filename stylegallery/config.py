@@ -142,6 +142,11 @@ class DiffusionSettings:
     # "center_crop": the default processor's resize-256/crop-224 (faithful, misaligned, 3.2b).
     dino_input: Literal["full", "center_crop"] = "full"
     dino_grid: int = 16  # tokens on the long side for dino_input="full" (3.2b uses 16); 1..64
+    # "content": styles whose working shape differs from the content's are resized (pixels) to the content's
+    # working shape and VAE-encoded for stage 3, their region labels resized by nearest, so the reference pass
+    # is one batched call (4.2; the official code squashes every image to 512x512: this is that behaviour
+    # generalised to any aspect); "own": each style keeps its own shape, one reference call per distinct shape.
+    style_fit: Literal["content", "own"] = "content"
     preview_every: int = 10  # stream a cheap latent preview every this many steps; >= 1
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # UNet dtype; inversion stays float32
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "mps"
@@ -160,6 +165,7 @@ class DiffusionSettings:
                "'ddim', 'lcm' or 'euler_trailing'")
         _check(self.dino_input in ("full", "center_crop"), "dino_input", self.dino_input, "'full' or 'center_crop'")
         _check(1 <= self.dino_grid <= 64, "dino_grid", self.dino_grid, "1..64")
+        _check(self.style_fit in ("content", "own"), "style_fit", self.style_fit, "'content' or 'own'")
         _check(self.preview_every >= 1, "preview_every", self.preview_every, ">= 1")
         _check(self.dtype in ("float32", "float16", "bfloat16"), "dtype", self.dtype,
                "'float32', 'float16' or 'bfloat16'")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylegallery.config import MatchSettings
+from stylegallery.config import DiffusionSettings, MatchSettings
 from stylegallery.engines.diffusion import DiffusionEngine
 from stylegallery.engines.diffusion.attention import AttentionState, recording
 from stylegallery.engines.diffusion.latents import remove_style
@@ -113,16 +113,41 @@ def test_transfer_yields_previews_in_order_then_one_final_image(engine, content,
     assert all(type(p).__name__ == "AttnProcessor2_0" for p in engine.sd.unet.attn_processors.values())
 
 
-def test_styles_of_another_size_get_their_own_reference_call(engine, content):
+def test_with_style_fit_own_styles_of_another_size_get_their_own_reference_call(engine, content):
     square = engine.analyze(random_image(64, 64, seed=3), tiny_settings(), time_weights())
     unused = engine.analyze(random_image(64, 96, seed=4), tiny_settings(), time_weights())
     engine.reset_stats()
     matches = [Match(0, 0, 0, 1.0, {}), Match(1, 0, 1, 1.0, {})]
     steps = list(engine.transfer(content, _halves(8, 12), [square, unused], [_halves(8, 8), _halves(8, 12)],
-                                 matches, tiny_settings(steps=3, preview_every=10)))
+                                 matches, tiny_settings(steps=3, preview_every=10, style_fit="own")))
     assert [s.final for s in steps] == [True]
     assert engine.stats["unet_forward_transfer"] == 3 * (2 + 1)  # content batch, square-style batch, z
+    assert engine.stats["vae_encode"] == 0  # styles keep their own latents
     assert np.isfinite(steps[-1].image).all()
+
+
+def test_by_default_styles_of_other_shapes_share_one_reference_call_per_step(engine, content):
+    # A non-square content (64x96) with square styles of two other sizes: one reference call per step.
+    small = engine.analyze(random_image(48, 48, seed=5), tiny_settings(), time_weights())
+    large = engine.analyze(random_image(80, 80, seed=6), tiny_settings(), time_weights())
+    engine.reset_stats()
+    matches = [Match(0, 0, 1, 1.0, {}), Match(1, 1, 0, 1.0, {})]
+    steps = list(engine.transfer(content, _halves(8, 12), [small, large], [_halves(6, 6), _halves(10, 10)],
+                                 matches, tiny_settings(steps=3, iters=2, preview_every=10)))
+    assert engine.stats["unet_forward_transfer"] == 3 * (1 + 2)  # one batched reference call, then `iters` on z
+    assert engine.stats["unet_backward_transfer"] == 3 * 2
+    assert engine.stats["vae_encode"] == 2  # each resized style encoded once per transfer, not per step
+    assert steps[-1].final and steps[-1].image.shape == (64, 96, 3) and np.isfinite(steps[-1].image).all()
+
+
+def test_fit_style_resizes_pixels_and_nearest_resizes_labels(engine, content):
+    labels = torch.from_numpy(_halves(6, 6)).long()
+    z0, fitted = engine._fit_style(random_image(48, 48, seed=5), labels, (64, 96), (8, 12))
+    assert z0.shape == content.payload["z0"].shape == (1, 4, 8, 12)
+    assert fitted.dtype == torch.int64 and fitted.shape == (8, 12)
+    assert (fitted[:, :6] == 0).all() and (fitted[:, 6:] == 1).all()  # the left/right halves stay halves
+    with pytest.raises(ValueError, match="style_fit='squash' is invalid"):
+        DiffusionSettings(style_fit="squash")  # type: ignore[arg-type]
 
 
 def test_transfer_raises_cancelled_when_asked_and_restores_the_unet(engine, content, style):

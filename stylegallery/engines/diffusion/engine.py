@@ -9,8 +9,9 @@ Notation (code -> paper):
     timesteps     -> the 150 DDIM timesteps 895..1 (4.2): they only choose which UNet features are read
 
 Stage 3 per timestep t (official `style_transfer`): one no-grad UNet call on the batch [content z0,
-style z0s] records Q_c and K_s, V_s; then `iters` times: a UNet call on z records Q and the attention
-output, loss = L_RSL + content_weight * L_GCL, one step of the Adam optimiser that persists over all t.
+style z0s] records Q_c and K_s, V_s (styles of another shape are first resized to the content's, see
+DiffusionSettings.style_fit); then `iters` times: a UNet call on z records Q and the attention output,
+loss = L_RSL + content_weight * L_GCL, one step of the Adam optimiser that persists over all t.
 """
 
 from __future__ import annotations
@@ -194,10 +195,16 @@ class DiffusionEngine(Engine):
         used = sorted({m.style_image for m in matches})
         compact = {j: i for i, j in enumerate(used)}
         pairs = [(int(m.content_region), compact[m.style_image], int(m.style_region)) for m in matches]
-        latents = [content.payload["z0"].to(self.device)] + [styles[j].payload["z0"].to(self.device) for j in used]
+        latents = [content.payload["z0"].to(self.device)]
         label_maps = [torch.from_numpy(labels[0]).to(self.device)]
-        label_maps += [torch.from_numpy(labels[1 + j]).to(self.device) for j in used]
-        n_regions = [int(lab.max()) + 1 for lab in label_maps]
+        for j in used:
+            z0, style_labels = styles[j].payload["z0"].to(self.device), torch.from_numpy(labels[1 + j]).to(self.device)
+            if d.style_fit == "content" and z0.shape != latents[0].shape:  # encoded once per transfer
+                z0, style_labels = self._fit_style(styles[j].image, style_labels, content.image.shape[:2],
+                                                   content.grid_shape)
+            latents.append(z0)
+            label_maps.append(style_labels)
+        n_regions = [int(labels[0].max()) + 1] + [int(labels[1 + j].max()) + 1 for j in used]  # before any resize
         groups = _shape_groups(latents)  # one batched reference call per latent size (one if sizes agree)
         mask_cache: dict[tuple[int, tuple[int, int]], torch.Tensor] = {}
 
@@ -287,6 +294,16 @@ class DiffusionEngine(Engine):
         finally:
             unet.unfuse_lora()
             unet.disable_adapters()
+
+    def _fit_style(self, image: np.ndarray, labels: torch.Tensor, size: tuple[int, int],
+                   grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """style_fit="content": the style image resized (bicubic) to the content's working size and VAE-encoded,
+        its region labels nearest-resized to the content's grid, as the official 512x512 squash does (4.2)."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]  # (1, 3, H_s, W_s)
+        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        z0 = self._encode(x[0].permute(1, 2, 0).contiguous().numpy())  # (1, 4, h, w)
+        resized = F.interpolate(labels[None, None].float(), size=grid, mode="nearest")[0, 0]  # (h, w)
+        return z0, resized.round().long()
 
     def _empty_prompt_embedding(self) -> torch.Tensor:
         tokenizer = self.sd.tokenizer
