@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="diffusion (the paper's method, needs weights), classic (weight-free, CPU), auto (default)")
     run.add_argument("--preset", choices=PRESETS, default="paper")
     run.add_argument("--size", type=int, metavar="PX", help="long side of the working image (default 512)")
+    run.add_argument("--aspect", choices=("keep", "square"),
+                     help="keep the aspect ratio (default), or square: resize every image to PX x PX as the "
+                          "official code does (the result is square too)")
     run.add_argument("--seed", type=int, metavar="N", help="seed of stage 3 (default 42)")
     run.add_argument("--steps", type=int, metavar="N",
                      help="diffusion: optimisation timesteps (default 150); classic: iterations per patch size (3)")
@@ -91,6 +94,8 @@ def settings_from_args(args: argparse.Namespace, engine_name: str | None = None)
         settings = dataclasses.replace(settings, seed=args.seed)
     if args.size is not None:
         settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=args.size))
+    if args.aspect is not None:
+        settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, aspect=args.aspect))
     if args.max_regions is not None:
         settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, k_max=args.max_regions))
     d = settings.diffusion

@@ -37,12 +37,16 @@ class ImageSettings:
     multiple: int = 8  # sides rounded to a multiple of this (8 = SD latent factor); 1..64
     max_input_pixels: int = 40_000_000  # larger decoded inputs are refused (decompression bombs); >= 1
     min_side: int = 32  # smaller inputs are refused; >= 1
+    # "keep": the long side at `size`, aspect ratio kept (deviation: any aspect); "square": every image resized
+    # to size x size, the official squash (2.2 code resizes everything to 512x512; the result is square too)
+    aspect: Literal["keep", "square"] = "keep"
 
     def __post_init__(self) -> None:
         _check(isinstance(self.size, int) and 64 <= self.size <= 2048, "size", self.size, "an integer in 64..2048")
         _check(isinstance(self.multiple, int) and 1 <= self.multiple <= 64, "multiple", self.multiple, "1..64")
         _check(self.max_input_pixels >= 1, "max_input_pixels", self.max_input_pixels, ">= 1")
         _check(self.min_side >= 1, "min_side", self.min_side, ">= 1")
+        _check(self.aspect in ("keep", "square"), "aspect", self.aspect, "'keep' or 'square'")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Loading and validating user images.
 
 Every image enters through `load`: a path, bytes, a PIL image or an array becomes an RGB float32
-array in [0, 1] at the working size (long side `ImageSettings.size`, aspect ratio kept, sides rounded to
-`ImageSettings.multiple`). Anything unusable raises `InputError` with a one-line message saying what is
-wrong and how to fix it.
+array in [0, 1] at the working size (long side `ImageSettings.size`, aspect ratio kept unless
+`ImageSettings.aspect` is "square", sides rounded to `ImageSettings.multiple`). Anything unusable
+raises `InputError` with a one-line message saying what is wrong and how to fix it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def load(src: ImageSource, settings: ImageSettings | None = None, *, name: str =
     """Validate `src` and return it as (H, W, 3) float32 RGB in [0, 1] at the working size."""
     settings = settings or ImageSettings()
     rgb = to_rgb(src, settings, name=name)  # (h0, w0, 3) uint8
-    height, width = working_size(rgb.shape[0], rgb.shape[1], settings.size, settings.multiple)
+    height, width = working_size(rgb.shape[0], rgb.shape[1], settings.size, settings.multiple, settings.aspect)
     return resize(rgb, height, width)
 
 
@@ -58,10 +58,19 @@ def to_rgb(src: ImageSource, settings: ImageSettings | None = None, *, name: str
     return rgb
 
 
-def working_size(height: int, width: int, long_side: int, multiple: int = 8) -> tuple[int, int]:
-    """(H, W) with the long side at `long_side`, aspect kept, each side a positive multiple of `multiple`."""
+def working_size(height: int, width: int, long_side: int, multiple: int = 8,
+                 aspect: str = "keep") -> tuple[int, int]:
+    """(H, W) with the long side at `long_side`, each side a positive multiple of `multiple`.
+
+    aspect "keep" keeps the aspect ratio; "square" gives long_side x long_side whatever the input (the
+    official code's 512x512 squash, paper 2.2).
+    """
     if height <= 0 or width <= 0:
         raise ValueError(f"image size {width}x{height} is invalid: both sides must be positive")
+    if aspect not in ("keep", "square"):
+        raise ValueError(f"aspect={aspect!r} is invalid: expected 'keep' or 'square'")
+    if aspect == "square":
+        height = width = max(height, width)
     scale = long_side / max(height, width)
 
     def _round(side: int) -> int:

@@ -131,6 +131,21 @@ def test_classic_end_to_end_writes_every_output(files, tmp_path, capsys) -> None
     assert sorted(os.listdir(out_dir)) == ["mask.png", "matches.json", "panel.png", "result.png"]
 
 
+def test_aspect_square_gives_the_official_square_working_size(files, tmp_path, capsys) -> None:
+    pytest.importorskip("stylegallery.engines.classic")
+    args = cli.build_parser().parse_args(["run", "a.png", "b.png", "-o", "o.png"])
+    assert cli.settings_from_args(args).image.aspect == "keep"
+    out_dir = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out_dir / "result.png"),
+                      "--engine", "classic", "--size", "64", "--aspect", "square", "--mask-out",
+                      str(out_dir / "mask.png")], capsys)
+    assert code == 0, err
+    assert Image.open(out_dir / "result.png").size == Image.open(out_dir / "mask.png").size == (64, 64)
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out_dir / "r.png"),
+                      "--aspect", "round"], capsys)
+    _assert_one_line_error(code, err)
+
+
 def test_real_entry_point_runs_as_a_module(files, tmp_path) -> None:
     """`python -m stylegallery` itself: exit 2 and one line on a bad file, without importing torch first."""
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -34,6 +34,20 @@ def test_working_size_keeps_aspect_and_multiples() -> None:
     assert images.working_size(20000, 40, 512, 8) == (512, 8)  # never a zero side
 
 
+def test_square_aspect_is_the_official_squash() -> None:
+    assert images.working_size(300, 451, 512, 8, "square") == (512, 512)
+    assert images.working_size(20000, 40, 110, 8, "square") == (112, 112)  # 110 rounds to a multiple of 8
+    assert images.working_size(300, 451, 512, 8, "keep") == images.working_size(300, 451, 512, 8)
+    with pytest.raises(ValueError, match="aspect='wide' is invalid"):
+        images.working_size(300, 451, 512, 8, "wide")
+    with pytest.raises(ValueError, match="aspect='wide' is invalid"):
+        ImageSettings(aspect="wide")  # type: ignore[arg-type]
+    out = images.load(_gradient(120, 80), ImageSettings(size=64, aspect="square"))
+    assert out.shape == (64, 64, 3)
+    left, right = out[:, :4].mean(axis=(0, 1)), out[:, -4:].mean(axis=(0, 1))  # the whole width is kept, squashed
+    assert left[0] < 0.1 and right[0] > 0.9
+
+
 def test_load_path_bytes_pil_array_agree(tmp_path) -> None:
     pil = _gradient()
     path = tmp_path / "g.png"
