@@ -21,6 +21,7 @@ from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelL
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--depth-model", metavar="ID_OR_DIR|none", help="Depth-Anything-V2 hub id or folder, or none")
     run.add_argument("--lora", metavar="ID_OR_DIR", help="LCM LoRA for --preset fast (diffusion engine)")
     run.add_argument("--device", choices=("cpu", "cuda", "mps"), help="diffusion engine device (default cpu)")
+    run.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                     help="diffusion stage-3 UNet precision: auto (default) is float16 on CUDA, float32 elsewhere")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     ev = sub.add_parser("eval", help="score the classic engine against simple references with weight-free metrics")
@@ -111,6 +114,7 @@ def settings_from_args(args: argparse.Namespace, engine_name: str | None = None)
     if args.device:
         changes["device"] = args.device
     engine_name = engine_name or args.engine
+    changes["dtype"] = resolve_dtype(args.dtype, _device(args.device, args.engine, engine_name))
     if engine_name in ("diffusion", "auto"):
         if args.steps is not None:
             changes["steps"] = args.steps
@@ -127,6 +131,29 @@ def settings_from_args(args: argparse.Namespace, engine_name: str | None = None)
     if args.depth_model and args.depth_model.lower() == "none":
         settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, use_depth=False))
     return settings
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The UNet dtype of a `--dtype` value on `device`: "auto" is float16 on CUDA and float32 elsewhere.
+
+    Only the command line picks half precision; the library's default stays float32 (STYLE.md).
+    """
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype={dtype!r} is invalid: expected one of {', '.join(DTYPE_CHOICES)}")
+    if dtype == "auto":
+        return "float16" if device.startswith("cuda") else "float32"
+    return dtype
+
+
+def _device(flag: str | None, engine: str, engine_name: str) -> str:
+    """The device the diffusion engine will run on: the flag, else the GPU that auto found, else the CPU."""
+    if flag:
+        return flag
+    if engine == "auto" and engine_name == "diffusion":  # the pipeline moves auto runs to the GPU it found
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "mps"
+    return "cpu"
 
 
 def _run(args: argparse.Namespace) -> int:

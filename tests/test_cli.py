@@ -92,6 +92,7 @@ def test_bad_images_exit_2_and_write_nothing(files, tmp_path, capsys, case, posi
         (["-o", "{out}/o.png", "--matches-out", "{out}/m.png"], "must end in .json"),
         (["-o", "{out}/o.png", "--mask-out", "{out}/o.png"], "share one path"),
         (["-o", "{out}/o.png", "--engine", "quantum"], "invalid choice"),
+        (["-o", "{out}/o.png", "--dtype", "half"], "invalid choice"),
         (["-o", "{out}/o.png", "--no-such-flag"], "unrecognized"),
     ],
 )
@@ -144,6 +145,19 @@ def test_aspect_square_gives_the_official_square_working_size(files, tmp_path, c
     code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out_dir / "r.png"),
                       "--aspect", "round"], capsys)
     _assert_one_line_error(code, err)
+
+
+def test_dtype_auto_is_float16_on_cuda_only() -> None:
+    assert cli.resolve_dtype("auto", "cuda") == cli.resolve_dtype("auto", "cuda:1") == "float16"
+    assert cli.resolve_dtype("auto", "cpu") == cli.resolve_dtype("auto", "mps") == "float32"
+    for dtype in ("float32", "float16", "bfloat16"):
+        assert cli.resolve_dtype(dtype, "cpu") == cli.resolve_dtype(dtype, "cuda") == dtype
+    with pytest.raises(ValueError, match="dtype='half' is invalid"):
+        cli.resolve_dtype("half", "cuda")
+    parse = cli.build_parser().parse_args
+    assert cli.settings_from_args(parse(["run", "a.png", "b.png", "-o", "o.png"])).diffusion.dtype == "float32"
+    args = parse(["run", "a.png", "b.png", "-o", "o.png", "--dtype", "bfloat16", "--engine", "diffusion"])
+    assert cli.settings_from_args(args).diffusion.dtype == "bfloat16"
 
 
 def test_real_entry_point_runs_as_a_module(files, tmp_path) -> None:
