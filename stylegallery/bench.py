@@ -2,13 +2,16 @@
 
 For each working size and number of style images it runs the pipeline cold (empty cache) and warm
 (same images again: stages 1-2 come from the cache) `--repeats` times and prints medians of the wall
-time of each stage, the UNet forward/backward counts (diffusion engine), and the peak resident memory
-sampled during each run. Figures, never asserts: the machines are shared and noisy, so compare medians
-and ratios taken side by side.
+time of each stage, the UNet forward counts of stage 1 (inversion: `fwd_analyze`) and stage 3
+(`fwd_transfer`) and the backward count of stage 3 (`bwd_transfer`) of the diffusion engine, the peak
+resident memory of the process sampled during each run (`rss_MB`) and, on CUDA, the peak of
+torch.cuda.max_memory_allocated (`cuda_MB`, "-" elsewhere). Counts are exact; times and memory are
+figures, never asserts: the machines are shared and noisy, so compare medians and ratios taken side by side.
 
     python -m stylegallery bench --engine classic --sizes 256,512,1024 --styles 1,3,5
     python -m stylegallery bench --engine diffusion --tiny --sizes 128 --styles 1,2,3,5 --steps 10
-    python -m stylegallery bench --engine diffusion --sd-model DIR --dino-model DIR --depth-model DIR
+    python -m stylegallery bench --engine diffusion --sd-model DIR --dino-model DIR --depth-model DIR \
+        --device cuda --dtype auto [--preset fast --lora DIR]
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
+from stylegallery.cli import DTYPE_CHOICES, resolve_dtype
 from stylegallery.config import Settings, preset
 
 
 STAGES = ("analyze", "segment", "match", "transfer", "total")
+# engine.stats counter -> bench column (diffusion engine; 0 for engines without UNet calls)
+COUNTS = {"unet_forward_analyze": "fwd_analyze", "unet_forward_transfer": "fwd_transfer",
+          "unet_backward_transfer": "bwd_transfer"}
 
 
 class RssSampler:
@@ -105,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sd-model")
     parser.add_argument("--dino-model")
     parser.add_argument("--depth-model")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lora", help="diffusion: LCM/Hyper-SD LoRA for --preset fast")
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="diffusion engine device")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="diffusion stage-3 UNet precision: auto is float16 on CUDA, float32 elsewhere")
     parser.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
     args = parser.parse_args(argv)
 
@@ -124,10 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = pipe.engine(args.engine, settings)
         load_s = time.perf_counter() - t0
         content, styles = bench_images(args.content, args.style_images, max(counts))
-        print(f"# engine {args.engine}, preset {args.preset}, load {load_s:.2f} s, repeats {args.repeats} (median), "
-              f"{os.cpu_count()} cpus, torch loaded: {'torch' in sys.modules}")
+        model = ""
+        if args.engine == "diffusion":
+            d = settings.diffusion
+            model = f", device {d.device}, dtype {d.dtype}, lora {d.lora or 'none'}"
+        print(f"# engine {args.engine}, preset {args.preset}{model}, load {load_s:.2f} s, repeats {args.repeats} "
+              f"(median), {os.cpu_count()} cpus, torch loaded: {'torch' in sys.modules}")
         header = (f"{'size':>5} {'styles':>6} {'cache':>5} | " + " ".join(f"{s:>9}" for s in STAGES)
-                  + f" | {'unet_fwd':>8} {'unet_bwd':>8} | {'peak_MB':>8}")
+                  + " | " + " ".join(f"{c:>12}" for c in COUNTS.values()) + f" | {'rss_MB':>8} {'cuda_MB':>8}")
         print(header)
         print("-" * len(header))
         with RssSampler() as sampler:
@@ -148,32 +160,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_run(pipe, engine, content, styles, settings: Settings, sampler: RssSampler) -> dict[str, float]:
     before = dict(getattr(engine, "stats", {}) or {})
+    cuda = _cuda_device(engine)
+    if cuda is not None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(cuda)
     sampler.reset()
     result = pipe(content, styles, settings)
     after = dict(getattr(engine, "stats", {}) or {})
     row = {stage: float(result.timings.get(stage, 0.0)) for stage in STAGES}
-    row["unet_fwd"] = float(_total(after, "forward") - _total(before, "forward"))
-    row["unet_bwd"] = float(_total(after, "backward") - _total(before, "backward"))
-    row["peak_MB"] = max(sampler.peak, rss_bytes()) / 2**20
+    for counter, column in COUNTS.items():
+        row[column] = float(int(after.get(counter, 0)) - int(before.get(counter, 0)))
+    row["rss_MB"] = max(sampler.peak, rss_bytes()) / 2**20
+    if cuda is not None:
+        row["cuda_MB"] = torch.cuda.max_memory_allocated(cuda) / 2**20
     return row
 
 
-def _total(stats: dict, kind: str) -> int:
-    """Sum the engine's counters whose name mentions `kind` (e.g. unet_forward, unet_forward_analyze)."""
-    return int(sum(v for k, v in stats.items() if kind in k and isinstance(v, (int, np.integer))))
+def _cuda_device(engine) -> object | None:
+    """The engine's torch device when it is a CUDA device, else None (classic engine, CPU, MPS)."""
+    device = getattr(engine, "device", None)
+    return device if getattr(device, "type", None) == "cuda" else None
 
 
 def _print_row(size: int, n: int, cache: str, rows: list[dict[str, float]]) -> None:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    cuda = f"{med['cuda_MB']:>8.0f}" if "cuda_MB" in med else f"{'-':>8}"
     print(f"{size:>5} {n:>6} {cache:>5} | " + " ".join(f"{med[s]:>9.3f}" for s in STAGES)
-          + f" | {med['unet_fwd']:>8.0f} {med['unet_bwd']:>8.0f} | {med['peak_MB']:>8.0f}", flush=True)
+          + " | " + " ".join(f"{med[c]:>12.0f}" for c in COUNTS.values()) + f" | {med['rss_MB']:>8.0f} {cuda}",
+          flush=True)
 
 
 def _model_settings(settings: Settings, args: argparse.Namespace, tmp: Path) -> Settings:
     if args.engine != "diffusion":
         return settings
     d = settings.diffusion
-    changes: dict[str, object] = {"device": args.device}
+    changes: dict[str, object] = {"device": args.device, "dtype": resolve_dtype(args.dtype, args.device)}
+    if args.lora:
+        changes["lora"] = args.lora
     if args.tiny:
         from stylegallery.engines.diffusion.tiny import save_tiny_models
 
