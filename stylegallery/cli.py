@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"{path!r} is not a file; check the path")
 
     from stylegallery import images, viz
-    from stylegallery.pipeline import Done, Matched, Pipeline, Preview, Segmented
+    from stylegallery.pipeline import ContentSegmented, Done, Matched, Pipeline, Preview, Segmented
 
     pipe = Pipeline()
     engine_name, reason = pipe.resolve_engine(settings_from_args(args))
@@ -175,7 +175,10 @@ def _run(args: argparse.Namespace) -> int:
     # 2. Run, printing progress from the events
     result = None
     for event in pipe.run(args.content, args.styles, settings):
-        if isinstance(event, Segmented):
+        if isinstance(event, ContentSegmented):
+            for note in event.notes:  # settings this run does not honour: shown even with --quiet
+                print(f"note: {_one_line(note)}", file=sys.stderr, flush=True)
+        elif isinstance(event, Segmented):
             if event.engine != engine_name:
                 log(f"engine: {event.engine} ({event.engine_reason})")
             sizes = ", ".join(str(int(lab.max()) + 1) for lab in event.style_labels)

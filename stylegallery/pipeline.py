@@ -63,6 +63,7 @@ class Result:
     engine: str
     engine_reason: str
     settings: Settings
+    notes: tuple[str, ...] = ()  # one line each: a setting that this run could not honour (e.g. "fast" without LoRA)
 
     def to_pil(self):  # -> PIL.Image.Image
         return images.to_pil(self.image)
@@ -86,6 +87,7 @@ class ContentSegmented:
     content_image: np.ndarray
     content_labels: np.ndarray
     timings: dict[str, float]
+    notes: tuple[str, ...] = ()  # as Result.notes, known before any work: show them with the engine
 
 
 @dataclass
@@ -97,6 +99,7 @@ class Segmented:
     style_images: list[np.ndarray]
     style_labels: list[np.ndarray]
     timings: dict[str, float]
+    notes: tuple[str, ...] = ()  # as Result.notes
 
 
 @dataclass
@@ -225,6 +228,7 @@ class Pipeline:
         # 2. Pick the engine
         engine, engine_reason = self._engine_for(settings)
         match_settings = engine.resolve_matching(settings.matching)
+        notes = tuple(engine.notes(settings))
 
         # 3. Load every image first, so a bad style fails before any work
         content_image = images.load(content, settings.image, name="content image")
@@ -248,7 +252,7 @@ class Pipeline:
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
         content_analysis, content_labels, t_analyze, t_segment = analyse_and_segment(content_image, keys[0])
         timings["analyze"], timings["segment"] = t_analyze, t_segment
-        yield ContentSegmented(engine.name, engine_reason, content_image, content_labels, dict(timings))
+        yield ContentSegmented(engine.name, engine_reason, content_image, content_labels, dict(timings), notes)
 
         # 4b. The same for every style image (on two threads where the engine allows it); stage times stay
         # wall-clock: the threads' summed times are scaled to the elapsed time
@@ -263,7 +267,7 @@ class Pipeline:
         style_labels = [w[1] for w in style_work]
         labels = [content_labels, *style_labels]
         yield Segmented(engine.name, engine_reason, content_image, content_labels, style_images, style_labels,
-                        dict(timings))
+                        dict(timings), notes)
 
         # 5. Match content regions to the pooled style regions (stage 2)
         t0 = time.perf_counter()
@@ -291,7 +295,7 @@ class Pipeline:
         timings["transfer"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
         yield Done(Result(final, content_image, style_images, content_labels, style_labels, list(matches),
-                          timings, engine.name, engine_reason, settings))
+                          timings, engine.name, engine_reason, settings, notes))
 
     @staticmethod
     def _map_styles(engine: Engine, work: Callable, style_images: list[np.ndarray], keys: list[str]) -> list:

@@ -57,6 +57,16 @@ def test_diffusion_end_to_end(tiny, files, tmp_path, capsys) -> None:
     assert all(set(m["terms"]) == {"statistical", "semantic", "positional"} for m in doc["matches"])
 
 
+def test_fast_preset_without_lora_prints_one_note_even_when_quiet(tiny, files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "result.png"),
+                      "--engine", "diffusion", "--preset", "fast", "--size", "64", "--steps", "1", "-q",
+                      *_model_flags(tiny)], capsys)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("note: preset 'fast' runs without a LoRA"), err
+
+
 def test_second_run_does_no_stage_1_or_2_work(tiny, files) -> None:
     from stylegallery.pipeline import Pipeline
 

@@ -109,7 +109,7 @@ def test_transfer_yields_previews_in_order_then_one_final_image(engine, content,
     assert engine.stats["unet_forward_transfer"] == 7 * (1 + 2)
     assert engine.stats["unet_backward_transfer"] == 7 * 2
     assert engine.stats["vae_decode"] == 1
-    assert engine.note is None
+    assert engine.notes(settings) == ()
     assert all(type(p).__name__ == "AttnProcessor2_0" for p in engine.sd.unet.attn_processors.values())
 
 
@@ -194,7 +194,8 @@ def test_fast_preset_without_lora_runs_the_lcm_schedule_and_says_so(engine, cont
     settings = tiny_settings("fast", steps=2, iters=1, preview_every=5)
     steps = list(engine.transfer(content, _halves(8, 12), [style], [_halves(8, 12)], MATCHES, settings))
     assert steps[-1].final and np.isfinite(steps[-1].image).all()
-    assert engine.note is not None and "without a LoRA" in engine.note
+    notes = engine.notes(settings)
+    assert len(notes) == 1 and "preset 'fast' runs without a LoRA" in notes[0] and "--lora" in notes[0]
     assert engine.stats["unet_forward_transfer"] == 2 * 2
 
 

@@ -130,4 +130,6 @@ def test_a_lora_is_fused_only_around_a_fast_transfer(tmp_path):
     assert (fused - original).abs().max() > 1e-3  # the LoRA acts during the fast transfer
     assert [s.final for s in run] == [True]
     torch.testing.assert_close(*outputs(), rtol=1e-5, atol=1e-5)  # unfused afterwards
-    assert engine.note is None
+    assert engine.notes(tiny_settings("fast")) == ()
+    (note,) = engine.notes(tiny_settings("paper"))  # loaded, but the paper preset never fuses it: say so
+    assert f"lora {str(tmp_path / 'lora')!r} is loaded but not used" in note and "--preset fast" in note

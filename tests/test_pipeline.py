@@ -92,6 +92,16 @@ def test_events_come_in_order_and_result_is_complete(fake_pipe) -> None:
     assert set(doc["matches"][0]["terms"]) == {"statistical", "semantic", "positional"}
 
 
+def test_engine_notes_reach_the_events_and_the_result(fake_pipe, monkeypatch) -> None:
+    pipe, engine = fake_pipe
+    content, styles = _two_region_image(), [_two_region_image(left=(0.2, 0.8, 0.2))]
+    assert pipe(content, styles, SMALL).notes == ()
+    monkeypatch.setattr(engine, "notes", lambda settings: (f"size {settings.image.size} was not honoured",))
+    events = list(pipe.run(content, styles, SMALL))
+    expected = ("size 96 was not honoured",)
+    assert events[0].notes == events[1].notes == events[-1].result.notes == expected  # ContentSegmented, Segmented
+
+
 def test_planted_colours_match_the_same_colour_in_the_pool(fake_pipe) -> None:
     pipe, _ = fake_pipe
     content = _two_region_image(left=(1.0, 0.1, 0.1), right=(0.1, 0.1, 1.0))

@@ -59,6 +59,10 @@ class Engine(abc.ABC):
         Raises `stylegallery.errors.Cancelled` within one step after `should_stop()` turns true.
         """
 
+    def notes(self, settings: Settings) -> tuple[str, ...]:
+        """One line per setting this engine will not honour as asked (nothing is ignored silently)."""
+        return ()
+
     def time_steps(self, settings: Settings) -> int:
         """T, the number of inversion steps whose features make F_mix (1 for engines without a time axis)."""
         return 1

@@ -53,8 +53,8 @@ class DiffusionEngine(Engine):
     explicit: the VAE, the inversion and the latent stay float32; a float16/bfloat16 `dtype` runs the
     stage-3 UNet calls under autocast. `stats` counts model calls since construction, flat for the
     benchmark: unet_forward_analyze, unet_forward_transfer, unet_backward_transfer, vae_encode,
-    vae_decode, dino_calls, depth_calls (`reset_stats()` zeroes them). `note` explains a degraded run
-    (e.g. "fast" without a LoRA).
+    vae_decode, dino_calls, depth_calls (`reset_stats()` zeroes them). `notes(settings)` explains a run
+    that ignores part of its settings (e.g. "fast" without a LoRA).
     """
 
     name = "diffusion"
@@ -80,7 +80,6 @@ class DiffusionEngine(Engine):
         self.lora_adapter = load_lora(self.sd.unet, lora) if lora else None
         self.text_embedding = self._empty_prompt_embedding()  # (1, 77, D), computed once
         self.alphas_cumprod = self.sd.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.note: str | None = None
         self.stats: Counter[str] = Counter()
 
     @classmethod
@@ -102,6 +101,17 @@ class DiffusionEngine(Engine):
 
     def time_steps(self, settings: Settings) -> int:
         return settings.diffusion.inversion_steps
+
+    def notes(self, settings: Settings) -> tuple[str, ...]:
+        fast = settings.preset == "fast"
+        if fast and self.lora_adapter is None:
+            return (f"preset 'fast' runs without a LoRA (none given): its {settings.diffusion.scheduler!r} timesteps "
+                    "run on the plain SD 1.5 UNet, which stylises less than with LCM-LoRA / Hyper-SD; give one "
+                    "with --lora (DiffusionSettings.lora)",)
+        if not fast and self.lora_adapter is not None:
+            return (f"lora {self.lora!r} is loaded but not used: only preset 'fast' fuses it, preset "
+                    f"{settings.preset!r} runs the plain SD 1.5 UNet; use --preset fast or drop the LoRA",)
+        return ()
 
     def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
         return dataclasses.replace(
@@ -182,11 +192,7 @@ class DiffusionEngine(Engine):
     ) -> Iterator[TransferStep]:
         d = settings.diffusion
         unet, stats = self.sd.unet, self.stats
-        fast = settings.preset == "fast"
-        self.note = None
-        if fast and self.lora_adapter is None:
-            self.note = (f"preset 'fast' ran without a LoRA (no lora given): the {d.scheduler!r} timesteps were used "
-                         "on the plain SD 1.5 UNet, which stylises less than with LCM-LoRA / Hyper-SD")
+        fast = settings.preset == "fast"  # the LoRA, when loaded, is fused only then (see `notes`)
         timesteps = stage3_timesteps(self.sd.scheduler.config, d.scheduler, d.steps)
         total = len(timesteps)
         size = content.image.shape[:2]
