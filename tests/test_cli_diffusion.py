@@ -123,6 +123,22 @@ def test_wrong_dino_folder_exits_2(tiny, files, tmp_path, capsys) -> None:
     assert os.listdir(out) == []
 
 
+def test_a_lora_without_unet_keys_exits_2(tiny, files, tmp_path, capsys) -> None:
+    pytest.importorskip("peft")
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "not-a-unet-lora.safetensors"
+    save_file({"some.other.weight": torch.zeros(3)}, lora)
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"),
+                      "--engine", "diffusion", "--preset", "fast", "--size", "64", "--steps", "1", "--lora", str(lora),
+                      *_model_flags(tiny)], capsys)
+    _assert_one_line_error(code, err)
+    assert f"lora {str(lora)!r} holds no UNet LoRA weights" in err
+    assert os.listdir(out) == []
+
+
 def test_depth_none_turns_the_depth_split_off() -> None:
     args = cli.build_parser().parse_args(["run", "a.png", "b.png", "-o", "o.png", "--depth-model", "none",
                                           "--steps", "7", "--content-weight", "0.3"])

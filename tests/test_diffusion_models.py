@@ -92,6 +92,20 @@ def test_a_lora_without_peft_says_what_to_install():
     assert "pip install peft" in _message(excinfo)
 
 
+def test_a_lora_file_without_unet_keys_is_named(tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import save_file
+
+    path = tmp_path / "text_encoder_only.safetensors"
+    save_file({"text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 32),
+               "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(32, 4)}, path)
+    unet = load_sd(str(tiny_paths().sd)).unet
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_lora(unet, str(path))
+    text = _message(excinfo)
+    assert f"lora {str(path)!r} holds no UNet LoRA weights" in text and "lcm-lora-sdv1-5" in text
+
+
 def test_a_lora_is_fused_only_around_a_fast_transfer(tmp_path):
     pytest.importorskip("peft")
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel

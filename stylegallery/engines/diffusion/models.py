@@ -260,6 +260,10 @@ def load_lora(unet, location: str) -> str:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"lora {location!r} could not be loaded into the UNet ({_one_line(exc)}): pass an "
                              "SD 1.5 LoRA in safetensors, e.g. latent-consistency/lcm-lora-sdv1-5") from None
+    if LORA_ADAPTER not in (getattr(unet, "peft_config", None) or {}):  # diffusers skips a file without UNet keys
+        raise ModelLoadError(f"lora {location!r} holds no UNet LoRA weights (e.g. a text-encoder-only LoRA or another "
+                             "kind of file): pass an SD 1.5 UNet LoRA in safetensors, e.g. "
+                             "latent-consistency/lcm-lora-sdv1-5")
     unet.disable_adapters()
     return LORA_ADAPTER
 
