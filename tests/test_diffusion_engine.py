@@ -11,6 +11,7 @@ import torch
 from stylegallery.config import DiffusionSettings, MatchSettings
 from stylegallery.engines.diffusion import DiffusionEngine
 from stylegallery.engines.diffusion.attention import AttentionState, recording
+from stylegallery.engines.diffusion.engine import depth_input_size
 from stylegallery.engines.diffusion.latents import remove_style
 from stylegallery.engines.diffusion.losses import region_masks, regional_style_loss
 from stylegallery.errors import Cancelled, InputError
@@ -56,6 +57,31 @@ def test_analyze_gives_latent_grid_features_on_a_non_square_image(content):
         assert array.dtype == np.float32 and np.isfinite(array).all()
     assert content.payload["z0"].shape == content.payload["c15"].shape == (1, 4, 8, 12)
     np.testing.assert_allclose(content.merge_features, content.payload["z0"][0].permute(1, 2, 0).numpy())
+
+
+def test_depth_input_size_is_dpts_keep_aspect_resize_with_at_least_one_patch_per_side():
+    from transformers.models.dpt.image_processing_pil_dpt import get_resize_output_image_size
+
+    for height, width in [(64, 96), (512, 512), (344, 512), (512, 336), (2048, 1024), (40, 1000)]:
+        dpt = get_resize_output_image_size(np.zeros((height, width)), (518, 518), True, 14)
+        assert depth_input_size(height, width, (518, 518), 14) == (dpt.height, dpt.width)
+    for height, width, target in [(8, 512, 126), (8, 2048, 518)]:  # DPT's own rounding gives a 0 px side here
+        assert get_resize_output_image_size(np.zeros((height, width)), (target, target), True, 14).height == 0
+        assert depth_input_size(height, width, (target, target), 14) == (14, target)
+    assert depth_input_size(512, 8, (126, 126), 14) == (126, 14)
+    assert depth_input_size(64, 96, (126, 126), 14, keep_aspect=False) == (126, 126)
+    with pytest.raises(ValueError, match="every size must be positive"):
+        depth_input_size(0, 96, (126, 126), 14)
+
+
+def test_an_extreme_aspect_ratio_goes_through_the_depth_model(engine):
+    from stylegallery.config import ImageSettings
+    from stylegallery.images import load
+
+    image = load(random_image(32, 2048, seed=7), ImageSettings())  # the loader's smallest side at 2048 long
+    assert image.shape == (8, 512, 3)
+    analysis = engine.analyze(image, tiny_settings(), time_weights())
+    assert analysis.depth.shape == analysis.grid_shape == (1, 64) and np.isfinite(analysis.depth).all()
 
 
 def test_analyze_twice_gives_identical_output(engine, content):

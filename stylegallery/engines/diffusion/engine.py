@@ -333,7 +333,13 @@ class DiffusionEngine(Engine):
     @torch.no_grad()
     def _depth(self, image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
         """Depth-Anything disparity (near = high) nearest-resized to the latent grid, min-max to [0, 1] (2.2)."""
-        inputs = self.depth_processor(images=_to_uint8(image), return_tensors="pt")
+        processor = self.depth_processor
+        patch = int(getattr(getattr(self.depth.config, "backbone_config", None), "patch_size", 14) or 14)
+        target = _height_width(getattr(processor, "size", None)) or (518, 518)  # Depth-Anything-V2's 518 px
+        size = depth_input_size(image.shape[0], image.shape[1], target, patch,
+                                bool(getattr(processor, "keep_aspect_ratio", True)))
+        inputs = processor(images=_to_uint8(image), size={"height": size[0], "width": size[1]},
+                           keep_aspect_ratio=False, ensure_multiple_of=1, return_tensors="pt")
         predicted = self.depth(pixel_values=inputs["pixel_values"].to(self.device)).predicted_depth  # (1, h', w')
         full = F.interpolate(predicted[None], size=image.shape[:2], mode="bilinear", align_corners=False)
         depth = F.interpolate(full, size=grid, mode="nearest")[0, 0]  # (h, w)
@@ -363,6 +369,31 @@ class DiffusionEngine(Engine):
         skip = 1 + int(getattr(self.dino.config, "num_register_tokens", 0) or 0)
         self.stats["dino_calls"] += 1
         return hidden[0, skip:].reshape(gh, gw, -1).float().cpu().numpy()  # (gh, gw, D)
+
+
+def depth_input_size(height: int, width: int, target: tuple[int, int], patch: int,
+                     keep_aspect: bool = True) -> tuple[int, int]:
+    """The (h, w) input of the depth model for an image of (height, width) px (paper 2.2, Depth-Anything-V2).
+
+    As DPT's processor: with `keep_aspect`, the one scale of (target / side) closer to 1 applies to both sides
+    ("scale as little as possible"), else each side goes to its target; each side is then rounded to a
+    multiple of `patch`, and here never below one patch (DPT's rounding gives 0 px for the short side of a
+    very long image, e.g. 8x512, which the model cannot take).
+    """
+    if min(height, width, patch, *target) <= 0:
+        raise ValueError(f"depth input of {width}x{height} px to {target[1]}x{target[0]} with patch {patch} is "
+                         "invalid: every size must be positive")
+    scale_h, scale_w = target[0] / height, target[1] / width
+    if keep_aspect:
+        scale_h = scale_w = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
+    return (max(patch, round(height * scale_h / patch) * patch), max(patch, round(width * scale_w / patch) * patch))
+
+
+def _height_width(size: object) -> tuple[int, int] | None:
+    """(height, width) of a processor's `size` (a dict or transformers' SizeDict), None if it has no such keys."""
+    get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
+    height, width = get("height"), get("width")
+    return (int(height), int(width)) if height and width else None
 
 
 def _check_device(device: str) -> torch.device:
