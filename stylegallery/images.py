@@ -217,9 +217,13 @@ def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, rgba).convert("RGB")
         elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            # The mode says the depth, never the data: "I;16*" is 16-bit, and Pillow decodes 16-bit PGM (and
+            # older Pillow 16-bit PNG) as "I" scaled to 0..65535, so "I" is read as 16-bit too.
             array = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if array.max(initial=0) > 255 else 255.0
-            grey = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            if mode == "I" and array.size and (array.min() < 0 or array.max() > 65535):
+                raise InputError(f"{name} is a 32-bit integer image with values in [{array.min():.0f}, "
+                                 f"{array.max():.0f}], outside 16-bit 0..65535; convert it to an 8- or 16-bit image")
+            grey = np.clip(array / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
             return np.repeat(grey[..., None], 3, axis=2)
         elif mode == "F":
             array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)

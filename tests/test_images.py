@@ -65,6 +65,34 @@ def test_load_path_bytes_pil_array_agree(tmp_path) -> None:
     assert 0.0 <= from_path.min() and from_path.max() <= 1.0
 
 
+def test_16_bit_pngs_scale_by_their_bit_depth_not_by_their_data() -> None:
+    import cv2
+
+    dark = np.full((40, 48), 200, np.uint16)  # 200 of 65535: nearly black, though under 255
+    dark[:, :8] = 0
+    data = _png_bytes(Image.fromarray(dark))
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    out = images.to_rgb(data)
+    assert out.shape == (40, 48, 3) and out.max() == 1  # 200 / 65535 * 255 = 0.78 -> 1, not 200
+    bright = np.full((40, 48), 65535, np.uint16)
+    assert images.to_rgb(_png_bytes(Image.fromarray(bright))).min() == 255
+    rgb16 = np.zeros((40, 48, 3), np.uint16)
+    rgb16[..., 2] = 200  # the same dark value in a 16-bit RGB PNG (OpenCV writes BGR: channel 2 is red)
+    rgb16[..., 0] = 50000
+    ok, encoded = cv2.imencode(".png", rgb16)
+    assert ok
+    out = images.to_rgb(encoded.tobytes())
+    assert (out[..., 0] <= 1).all() and (out[..., 1] == 0).all() and (np.abs(out[..., 2].astype(int) - 195) <= 1).all()
+
+
+def test_32_bit_integer_images_outside_16_bit_are_refused() -> None:
+    wide = Image.fromarray(np.full((40, 48), 70000, np.int32))
+    assert wide.mode == "I"
+    with pytest.raises(InputError, match="outside 16-bit 0..65535"):
+        images.to_rgb(wide)
+    assert images.to_rgb(Image.fromarray(np.full((40, 48), 65535, np.int32))).min() == 255  # "I" reads as 16-bit
+
+
 def test_exif_orientation_is_applied() -> None:
     pil = _gradient(120, 80)
     exif = Image.Exif()
