@@ -7,13 +7,15 @@ output file left behind on bad input or an unusable model location.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from stylegallery.config import ENGINES, PRESETS, Settings, preset
@@ -172,26 +174,29 @@ def _run(args: argparse.Namespace) -> int:
     log = _Progress(quiet=args.quiet)
     log(f"engine: {engine_name} ({reason})")
 
-    # 2. Run, printing progress from the events
+    # 2. Run, printing progress from the events (and the engines' INFO logs: the diffusion inversion steps)
     result = None
-    for event in pipe.run(args.content, args.styles, settings):
-        if isinstance(event, ContentSegmented):
-            for note in event.notes:  # settings this run does not honour: shown even with --quiet
-                print(f"note: {_one_line(note)}", file=sys.stderr, flush=True)
-        elif isinstance(event, Segmented):
-            if event.engine != engine_name:
-                log(f"engine: {event.engine} ({event.engine_reason})")
-            sizes = ", ".join(str(int(lab.max()) + 1) for lab in event.style_labels)
-            log(f"stage 1: content {int(event.content_labels.max()) + 1} regions; styles {sizes} regions "
-                f"({event.timings['analyze'] + event.timings['segment']:.1f} s)")
-        elif isinstance(event, Matched):
-            pairs = ", ".join(f"R{m.content_region + 1}->S{m.style_image + 1}.R{m.style_region + 1}"
-                              for m in event.matches)
-            log(f"stage 2: {pairs} ({event.timings['match']:.1f} s)")
-        elif isinstance(event, Preview):
-            log(f"stage 3: step {event.step}/{event.total}", transient=True)
-        elif isinstance(event, Done):
-            result = event.result
+    with _engine_progress(log):
+        for event in pipe.run(args.content, args.styles, settings):
+            if isinstance(event, ContentSegmented):
+                for note in event.notes:  # settings this run does not honour: shown even with --quiet
+                    print(f"note: {_one_line(note)}", file=sys.stderr, flush=True)
+                log(f"stage 1: content {int(event.content_labels.max()) + 1} regions "
+                    f"({event.timings['analyze'] + event.timings['segment']:.1f} s); analysing the style images")
+            elif isinstance(event, Segmented):
+                if event.engine != engine_name:
+                    log(f"engine: {event.engine} ({event.engine_reason})")
+                sizes = ", ".join(str(int(lab.max()) + 1) for lab in event.style_labels)
+                log(f"stage 1: content {int(event.content_labels.max()) + 1} regions; styles {sizes} regions "
+                    f"({event.timings['analyze'] + event.timings['segment']:.1f} s)")
+            elif isinstance(event, Matched):
+                pairs = ", ".join(f"R{m.content_region + 1}->S{m.style_image + 1}.R{m.style_region + 1}"
+                                  for m in event.matches)
+                log(f"stage 2: {pairs} ({event.timings['match']:.1f} s)")
+            elif isinstance(event, Preview):
+                log(f"stage 3: step {event.step}/{event.total}", transient=True)
+            elif isinstance(event, Done):
+                result = event.result
     assert result is not None
     log(f"stage 3: done ({result.timings['transfer']:.1f} s); total {result.timings['total']:.1f} s")
 
@@ -263,6 +268,25 @@ def _delegate(command: str, argv: list[str]) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def _engine_progress(log: _Progress) -> Iterator[None]:
+    """Show the engines' INFO log records (e.g. each diffusion inversion step) as transient progress lines."""
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:  # warnings stay on screen; progress overwrites itself
+            log(record.getMessage(), transient=record.levelno < logging.WARNING)
+
+    engines = logging.getLogger("stylegallery.engines")
+    handler, level = Handler(logging.INFO), engines.level
+    engines.addHandler(handler)
+    engines.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        engines.removeHandler(handler)
+        engines.setLevel(level)
 
 
 class _Progress:

@@ -47,6 +47,9 @@ def test_diffusion_end_to_end(tiny, files, tmp_path, capsys) -> None:
                       *_model_flags(tiny)], capsys)
     assert code == 0, err
     assert "engine: diffusion (chosen in the settings)" in err
+    # progress while the content's region map is computed: each inversion step, then its region count
+    assert "stage 1: inversion step 1/15 of a 96x64 image" in err and "stage 1: inversion step 15/15" in err
+    assert "stage 1: content " in err and "analysing the style images" in err
     result = Image.open(out / "result.png")
     assert result.size == (96, 64)  # 120x80 at long side 96: the content's aspect ratio
     assert Image.open(out / "mask.png").size == result.size

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 
@@ -42,6 +43,8 @@ from stylegallery.engines.diffusion.models import load_depth, load_dino, load_lo
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError
 from stylegallery.types import Analysis, Match, TransferStep
 
+
+logger = logging.getLogger(__name__)  # INFO: inversion progress (the CLI shows it; minutes per image on a CPU)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -135,8 +138,13 @@ class DiffusionEngine(Engine):
         # 2. Invert, capturing up_blocks[2]
         scheduler = type(self.sd.scheduler).from_config(self.sd.scheduler.config)
         timesteps = inversion_timesteps(scheduler, d.inversion_steps)
+        height, width = image.shape[:2]
+
+        def on_step(i: int, total: int) -> None:
+            logger.info("stage 1: inversion step %d/%d of a %dx%d image", i, total, width, height)
+
         result = ddim_invert(self.sd.unet, z0, self.text_embedding, self.alphas_cumprod, timesteps,
-                             [float(w) for w in weights], scheduler.config.num_train_timesteps)
+                             [float(w) for w in weights], scheduler.config.num_train_timesteps, on_step)
         self.stats["unet_forward_analyze"] += len(timesteps)
         # 3. Depth and semantic tokens
         depth = self._depth(image, grid) if settings.regions.use_depth and self.depth is not None else None

@@ -14,7 +14,7 @@ The update is the hand-written one of the official code, evaluating the UNet at 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,10 +48,12 @@ def ddim_invert(
     timesteps: Sequence[int],
     weights: Sequence[float],
     num_train_timesteps: int = 1000,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> InversionResult:
     """Invert z0 along `timesteps`, capturing `unet.up_blocks[2]`'s output at each step into F_mix.
 
     The forward hook is removed before returning, even on error. Runs in the dtype of z0 (float32).
+    `on_step(i, T)`, if given, is called after step i (1-based) of T, for progress reports.
     """
     if len(weights) != len(timesteps):
         raise ValueError(f"{len(weights)} time weights given for {len(timesteps)} inversion steps; "
@@ -66,13 +68,15 @@ def ddim_invert(
     try:
         z = z0
         f_mix = None
-        for t, w in zip(timesteps, weights):
+        for i, (t, w) in enumerate(zip(timesteps, weights)):
             alpha_prev = alphas_cumprod[max(0, t - stride)]
             alpha_t = alphas_cumprod[t]
             eps = unet(z, t, encoder_hidden_states=text_embedding).sample  # (1, 4, h, w)
             feature = captured.pop("feature").float()  # (1, C, h, w)
             f_mix = w * feature if f_mix is None else f_mix + w * feature
             z = ddim_step_forward(z, eps, alpha_prev, alpha_t)
+            if on_step is not None:
+                on_step(i + 1, len(timesteps))
     finally:
         handle.remove()
     return InversionResult(f_mix=f_mix, latent=z)
