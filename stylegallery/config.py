@@ -61,6 +61,9 @@ class RegionSettings:
     n_init: int = 10  # k-means restarts per k (2.2 code); >= 1
     max_iter: int = 64  # k-means iterations (2.2 code); >= 1
     tol: float = 1e-4  # k-means tolerance (2.2 code); >= 0
+    # k-means initial centres: "k-means++" (scikit-learn's seeding, deviation) or "random" (random data points, as
+    # the official gpu_kmeans, 2.2 code); both keep the lowest-inertia of n_init runs
+    kmeans_init: Literal["k-means++", "random"] = "k-means++"
     silhouette_sample: int = 5000  # points used for the silhouette (2.2 code); >= 100
     merge_threshold: float = 0.85  # merge clusters whose mean merge-feature L2 distance is below (2.2); >= 0
     use_depth: bool = True  # depth split and re-merge (2.2 code default True)
@@ -80,6 +83,8 @@ class RegionSettings:
         _check(self.n_init >= 1, "n_init", self.n_init, ">= 1")
         _check(self.max_iter >= 1, "max_iter", self.max_iter, ">= 1")
         _check(self.tol >= 0, "tol", self.tol, ">= 0")
+        _check(self.kmeans_init in ("k-means++", "random"), "kmeans_init", self.kmeans_init,
+               "'k-means++' or 'random'")
         _check(self.silhouette_sample >= 100, "silhouette_sample", self.silhouette_sample, ">= 100")
         _check(self.merge_threshold >= 0, "merge_threshold", self.merge_threshold, ">= 0")
         _check(0 <= self.depth_split_span <= 1, "depth_split_span", self.depth_split_span, "0..1")

@@ -175,16 +175,20 @@ def _cluster(x: np.ndarray, settings: RegionSettings) -> np.ndarray:
     dist = _pairwise_distances(x[sample])  # (m, m)
     best_score, best_labels = -np.inf, np.zeros(n, dtype=np.int64)
     for k in range(settings.k_min, k_hi + 1):
-        labels = _kmeans(x, k, settings.n_init, settings.max_iter, settings.tol, settings.seed)
+        labels = _kmeans(x, k, settings.n_init, settings.max_iter, settings.tol, settings.seed, settings.kmeans_init)
         score = _silhouette(dist, labels[sample])
         if score > best_score:  # strict: ties keep the smaller k
             best_score, best_labels = score, labels
     return best_labels
 
 
-def _kmeans(x: np.ndarray, k: int, n_init: int, max_iter: int, tol: float, seed: int) -> np.ndarray:
-    """Lowest-inertia labels of `n_init` seeded k-means++ runs (sklearn; its tol is relative to the data variance)."""
-    km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter, tol=tol, random_state=seed)
+def _kmeans(x: np.ndarray, k: int, n_init: int, max_iter: int, tol: float, seed: int,
+            init: str = "k-means++") -> np.ndarray:
+    """Lowest-inertia labels of `n_init` seeded k-means runs (sklearn; its tol is relative to the data variance).
+
+    init "k-means++" is sklearn's seeding; "random" starts from k random data points, as the official code.
+    """
+    km = KMeans(n_clusters=k, init=init, n_init=n_init, max_iter=max_iter, tol=tol, random_state=seed)
     return km.fit_predict(x.astype(np.float32)).astype(np.int64)
 
 

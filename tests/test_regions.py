@@ -99,6 +99,24 @@ def test_silhouette_recovers_planted_k(k):
     assert adjusted_rand_score(layout.ravel(), labels.ravel()) == 1.0
 
 
+def test_kmeans_init_random_starts_from_data_points(monkeypatch):
+    from sklearn.cluster import KMeans
+
+    x = np.random.default_rng(6).normal(size=(300, 5)).astype(np.float32)  # no structure: the start shows
+    for init in ("k-means++", "random"):
+        expected = KMeans(n_clusters=6, init=init, n_init=1, max_iter=64, tol=1e-4, random_state=0).fit_predict(x)
+        np.testing.assert_array_equal(regions._kmeans(x, 6, 1, 64, 1e-4, 0, init), expected)
+    assert not np.array_equal(regions._kmeans(x, 6, 1, 64, 1e-4, 0, "random"), regions._kmeans(x, 6, 1, 64, 1e-4, 0))
+    with pytest.raises(ValueError, match="kmeans_init='lloyd' is invalid"):
+        RegionSettings(kmeans_init="lloyd")  # type: ignore[arg-type]
+    seen = []
+    original = regions._kmeans
+    monkeypatch.setattr(regions, "_kmeans", lambda *args: seen.append(args[-1]) or original(*args))
+    features, merge = planted(layout_three(16, 24))
+    regions.segment(features, merge, None, dataclasses.replace(NO_DEPTH, kmeans_init="random"))
+    assert seen and set(seen) == {"random"}  # every k of the silhouette search starts from data points
+
+
 def test_silhouette_sample_is_used_for_large_grids():
     layout = stripes(40, 40, 4)  # 1600 cells, silhouette on a 300-cell seeded sample
     features, merge = planted(layout, seed=3)
