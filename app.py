@@ -387,8 +387,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         status = gr.HTML(_status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
         with gr.Row(equal_height=True):
             region_map = gr.Image(label="3 · Semantic regions of the content", type="pil", format="png",
-                                  interactive=False, elem_id="region-map")
-            result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result")
+                                  interactive=False, elem_id="region-map", min_width=300)
+            result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result",
+                              min_width=300)
         match_figure = gr.Image(label="Region matches", show_label=False, type="pil", format="png", interactive=False,
                                 elem_id="match-figure")
         with gr.Row():

@@ -155,3 +155,34 @@ def test_clicking_a_chosen_style_again_removes_it(page):
     _pick(page, "style-gallery", 2)
     sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(0)
     sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(0)
+
+
+def _assert_fits(page, what: str) -> None:
+    width, inner = page.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
+    assert width <= inner + 1, f"{what}: the page is {width} px wide in a {inner} px viewport"
+    box = page.locator("#generate").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= inner + 1, f"{what}: Generate is at {box}"
+    thumbs = page.locator("#style-gallery .thumbnail-item")
+    assert thumbs.count() >= 12
+    for i in range(thumbs.count()):  # every style thumbnail can be seen without scrolling sideways
+        t = thumbs.nth(i).bounding_box()
+        assert t is not None and t["x"] >= 0 and t["x"] + t["width"] <= inner + 1, f"{what}: style {i + 1} at {t}"
+
+
+def test_a_phone_sized_screen_has_no_sideways_scroll(browser, url):
+    context = browser.new_context(viewport={"width": 400, "height": 860})
+    page = context.new_page()
+    try:
+        page.goto(url, wait_until="networkidle")
+        _assert_fits(page, "before a run")
+        _pick(page, "content-gallery", 1)
+        _pick(page, "style-gallery", 0)
+        sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(1)
+        _set_size(page, 256)
+        page.click("#generate")
+        sync_api.expect(page.locator("#status")).to_contain_text("done in", timeout=RUN_TIMEOUT_MS)
+        _assert_fits(page, "after a run")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_narrow.png"), full_page=True)
+    finally:
+        context.close()
