@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
+import html  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -148,7 +149,24 @@ def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
 def generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
              size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
              request: gr.Request) -> Iterator[tuple]:
-    """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files."""
+    """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files.
+
+    A failure ends with the status line saying so, then the page error (gradio shows what was yielded before)."""
+    try:
+        yield from _generate(content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps,
+                             seed, randomize, request)
+    except gr.Error as exc:
+        yield _out(status=_status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed"))
+        raise
+    except Exception:
+        yield _out(status=_status("<b>Failed</b> with an unexpected error (details are in the server's log).",
+                                  "sg-failed"))
+        raise
+
+
+def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
+              size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
+              request: gr.Request) -> Iterator[tuple]:
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
     style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
@@ -172,8 +190,10 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
     stop = _STOP.setdefault(session, threading.Event())
     stop.clear()
     name, reason = get_pipeline().resolve_engine(settings)
+    # The last run's pictures go first: nothing on the page may pass for a picture of this run.
     yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({reason}): finding regions…"),
-               **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
+               region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
+               timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
         yield from _stream(_run(content, style_paths, settings, parse_overrides(overrides), stop), session)
     except Cancelled:
@@ -274,8 +294,8 @@ def _out(**updates: object) -> tuple:
     return tuple(updates.get(name, gr.skip()) for name in OUTPUTS)
 
 
-def _status(html: str) -> str:
-    return f"<div class='sg-status'>{html}</div>"
+def _status(text: str, kind: str = "") -> str:
+    return f"<div class='sg-status {kind}'>{text}</div>"
 
 
 def _timings(timings: dict[str, float]) -> str:
@@ -431,8 +451,10 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                    "match_figure": match_figure, "style_regions": style_regions, "timings": timings,
                    "match_table": match_table, "region_pick": region_pick, "target_pick": target_pick, **downloads}
         inputs = [content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps, seed, randomize]
-        run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate")
-        regenerate.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private")
+        # Progress (and gradio's "Error" badge) on the result only: the status line says what is going on.
+        run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate", show_progress_on=result)
+        regenerate.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private",
+                         show_progress_on=result)
     return demo
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import shutil
 import socket
@@ -42,6 +43,11 @@ OUT = {name: i for i, name in enumerate(app.OUTPUTS)}
 def _is_set(value: object) -> bool:
     """Whether a streamed output carries a value (gr.skip() is {"__type__": "update"})."""
     return not (isinstance(value, dict) and value == {"__type__": "update"})
+
+
+def _shows(value: object) -> bool:
+    """Whether a streamed output puts something on the page (not skipped, not cleared)."""
+    return _is_set(value) and value is not None and not (isinstance(value, (list, str)) and not value)
 
 
 def _free_port() -> int:
@@ -140,7 +146,7 @@ def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
     assert all(len(o) == len(app.OUTPUTS) for o in outputs)
 
     def first(name: str) -> int:
-        return next(i for i, o in enumerate(outputs) if _is_set(o[OUT[name]]))
+        return next(i for i, o in enumerate(outputs) if _shows(o[OUT[name]]))
 
     assert outputs[0][OUT["seed"]] == 7 and "classic" in outputs[0][OUT["status"]]
     assert first("region_map") < first("match_figure") < first("result")
@@ -209,6 +215,53 @@ def test_library_errors_become_page_errors(fake):
         _generate()
 
 
+def _generate_until_error(**kwargs) -> tuple[list, gr.Error]:
+    """The outputs a failing run streams before its page error, and the error."""
+    uploads = Path(gr.utils.get_upload_folder())
+    kwargs.setdefault("content", str(uploads / CONTENT.name))
+    kwargs.setdefault("styles", [(str(uploads / p.name), None) for p in STYLES])
+    args = {"overrides": None, "engine": "auto", "preset": "paper", "size": 256, "k_max": 10, "weight": 1.0,
+            "steps": 3, "seed": 7, "randomize": False, **kwargs}
+    outputs = []
+    with pytest.raises(gr.Error) as info:
+        for o in app.generate(args["content"], args["styles"], args["overrides"], args["engine"], args["preset"],
+                              args["size"], args["k_max"], args["weight"], args["steps"], args["seed"],
+                              args["randomize"], gr.Request()):
+            outputs.append(o)
+    return outputs, info.value
+
+
+@pytest.mark.parametrize("where", ["mid-run", "before the run"])
+def test_a_failed_run_says_so_in_the_status_line(fake, where):
+    if where == "mid-run":
+        fake.error = InputError("style image 2 is not an image Pillow can read; use PNG, JPEG, WebP")
+        outputs, error = _generate_until_error()
+    else:
+        outputs, error = _generate_until_error(styles=[])
+    statuses = [o[OUT["status"]] for o in outputs if _is_set(o[OUT["status"]])]
+    assert "Failed:" in statuses[-1] and html.escape(str(error.message)) in statuses[-1]
+    assert "finding regions" not in statuses[-1] and "sg-failed" in statuses[-1]
+
+
+def test_an_unexpected_failure_also_ends_the_status_line(fake):
+    fake.error = RuntimeError("boom")
+    outputs = []
+    with pytest.raises(RuntimeError):
+        for o in app.generate(str(Path(gr.utils.get_upload_folder()) / CONTENT.name),
+                              [(str(Path(gr.utils.get_upload_folder()) / STYLES[0].name), None)], None, "auto",
+                              "paper", 256, 10, 1.0, 3, 7, False, gr.Request()):
+            outputs.append(o)
+    assert "Failed" in outputs[-1][OUT["status"]] and "painting" not in outputs[-1][OUT["status"]]
+
+
+def test_a_new_run_clears_the_last_runs_pictures_first(fake):
+    first = _generate()[0]
+    for name in ("region_map", "result", "match_figure"):
+        assert first[OUT[name]] is None, name
+    assert first[OUT["style_regions"]] == [] and first[OUT["match_table"]] == []
+    assert all(first[OUT[f"dl_{k}"]]["interactive"] is False for k in app.DOWNLOADS)
+
+
 def test_diffusion_is_refused_without_a_gpu(fake, monkeypatch):
     monkeypatch.setattr(app, "gpu_device", lambda: (None, "no GPU found"))
     with pytest.raises(gr.Error, match="needs a GPU and this machine has none"):
@@ -230,7 +283,7 @@ def test_unloadable_models_fall_back_to_classic_with_a_clear_status(fake, monkey
     with pytest.warns(UserWarning, match="classic engine paints instead"):
         outputs = _generate(engine="diffusion")
     assert [r["settings"].engine for r in fake.runs] == ["diffusion", "classic"]
-    status = outputs[next(i for i, o in enumerate(outputs) if _is_set(o[OUT["region_map"]]))][OUT["status"]]
+    status = outputs[next(i for i, o in enumerate(outputs) if _shows(o[OUT["region_map"]]))][OUT["status"]]
     assert "<b>classic</b> engine (the diffusion models could not be loaded" in status
     assert "done in" in outputs[-1][OUT["status"]]
 
@@ -319,8 +372,8 @@ def test_client_override_reruns_only_the_transfer(client):
     before = dict(stats.misses)
     outputs = list(_submit(client, overrides={"1": [2, 1]}))
     assert dict(stats.misses) == before  # stages 1-2 came from the cache
-    rows = next(o[OUT["match_table"]] for o in outputs if isinstance(o[OUT["match_table"]], dict)
-                and "data" in o[OUT["match_table"]])["data"]
+    rows = next(o[OUT["match_table"]]["data"] for o in outputs if isinstance(o[OUT["match_table"]], dict)
+                and o[OUT["match_table"]].get("data"))
     assert rows[0][:3] == ["R1", "Style 2", "region 1"] and rows[0][4] == "you"
 
 

@@ -146,6 +146,7 @@ def test_no_style_chosen_shows_an_error_in_the_page(page):
     sync_api.expect(page.locator("#content-image img")).to_be_visible()  # the pick has reached the page
     page.click("#generate")
     sync_api.expect(page.get_by_text("Choose at least one style image").first).to_be_visible(timeout=30_000)
+    sync_api.expect(page.locator("#status")).to_contain_text("Failed: Choose at least one style image")
     sync_api.expect(page.locator("#region-map img")).to_have_count(0)
 
 
