@@ -34,7 +34,13 @@ from PIL import Image  # noqa: E402
 
 from stylegallery import viz  # noqa: E402
 from stylegallery.config import DiffusionSettings, Settings, preset  # noqa: E402
-from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError  # noqa: E402
+from stylegallery.errors import (  # noqa: E402
+    Cancelled,
+    EngineUnavailable,
+    InputError,
+    ModelLoadError,
+    OverrideError,
+)
 from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
 from stylegallery.images import save_atomic, to_uint8  # noqa: E402
 from stylegallery.pipeline import (  # noqa: E402
@@ -139,10 +145,40 @@ def make_settings(engine: str, preset_name: str, size: float, k_max: float, cont
 
 def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
     """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices)."""
+    parsed: dict[int, tuple[int, int]] = {}
     try:
-        return {int(k) - 1: (int(v[0]) - 1, int(v[1]) - 1) for k, v in (overrides or {}).items() if v}
-    except (AttributeError, TypeError, ValueError, IndexError):
+        for key, value in (overrides or {}).items():
+            if value:  # None, [] or "": automatic
+                if not isinstance(value, (list, tuple)) or len(value) != 2:
+                    raise ValueError(value)
+                parsed[int(key)] = (int(value[0]), int(value[1]))
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
         raise gr.Error(f'Region choices {overrides!r} are malformed: expected e.g. {{"2": [1, 3]}}.') from None
+    for region, (style, style_region) in parsed.items():
+        if min(region, style, style_region) < 1:
+            raise gr.Error(f"Region choice R{region} → Style {style} · region {style_region} is invalid: regions and "
+                           "styles are numbered from 1.")
+    return {k - 1: (v[0] - 1, v[1] - 1) for k, v in parsed.items()}
+
+
+def _override_message(exc: OverrideError) -> str:
+    """The library's complaint about a region choice (0-based), in the page's numbers (R1, Style 1, region 1)."""
+    fix = "choose again under Personalise, or press “All regions automatic”."
+    region, target = exc.region, exc.target
+    if not isinstance(region, int):
+        return str(exc)  # not a choice the page can make
+    if region not in exc.content_regions:
+        have = ", ".join(f"R{i + 1}" for i in exc.content_regions)
+        return f"Your choice for region R{region + 1} cannot be used: this run found regions {have}; {fix}"
+    if target is None or len(target) != 2:
+        return str(exc)
+    style, style_region = target
+    if not 0 <= style < len(exc.style_regions):
+        return (f"Your choice R{region + 1} → Style {style + 1} cannot be used: this run has "
+                f"{len(exc.style_regions)} style images; {fix}")
+    have = ", ".join(str(r + 1) for r in exc.style_regions[style])
+    return (f"Your choice R{region + 1} → Style {style + 1} · region {style_region + 1} cannot be used: Style "
+            f"{style + 1} has regions {have}; {fix}")
 
 
 @gpu
@@ -198,6 +234,8 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         yield from _stream(_run(content, style_paths, settings, parse_overrides(overrides), stop), session)
     except Cancelled:
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
+    except OverrideError as exc:
+        raise gr.Error(_override_message(exc)) from None
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         raise gr.Error(str(exc)) from None
     finally:
@@ -352,6 +390,12 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     def drop_style(styles: list | None, evt: gr.SelectData):
         return set_styles([s for i, s in enumerate(styles or []) if i != evt.index])
 
+    def clear_choices(overrides: dict | None):
+        """Region choices name regions of the last run: settings that change the regions make them meaningless."""
+        if any((overrides or {}).values()):
+            gr.Info("Your region choices were cleared: the new choice changes the regions.")
+        return no_overrides
+
     def set_override(overrides: dict | None, region: str | None, target: str | None):
         if not region:
             raise gr.Error("Generate first: the regions you can reassign appear after a run.")
@@ -392,12 +436,14 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
             with gr.Row():
                 engine = gr.Radio(["auto", "diffusion", "classic"], value="auto", label="Engine",
-                                  info="auto: diffusion on a GPU, else the weight-free classic engine")
+                                  info="auto: diffusion on a GPU, else the weight-free classic engine",
+                                  elem_id="engine")
                 preset_name = gr.Radio(["paper", "fast"], value="paper", label="Preset",
-                                       info="paper: the official defaults; fast: the accelerated schedule")
+                                       info="paper: the official defaults; fast: the accelerated schedule",
+                                       elem_id="preset")
             with gr.Row():
-                size = gr.Slider(256, 1024, value=512, step=64, label="Working size (px, long side)")
-                k_max = gr.Slider(2, 16, value=10, step=1, label="Max regions (K)")
+                size = gr.Slider(256, 1024, value=512, step=64, label="Working size (px, long side)", elem_id="size")
+                k_max = gr.Slider(2, 16, value=10, step=1, label="Max regions (K)", elem_id="k-max")
                 content_weight = gr.Slider(0, 3, value=1, step=0.05, label="Content weight",
                                            info="× the preset's weight; higher keeps more of the photo")
             with gr.Row():
@@ -423,7 +469,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick")
                 target_pick = gr.Dropdown(["auto"], value="auto", label="takes its look from", elem_id="target-pick")
                 apply = gr.Button("Set", elem_id="set-override")
-            overrides = gr.JSON({}, visible=False)
+            overrides = gr.JSON({}, visible=False, elem_id="overrides")
             overrides_text = gr.Markdown(_overrides_text({}))
             with gr.Row():
                 regenerate = gr.Button("Regenerate with my choices", variant="primary", elem_id="regenerate")
@@ -446,6 +492,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         apply.click(set_override, [overrides, region_pick, target_pick], choices, **private)
         reset.click(lambda: no_overrides, None, choices, **private)
         preset_name.change(lambda p: preset(p).diffusion.steps, preset_name, steps, **private)
+        for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
+            widget.change(clear_choices, overrides, choices, **private)
+        content.clear(lambda: no_overrides, None, choices, **private)
         stop.click(stop_run, None, None, **private)
         widgets = {"seed": seed, "status": status, "region_map": region_map, "result": result,
                    "match_figure": match_figure, "style_regions": style_regions, "timings": timings,

@@ -135,8 +135,33 @@ def test_make_settings_rejects_invalid_values():
 def test_parse_overrides_turns_page_numbers_into_library_indices():
     assert app.parse_overrides({"2": [1, 3], "4": None}) == {1: (0, 2)}
     assert app.parse_overrides(None) == {}
-    with pytest.raises(gr.Error, match="malformed"):
-        app.parse_overrides({"two": [1, 3]})
+    for bad in ({"two": [1, 3]}, {"2": [1]}, {"2": [1, 2, 3]}, {"2": "13"}, ["2"]):
+        with pytest.raises(gr.Error, match="malformed"):
+            app.parse_overrides(bad)
+    with pytest.raises(gr.Error, match="R0 → Style 1 · region 1 is invalid: regions and styles are numbered from 1"):
+        app.parse_overrides({"0": [1, 1]})
+
+
+def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):
+    from stylegallery.errors import OverrideError
+
+    return OverrideError("0-based library text", region, target, list(content_regions),
+                         [list(r) for r in style_regions])
+
+
+@pytest.mark.parametrize(("region", "target", "message"), [
+    (3, (0, 0), "Your choice for region R4 cannot be used: this run found regions R1, R2; choose again"),
+    (1, (4, 0), "Your choice R2 → Style 5 cannot be used: this run has 2 style images; choose again"),
+    (0, (1, 2), "Your choice R1 → Style 2 · region 3 cannot be used: Style 2 has regions 1, 2; choose again"),
+])
+def test_override_errors_use_the_page_numbers(region, target, message):
+    assert app._override_message(_override_error(region, target)).startswith(message)
+
+
+def test_a_stale_override_is_a_page_error_in_page_numbers(fake):
+    fake.error = _override_error(3, (0, 0))
+    with pytest.raises(gr.Error, match="Your choice for region R4 cannot be used: this run found regions R1, R2"):
+        _generate(overrides={"4": [1, 1]})
 
 
 # ---- the handler, on the fake pipeline ---------------------------------------------------------
@@ -312,6 +337,23 @@ def test_build_demo_offers_the_gallery_and_one_public_endpoint(fake):
     assert names[:3] == ["content", "styles", "overrides"]
 
 
+def _component(demo, elem_id: str):
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+
+@pytest.mark.parametrize("elem_id", ["engine", "preset", "size", "k-max"])
+def test_settings_that_change_the_regions_clear_the_region_choices(fake, elem_id, capsys):
+    demo = app.build_demo()
+    widget, overrides = _component(demo, elem_id), _component(demo, "overrides")
+    clearing = [fn for fn in demo.fns.values()
+                if (widget._id, "change") in fn.targets
+                and overrides in fn.outputs]
+    assert len(clearing) == 1, f"no change of {elem_id} clears the region choices"
+    cleared = clearing[0].fn({"1": [2, 1]})
+    assert cleared[0] == {} and "none yet" in cleared[1]
+    assert "region choices were cleared" in capsys.readouterr().out  # gr.Info outside a request prints
+
+
 def test_launch_serves_only_the_gallery_and_assets():
     kwargs = app.launch_kwargs()
     assert sorted(kwargs["allowed_paths"]) == sorted([str(app.ASSETS), str(GALLERY.resolve())])
@@ -375,6 +417,15 @@ def test_client_override_reruns_only_the_transfer(client):
     rows = next(o[OUT["match_table"]]["data"] for o in outputs if isinstance(o[OUT["match_table"]], dict)
                 and o[OUT["match_table"]].get("data"))
     assert rows[0][:3] == ["R1", "Style 2", "region 1"] and rows[0][4] == "you"
+
+
+def test_client_gets_region_choice_errors_in_page_numbers(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"Your choice for region R17 cannot be used: this run found regions R1, R2"):
+        _submit(client, overrides={"17": [1, 1]}).result()
+    with pytest.raises(AppError, match=r"Your choice R1 → Style 1 · region 40 cannot be used: Style 1 has regions 1,"):
+        _submit(client, overrides={"1": [1, 40]}).result()
 
 
 def test_client_gets_clear_errors_and_the_app_keeps_serving(client, tmp_path):
