@@ -373,9 +373,17 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         return str(contents[evt.index].path), _thumbs(contents, {contents[evt.index].title}), *no_overrides
 
     def set_styles(styles: list):
-        if len(styles) > MAX_STYLES:
-            gr.Warning(f"{len(styles)} styles chosen: use at most {MAX_STYLES}; click a chosen style to remove it.")
         return _numbered(styles), _thumbs(style_items, set(_titles(styles))), *no_overrides
+
+    def take_uploads(styles: list | None):
+        """Uploads join the chosen styles; beyond MAX_STYLES they are refused, by name."""
+        styles = list(styles or [])
+        if len(styles) > MAX_STYLES:
+            refused = [Path(path).name for path, _ in styles[MAX_STYLES:]]
+            gr.Warning(f"At most {MAX_STYLES} styles: {', '.join(refused)} {'was' if len(refused) == 1 else 'were'} "
+                       "not added. Click a chosen style to remove it, then upload again.")
+            styles = styles[:MAX_STYLES]
+        return set_styles(styles)
 
     def toggle_style(styles: list | None, evt: gr.SelectData):
         item, styles, titles = style_items[evt.index], list(styles or []), _titles(styles)
@@ -481,14 +489,16 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             gr.Markdown("| Image | Kind | Licence | Source |\n|---|---|---|---|\n"
                         + "".join(f"| {i.title} | {i.kind} | {i.licence} | {i.source} |\n" for i in items))
 
-        private = {"api_visibility": "private", "queue": False}
+        # The page's own small events: queued (gradio shows gr.Warning/gr.Info, and gr.Error's text, only for queued
+        # events) but never waiting behind a run (no concurrency limit), and without a progress overlay.
+        private = {"api_visibility": "private", "queue": True, "concurrency_limit": None, "show_progress": "hidden"}
         choices = [overrides, overrides_text]
         content_gallery.select(pick_content, None, [content, content_gallery, *choices], **private)
         content.upload(lambda: (_thumbs(contents, set()), *no_overrides), None, [content_gallery, *choices],
                        **private)
         style_gallery.select(toggle_style, styles, [styles, style_gallery, *choices], **private)
         styles.select(drop_style, styles, [styles, style_gallery, *choices], **private)
-        styles.upload(lambda s: set_styles(list(s or [])), styles, [styles, style_gallery, *choices], **private)
+        styles.upload(take_uploads, styles, [styles, style_gallery, *choices], **private)
         apply.click(set_override, [overrides, region_pick, target_pick], choices, **private)
         reset.click(lambda: no_overrides, None, choices, **private)
         preset_name.change(lambda p: preset(p).diffusion.steps, preset_name, steps, **private)

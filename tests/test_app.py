@@ -354,6 +354,25 @@ def test_settings_that_change_the_regions_clear_the_region_choices(fake, elem_id
     assert "region choices were cleared" in capsys.readouterr().out  # gr.Info outside a request prints
 
 
+def test_the_pages_own_events_are_queued_so_their_messages_reach_the_page(fake):
+    demo = app.build_demo()
+    private = [fn for fn in demo.fns.values() if fn.api_visibility == "private"]
+    assert len(private) >= 8 and all(fn.queue for fn in private)  # gradio drops gr.Warning/gr.Info otherwise
+    assert all(fn.concurrency_limit is None for fn in private if fn.fn is not app.generate)  # never behind a run
+
+
+def test_an_upload_beyond_five_styles_is_refused_by_name(fake):
+    demo = app.build_demo()
+    styles = _component(demo, "chosen-styles")
+    upload = next(fn for fn in demo.fns.values() if (styles._id, "upload") in fn.targets)
+    chosen = [(f"/uploads/style-{i}.png", None) for i in range(7)]
+    with pytest.warns(UserWarning, match=r"At most 5 styles: style-5.png, style-6.png were not added"):
+        kept, *_ = upload.fn(chosen)
+    assert [path for path, _ in kept] == [f"/uploads/style-{i}.png" for i in range(5)]
+    kept, *_ = upload.fn(chosen[:2])
+    assert [caption for _, caption in kept] == ["1: style-0.png", "2: style-1.png"]
+
+
 def test_launch_serves_only_the_gallery_and_assets():
     kwargs = app.launch_kwargs()
     assert sorted(kwargs["allowed_paths"]) == sorted([str(app.ASSETS), str(GALLERY.resolve())])

@@ -187,3 +187,16 @@ def test_a_phone_sized_screen_has_no_sideways_scroll(browser, url):
         page.screenshot(path=str(ARTIFACTS / "browser_narrow.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_a_sixth_style_is_refused_with_a_message(page):
+    for i in range(5):
+        _pick(page, "style-gallery", i)
+        sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(i + 1)
+    _pick(page, "style-gallery", 6)
+    sync_api.expect(page.locator(".toast-body").filter(has_text="At most 5 styles")).to_be_visible(timeout=10_000)
+    page.locator("#chosen-styles input[type=file]").set_input_files(str(REPO / "gallery" / "style" / "moss-grass.png"))
+    sync_api.expect(page.locator(".toast-body").filter(has_text="moss-grass.png was not added")).to_be_visible(
+        timeout=10_000)
+    sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(5)
+    sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(5)
