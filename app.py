@@ -231,7 +231,8 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
                region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
-        yield from _stream(_run(content, style_paths, settings, parse_overrides(overrides), stop), session)
+        chosen = parse_overrides(overrides)
+        yield from _stream(_run(content, style_paths, settings, chosen, stop), session, keep_picks=bool(chosen))
     except Cancelled:
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
     except OverrideError as exc:
@@ -267,8 +268,9 @@ def _with_reason(events: Iterator, reason: str) -> Iterator:
         yield ev
 
 
-def _stream(events: Iterator, session: str) -> Iterator[tuple]:
-    """Pipeline events -> page updates."""
+def _stream(events: Iterator, session: str, keep_picks: bool = False) -> Iterator[tuple]:
+    """Pipeline events -> page updates. `keep_picks`: the run has region choices, so the Personalise dropdowns keep
+    showing the user's last choice (the browser keeps a value that is still among the new choices)."""
     region_map = None
     for ev in events:
         if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
@@ -285,9 +287,13 @@ def _stream(events: Iterator, session: str) -> Iterator[tuple]:
             shown = {}
             if region_map is None:
                 region_map = shown["region_map"] = viz.region_overlay(ev.content_image, ev.content_labels)
-            yield _out(**shown, style_regions=style_maps,
-                       region_pick=gr.update(choices=[f"R{i + 1}" for i in range(n)], value="R1"),
-                       target_pick=gr.update(choices=targets, value="auto"), timings=_timings(ev.timings),
+            regions = [f"R{i + 1}" for i in range(n)]
+            if keep_picks:
+                picks = {"region_pick": gr.update(choices=regions), "target_pick": gr.update(choices=targets)}
+            else:
+                picks = {"region_pick": gr.update(choices=regions, value="R1"),
+                         "target_pick": gr.update(choices=targets, value="auto")}
+            yield _out(**shown, **picks, style_regions=style_maps, timings=_timings(ev.timings),
                        status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))
         elif isinstance(ev, Matched):
             rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
@@ -359,15 +365,22 @@ def _numbered(styles: list) -> list[tuple[str, str]]:
 
 
 def _overrides_text(overrides: dict) -> str:
-    chosen = [f"R{k} → Style {v[0]} · region {v[1]}" for k, v in overrides.items() if v]
+    chosen = [f"R{k} → {_target(v)}" for k, v in sorted(overrides.items(), key=lambda kv: int(kv[0])) if v]
     return "Your choices: " + (", ".join(chosen) if chosen else "none yet (every region is matched automatically).")
+
+
+def _target(choice: list[int] | None) -> str:
+    """[2, 3] -> "Style 2 · region 3" (the target dropdown's wording); None -> "auto"."""
+    return f"Style {choice[0]} · region {choice[1]}" if choice else "auto"
 
 
 def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     items = load_gallery(extra_galleries or [])
     contents, style_items = by_kind(items, "content"), by_kind(items, "style")
     engine_name, engine_reason = get_pipeline().resolve_engine(Settings())
-    no_overrides = ({}, _overrides_text({}))
+    # Region choices and the Personalise dropdowns: cleared together when the regions will change.
+    no_overrides = ({}, _overrides_text({}), gr.update(choices=[], value=None),
+                    gr.update(choices=["auto"], value="auto"))
 
     def pick_content(evt: gr.SelectData):
         return str(contents[evt.index].path), _thumbs(contents, {contents[evt.index].title}), *no_overrides
@@ -404,12 +417,18 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             gr.Info("Your region choices were cleared: the new choice changes the regions.")
         return no_overrides
 
-    def set_override(overrides: dict | None, region: str | None, target: str | None):
+    def choose_target(overrides: dict | None, region: str | None, target: str | None):
+        """Choosing a target records it at once for the region shown (no separate "Set" to forget)."""
         if not region:
-            raise gr.Error("Generate first: the regions you can reassign appear after a run.")
+            gr.Info("Generate first: the regions you can reassign appear after a run.")
+            return gr.skip(), gr.skip()
         match = TARGET.fullmatch(target or "")
         overrides = {**(overrides or {}), region.lstrip("R"): [int(match[1]), int(match[2])] if match else None}
         return overrides, _overrides_text(overrides)
+
+    def show_choice(overrides: dict | None, region: str | None) -> str:
+        """The target dropdown shows the choice recorded for the region picked."""
+        return _target((overrides or {}).get((region or "").lstrip("R")))
 
     def stop_run(request: gr.Request) -> None:
         flag = _STOP.get(re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous")
@@ -474,9 +493,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             match_table = gr.Dataframe(headers=["Region", "Style", "Style region", "Score", "Set by"],
                                        interactive=False, elem_id="match-table")
             with gr.Row(equal_height=True):
-                region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick")
-                target_pick = gr.Dropdown(["auto"], value="auto", label="takes its look from", elem_id="target-pick")
-                apply = gr.Button("Set", elem_id="set-override")
+                region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick", interactive=True)
+                target_pick = gr.Dropdown(["auto"], value="auto", label="takes its look from (applies at once)",
+                                          elem_id="target-pick", interactive=True)
             overrides = gr.JSON({}, visible=False, elem_id="overrides")
             overrides_text = gr.Markdown(_overrides_text({}))
             with gr.Row():
@@ -492,15 +511,17 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         # The page's own small events: queued (gradio shows gr.Warning/gr.Info, and gr.Error's text, only for queued
         # events) but never waiting behind a run (no concurrency limit), and without a progress overlay.
         private = {"api_visibility": "private", "queue": True, "concurrency_limit": None, "show_progress": "hidden"}
-        choices = [overrides, overrides_text]
+        choices = [overrides, overrides_text, region_pick, target_pick]
         content_gallery.select(pick_content, None, [content, content_gallery, *choices], **private)
         content.upload(lambda: (_thumbs(contents, set()), *no_overrides), None, [content_gallery, *choices],
                        **private)
         style_gallery.select(toggle_style, styles, [styles, style_gallery, *choices], **private)
         styles.select(drop_style, styles, [styles, style_gallery, *choices], **private)
         styles.upload(take_uploads, styles, [styles, style_gallery, *choices], **private)
-        apply.click(set_override, [overrides, region_pick, target_pick], choices, **private)
-        reset.click(lambda: no_overrides, None, choices, **private)
+        target_pick.input(choose_target, [overrides, region_pick, target_pick], [overrides, overrides_text], **private)
+        region_pick.input(show_choice, [overrides, region_pick], target_pick, **private)
+        reset.click(lambda: ({}, _overrides_text({}), "auto"), None, [overrides, overrides_text, target_pick],
+                    **private)
         preset_name.change(lambda p: preset(p).diffusion.steps, preset_name, steps, **private)
         for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
             widget.change(clear_choices, overrides, choices, **private)

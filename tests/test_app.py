@@ -373,6 +373,34 @@ def test_an_upload_beyond_five_styles_is_refused_by_name(fake):
     assert [caption for _, caption in kept] == ["1: style-0.png", "2: style-1.png"]
 
 
+def _handler(demo, elem_id: str, event: str):
+    widget = _component(demo, elem_id)
+    return next(fn.fn for fn in demo.fns.values() if (widget._id, event) in fn.targets)
+
+
+def test_choosing_a_target_records_it_at_once_and_the_region_shows_its_choice(fake, capsys):
+    demo = app.build_demo()
+    choose, show = _handler(demo, "target-pick", "input"), _handler(demo, "region-pick", "input")
+    overrides, text = choose({"1": [1, 2]}, "R4", "Style 1 · region 1")
+    assert overrides == {"1": [1, 2], "4": [1, 1]}
+    assert text == "Your choices: R1 → Style 1 · region 2, R4 → Style 1 · region 1"
+    assert show(overrides, "R4") == "Style 1 · region 1" and show(overrides, "R2") == "auto"
+    overrides, text = choose(overrides, "R4", "auto")
+    assert overrides["4"] is None and "R4" not in text and show(overrides, "R4") == "auto"
+    assert choose({}, None, "auto") == (gr.skip(), gr.skip())  # before a run: nothing to choose for
+    assert "Generate first" in capsys.readouterr().out
+
+
+def test_after_a_run_the_dropdowns_keep_the_users_choice(fake):
+    def picks(outputs):
+        return next((o[OUT["region_pick"]], o[OUT["target_pick"]]) for o in outputs if _is_set(o[OUT["region_pick"]]))
+
+    region, target = picks(_generate())  # no choices yet: the first region, automatic
+    assert (region["value"], target["value"]) == ("R1", "auto") and region["choices"] == ["R1", "R2"]
+    region, target = picks(_generate(overrides={"2": [1, 1]}))  # choices only: the browser keeps what it shows
+    assert "value" not in region and "value" not in target and "Style 2 · region 2" in target["choices"]
+
+
 def test_launch_serves_only_the_gallery_and_assets():
     kwargs = app.launch_kwargs()
     assert sorted(kwargs["allowed_paths"]) == sorted([str(app.ASSETS), str(GALLERY.resolve())])

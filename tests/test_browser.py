@@ -82,7 +82,16 @@ def page(browser, url):
 
 
 def _pick(page, gallery: str, index: int) -> None:
-    page.locator(f"#{gallery} .thumbnail-item").nth(index).click()
+    """Click a thumbnail and wait until its chosen mark flips: gradio ignores a click on a gallery whose last click
+    is still being handled (trigger_mode "once"), so a second pick within ~0.2 s would be lost."""
+    item = page.locator(f"#{gallery} .thumbnail-item").nth(index)
+    chosen = re.compile(r"\bsg-chosen\b")
+    was_chosen = chosen.search(item.get_attribute("class") or "") is not None
+    item.click()
+    if was_chosen:
+        sync_api.expect(item).not_to_have_class(chosen)
+    else:
+        sync_api.expect(item).to_have_class(chosen)
 
 
 def _set_size(page, px: int) -> None:
@@ -130,15 +139,34 @@ def test_pick_generate_and_see_every_stage(page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_run.png"), full_page=True)
 
-    # Personalise: paint region R1 like region 1 of style 2, then regenerate (only stage 3 reruns).
-    page.locator("#target-pick input").click()
-    page.get_by_role("option", name="Style 2 · region 1").click()
-    page.click("#set-override")
-    sync_api.expect(page.get_by_text("R1 → Style 2 · region 1")).to_be_visible()
+    # Personalise: paint region R2 like region 1 of style 2. Choosing the target records it (there is no "Set"),
+    # regenerating reruns only stage 3, and the dropdowns still show the choice afterwards.
+    _choose(page, "region-pick", "R2")
+    _choose(page, "target-pick", "Style 2 · region 1")
+    sync_api.expect(page.get_by_text("R2 → Style 2 · region 1")).to_be_visible()
     page.click("#regenerate")
-    chosen_row = re.compile(r"R1\s*Style 2\s*region 1\s*-?[0-9.]+\s*you")  # the table's cells, in order
+    chosen_row = re.compile(r"R2\s*Style 2\s*region 1\s*-?[0-9.]+\s*you")  # the table's cells, in order
     sync_api.expect(page.locator("#match-table")).to_contain_text(chosen_row, timeout=RUN_TIMEOUT_MS)
     sync_api.expect(page.locator("#status")).to_contain_text("done in", timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#region-pick input")).to_have_value("R2")
+    sync_api.expect(page.locator("#target-pick input")).to_have_value("Style 2 · region 1")
+    page.screenshot(path=str(ARTIFACTS / "browser_personalised.png"), full_page=True)
+    _choose(page, "region-pick", "R1")  # the target follows the region shown
+    sync_api.expect(page.locator("#target-pick input")).to_have_value("auto")
+    _choose(page, "region-pick", "R2")
+    sync_api.expect(page.locator("#target-pick input")).to_have_value("Style 2 · region 1")
+
+    # A setting that changes the regions clears the choices, so a stale one cannot break the next run.
+    k_max = page.locator("#k-max input[type=number]")
+    k_max.fill("3")
+    k_max.press("Enter")
+    sync_api.expect(page.get_by_text("Your choices: none yet")).to_be_visible()
+    sync_api.expect(page.locator("#region-pick input")).to_have_value("")
+
+
+def _choose(page, dropdown: str, option: str) -> None:
+    page.locator(f"#{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_no_style_chosen_shows_an_error_in_the_page(page):
@@ -193,7 +221,7 @@ def test_a_sixth_style_is_refused_with_a_message(page):
     for i in range(5):
         _pick(page, "style-gallery", i)
         sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(i + 1)
-    _pick(page, "style-gallery", 6)
+    page.locator("#style-gallery .thumbnail-item").nth(6).click()  # refused: its mark does not flip
     sync_api.expect(page.locator(".toast-body").filter(has_text="At most 5 styles")).to_be_visible(timeout=10_000)
     page.locator("#chosen-styles input[type=file]").set_input_files(str(REPO / "gallery" / "style" / "moss-grass.png"))
     sync_api.expect(page.locator(".toast-body").filter(has_text="moss-grass.png was not added")).to_be_visible(
