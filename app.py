@@ -5,7 +5,8 @@
 This file only wires widgets to one cached `stylegallery.Pipeline`; the method lives in the library.
 The "generate" API endpoint takes (content, styles, overrides, engine, preset, size, max regions,
 content weight, steps, seed, randomise). Overrides use the page's 1-based numbers: {"2": [1, 3]}
-paints content region R2 like region 3 of style 1.
+paints content region R2 like region 3 of style 1. Steps go to the engine that runs, as the CLI's --steps:
+diffusion optimisation timesteps (1-1000) or classic iterations per patch size (1-20).
 """
 
 import os
@@ -127,20 +128,51 @@ def model_settings(base: DiffusionSettings) -> DiffusionSettings:
     )
 
 
+# What the page's one "Steps" setting means on each engine, and the range the library accepts for it
+# (DiffusionSettings.steps, ClassicSettings.iterations), as the CLI's --steps.
+STEPS = {"diffusion": ("optimisation timesteps", 1, 1000), "classic": ("iterations per patch size", 1, 20)}
+
+
 def make_settings(engine: str, preset_name: str, size: float, k_max: float, content_weight: float, steps: float,
                   seed: int) -> Settings:
-    """Widget values -> Settings. `content_weight` scales the preset's content weight (1 = the paper's)."""
+    """Widget values -> Settings; invalid values raise ValueError (no clamping).
+
+    As the CLI's --steps and --content-weight, `steps` and `content_weight` go to the engine that runs
+    (`Pipeline.resolve_engine`): diffusion timesteps or classic iterations per patch size. `content_weight`
+    scales the preset's content weight (1 = the preset's).
+    """
     base = preset(preset_name)  # type: ignore[arg-type]
-    base = dataclasses.replace(base, diffusion=model_settings(base.diffusion))
-    return dataclasses.replace(
-        base, engine=engine, seed=seed,
-        image=dataclasses.replace(base.image, size=int(size)),
-        regions=dataclasses.replace(base.regions, k_max=max(int(k_max), base.regions.k_min)),
-        diffusion=dataclasses.replace(base.diffusion, steps=int(steps),
-                                      content_weight=base.diffusion.content_weight * content_weight),
-        classic=dataclasses.replace(base.classic,
-                                    content_weight=min(10.0, base.classic.content_weight * content_weight)),
+    base = dataclasses.replace(
+        base, engine=engine, seed=seed, diffusion=model_settings(base.diffusion),
+        image=dataclasses.replace(base.image, size=_whole("size", size)),
+        regions=dataclasses.replace(base.regions, k_max=_whole("max regions", k_max)),
     )
+    runs_on, _ = get_pipeline().resolve_engine(base)
+    steps = _whole("steps", steps)
+    what, low, high = STEPS[runs_on]
+    if not low <= steps <= high:
+        raise ValueError(f"steps={steps} is out of range for the {runs_on} engine ({what}): choose {low} to {high}")
+    if runs_on == "classic":
+        return dataclasses.replace(base, classic=dataclasses.replace(
+            base.classic, iterations=steps, content_weight=base.classic.content_weight * content_weight))
+    return dataclasses.replace(base, diffusion=dataclasses.replace(
+        base.diffusion, steps=steps, content_weight=base.diffusion.content_weight * content_weight))
+
+
+def _whole(name: str, value: float) -> int:
+    if value is None or value != int(value):
+        raise ValueError(f"{name}={value!r} is invalid: expected a whole number")
+    return int(value)
+
+
+def steps_setting(engine: str, preset_name: str) -> dict:
+    """The Steps slider for the engine that `engine` runs on here: its meaning, range and the preset's value."""
+    runs_on, _ = get_pipeline().resolve_engine(Settings(engine=engine))  # type: ignore[arg-type]
+    what, low, high = STEPS[runs_on]
+    base = preset(preset_name)  # type: ignore[arg-type]
+    value = base.classic.iterations if runs_on == "classic" else base.diffusion.steps
+    return {"minimum": low, "maximum": high, "value": value, "label": "Steps",
+            "info": f"{runs_on} engine: {what}, {low} to {high} (the {preset_name} preset uses {value})"}
 
 
 def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
@@ -474,7 +506,10 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 content_weight = gr.Slider(0, 3, value=1, step=0.05, label="Content weight",
                                            info="× the preset's weight; higher keeps more of the photo")
             with gr.Row():
-                steps = gr.Slider(1, 300, value=150, step=1, label="Diffusion steps")
+                # Built with every engine's range, so API callers may pass any engine's steps (gradio checks a
+                # slider's bounds); the page narrows it to the engine that runs when it loads.
+                steps = gr.Slider(step=1, elem_id="steps", **{**steps_setting("auto", "paper"), "minimum": 1,
+                                                             "maximum": max(high for _, _, high in STEPS.values())})
                 seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                 randomize = gr.Checkbox(False, label="Randomise seed")
         status = gr.HTML(_status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
@@ -522,7 +557,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         region_pick.input(show_choice, [overrides, region_pick], target_pick, **private)
         reset.click(lambda: ({}, _overrides_text({}), "auto"), None, [overrides, overrides_text, target_pick],
                     **private)
-        preset_name.change(lambda p: preset(p).diffusion.steps, preset_name, steps, **private)
+        demo.load(lambda: gr.update(**steps_setting("auto", "paper")), None, steps, **private)
+        for widget in (engine, preset_name):  # Steps means what the engine that runs does with it
+            widget.change(lambda e, p: gr.update(**steps_setting(e, p)), [engine, preset_name], steps, **private)
         for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
             widget.change(clear_choices, overrides, choices, **private)
         content.clear(lambda: no_overrides, None, choices, **private)

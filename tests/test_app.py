@@ -106,7 +106,7 @@ def fake(monkeypatch, tmp_path):
 
 
 def _generate(content=None, styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
-              weight=1.0, steps=150, seed=7, randomize=False):
+              weight=1.0, steps=3, seed=7, randomize=False):
     uploads = Path(gr.utils.get_upload_folder())  # the fake fixture put copies of CONTENT and STYLES there
     content = str(uploads / CONTENT.name) if content is None else content
     styles = [(str(uploads / p.name), None) for p in STYLES] if styles is None else styles
@@ -118,18 +118,73 @@ def _generate(content=None, styles=None, overrides=None, engine="auto", preset="
 # ---- settings and overrides --------------------------------------------------------------------
 
 def test_make_settings_maps_every_widget():
-    s = app.make_settings("classic", "fast", 320, 6, 2.0, 40, 123)
+    s = app.make_settings("classic", "fast", 320, 6, 2.0, 5, 123)
     base = app.preset("fast")
-    assert (s.engine, s.preset, s.seed, s.image.size, s.regions.k_max, s.diffusion.steps) == (
-        "classic", "fast", 123, 320, 6, 40)
-    assert s.diffusion.content_weight == pytest.approx(2 * base.diffusion.content_weight)
-    assert s.classic.content_weight == pytest.approx(2 * base.classic.content_weight)
+    assert (s.engine, s.preset, s.seed, s.image.size, s.regions.k_max) == ("classic", "fast", 123, 320, 6)
+    # steps and content weight go to the engine that runs, as the CLI's --steps and --content-weight
+    assert s.classic.iterations == 5 and s.classic.content_weight == pytest.approx(2 * base.classic.content_weight)
+    assert s.diffusion.steps == base.diffusion.steps and s.diffusion.content_weight == base.diffusion.content_weight
     assert s.classic.scales == base.classic.scales  # the preset's other values stay
+    d = app.make_settings("diffusion", "fast", 320, 6, 2.0, 40, 123)
+    assert d.diffusion.steps == 40 and d.diffusion.content_weight == pytest.approx(2 * base.diffusion.content_weight)
+    assert d.classic == base.classic
 
 
-def test_make_settings_rejects_invalid_values():
-    with pytest.raises(ValueError, match="size"):
-        app.make_settings("classic", "paper", 32, 6, 1.0, 40, 1)
+def test_steps_follow_the_engine_that_runs_like_the_cli(fake):
+    from stylegallery.cli import build_parser, settings_from_args
+
+    for engine, steps in (("auto", 4), ("classic", 7), ("diffusion", 300)):  # the fake resolves auto to classic
+        runs_on, _ = fake.resolve_engine(app.Settings(engine=engine))
+        args = build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", "--engine", engine,
+                                          "--steps", str(steps)])
+        cli = settings_from_args(args, runs_on)
+        page = app.make_settings(engine, "paper", 512, 10, 1.0, steps, 42)
+        assert (page.classic.iterations, page.diffusion.steps) == (cli.classic.iterations, cli.diffusion.steps)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("classic", "paper", 32, 6, 1.0, 3, 1), "size=32 is invalid"),
+    (("classic", "paper", 320.5, 6, 1.0, 3, 1), "size=320.5 is invalid: expected a whole number"),
+    (("classic", "paper", 512, 1, 1.0, 3, 1), "k_max=1 is invalid: expected 2..32"),  # not raised to k_min
+    (("classic", "paper", 512, 6, 20.0, 3, 1), "content_weight=20.0 is invalid: expected 0..10"),  # not clamped
+    (("classic", "paper", 512, 6, 1.0, 150, 1),
+     "steps=150 is out of range for the classic engine \\(iterations per patch size\\): choose 1 to 20"),
+    (("diffusion", "paper", 512, 6, 1.0, 0, 1), "steps=0 is out of range for the diffusion engine"),
+    (("classic", "paper", 512, 6, 1.0, 2.5, 1), "steps=2.5 is invalid: expected a whole number"),
+])
+def test_make_settings_rejects_invalid_values(args, message):
+    with pytest.raises(ValueError, match=message):
+        app.make_settings(*args)
+
+
+@pytest.mark.parametrize("engine", ["classic", "diffusion"])
+def test_the_steps_ranges_are_the_librarys(engine):
+    from stylegallery.config import ClassicSettings, DiffusionSettings
+
+    _, low, high = app.STEPS[engine]
+    make = (lambda n: ClassicSettings(iterations=n)) if engine == "classic" else (lambda n: DiffusionSettings(steps=n))
+    make(low), make(high)
+    for outside in (low - 1, high + 1):
+        with pytest.raises(ValueError):
+            make(outside)
+
+
+def test_the_steps_slider_shows_the_range_of_the_engine_that_runs(fake):
+    classic = app.steps_setting("classic", "paper")
+    paper = app.preset("paper").classic.iterations
+    assert (classic["minimum"], classic["maximum"], classic["value"]) == (1, 20, paper)
+    assert classic["info"] == f"classic engine: iterations per patch size, 1 to 20 (the paper preset uses {paper})"
+    diffusion = app.steps_setting("diffusion", "fast")
+    assert (diffusion["maximum"], diffusion["value"]) == (1000, app.preset("fast").diffusion.steps)
+    assert app.steps_setting("auto", "paper")["maximum"] == 20  # the fake runs auto on classic
+    demo = app.build_demo()
+    steps = _component(demo, "steps")  # built wide, so API callers may pass any engine's steps...
+    assert (steps.minimum, steps.maximum, steps.value) == (1, 1000, app.preset("paper").classic.iterations)
+    on_load = next(fn.fn for fn in demo.fns.values() if (demo._id, "load") in fn.targets and steps in fn.outputs)
+    assert on_load()["maximum"] == 20  # ...and narrowed to the engine that runs when the page loads
+    engine = _component(demo, "engine")
+    update = next(fn.fn for fn in demo.fns.values() if (engine._id, "change") in fn.targets and steps in fn.outputs)
+    assert update("diffusion", "paper")["maximum"] == 1000
 
 
 def test_parse_overrides_turns_page_numbers_into_library_indices():
@@ -207,6 +262,7 @@ def test_overrides_and_random_seed_reach_the_pipeline(fake):
         ({"styles": []}, "Choose at least one style image"),
         ({"styles": [(str(STYLES[0]), None)] * 6}, "6 style images chosen: use at most 5"),
         ({"size": 10}, "Invalid setting: size=10"),
+        ({"steps": 150}, "Invalid setting: steps=150 is out of range for the classic engine"),
     ],
 )
 def test_bad_inputs_become_page_errors(fake, kwargs, message):
@@ -298,7 +354,7 @@ def test_model_locations_and_gpu_come_from_the_environment(monkeypatch):
     monkeypatch.setattr(app, "gpu_device", lambda: ("cuda", "GPU found"))
     monkeypatch.setenv("STYLEGALLERY_SD_MODEL", "/models/sd15")
     monkeypatch.setenv("STYLEGALLERY_DEPTH_MODEL", "none")
-    d = app.make_settings("auto", "paper", 512, 10, 1.0, 150, 0).diffusion
+    d = app.make_settings("diffusion", "paper", 512, 10, 1.0, 150, 0).diffusion
     assert (d.sd_model, d.depth_model, d.device, d.dtype) == ("/models/sd15", None, "cuda", "float16")
 
 
@@ -437,7 +493,7 @@ def _submit(client, styles=STYLES, overrides=None, size=256):
     from gradio_client import handle_file
 
     return client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(p)), "caption": None} for p in styles],
-                         overrides or {}, "classic", "paper", size, 6, 1.0, 150, 0, False, api_name="/generate")
+                         overrides or {}, "classic", "paper", size, 6, 1.0, 3, 0, False, api_name="/generate")
 
 
 def test_client_streams_region_map_before_the_final_image(client):

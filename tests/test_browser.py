@@ -122,6 +122,9 @@ def test_pick_generate_and_see_every_stage(page):
     sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(2)
     sync_api.expect(page.locator("#content-image img")).to_be_visible()
     _set_size(page, 256)
+    # The Steps slider offers the range of the engine that runs here (classic: iterations per patch size).
+    sync_api.expect(page.locator("#steps input[type=range]")).to_have_attribute("max", "20")
+    sync_api.expect(page.locator("#steps")).to_contain_text("classic engine: iterations per patch size")
 
     page.click("#generate")
     for selector in ("#region-map img", "#match-figure img", "#result img"):
