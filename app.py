@@ -93,7 +93,9 @@ def clear_upload_errors(widget: gr.Image) -> gr.Image:
         except gr.Error:
             raise
         except Exception as exc:  # Pillow raises many types on hostile files
-            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            path = getattr(payload, "path", None)
+            reason = _named_as_uploaded(str(exc), [path] if path else [])
+            reason = " ".join(reason.split())[:200] or type(exc).__name__
             raise gr.Error(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP image.") from None
 
     widget.preprocess = checked
@@ -270,9 +272,17 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     except OverrideError as exc:
         raise gr.Error(_override_message(exc)) from None
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(_named_as_uploaded(str(exc), [content, *style_paths])) from None
     finally:
         _STOP.pop(session, None)  # only running sessions keep a flag
+
+
+def _named_as_uploaded(message: str, paths: list[str]) -> str:
+    """A library message with the server's copy of each upload ('/tmp/gradio/<hash>/cat.png') named by its file
+    name ('cat.png'), the name the user knows it by (gradio keeps the uploaded file's name)."""
+    for path in sorted(set(paths), key=len, reverse=True):
+        message = message.replace(path, Path(path).name)
+    return message
 
 
 def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: threading.Event) -> Iterator:

@@ -296,6 +296,28 @@ def test_library_errors_become_page_errors(fake):
         _generate()
 
 
+def test_page_errors_name_uploads_by_their_file_name_not_the_servers_copy(fake):
+    uploads = Path(gr.utils.get_upload_folder())
+    copy = str(uploads / STYLES[1].name)
+    fake.error = InputError(f"style image 2 {copy!r} is not an image Pillow can read; use PNG, JPEG, WebP")
+    with pytest.raises(gr.Error) as info:
+        _generate()
+    assert info.value.message.startswith(f"style image 2 '{STYLES[1].name}' is not an image")
+    assert str(uploads) not in info.value.message
+
+
+def test_an_unreadable_content_upload_is_named_by_its_file_name(tmp_path):
+    from gradio.data_classes import ImageData
+
+    folder = tmp_path / "0123abcd"
+    folder.mkdir()
+    (folder / "my notes.png").write_text("not a picture")
+    widget = app.clear_upload_errors(gr.Image(type="filepath", image_mode=None))
+    with pytest.raises(gr.Error) as info:
+        widget.preprocess(ImageData(path=str(folder / "my notes.png"), orig_name="my notes.png"))
+    assert "my notes.png" in info.value.message and str(folder) not in info.value.message
+
+
 def _generate_until_error(**kwargs) -> tuple[list, gr.Error]:
     """The outputs a failing run streams before its page error, and the error."""
     uploads = Path(gr.utils.get_upload_folder())
@@ -538,6 +560,7 @@ def test_client_gets_clear_errors_and_the_app_keeps_serving(client, tmp_path):
         _submit(client, styles=[]).result()  # iterating a failed job ends quietly; result() raises
     bogus = tmp_path / "not-an-image.png"  # a text file named .png
     bogus.write_text("hello")
-    with pytest.raises(AppError, match="is not an image"):
-        _submit(client, styles=[bogus]).result()
+    with pytest.raises(AppError, match="style image 2 'not-an-image.png' is not an image") as info:
+        _submit(client, styles=[STYLES[0], bogus]).result()
+    assert "/" not in str(info.value).split("is not an image")[0]  # no server path
     assert len(list(_submit(client, size=256))) > 0  # and the app keeps serving
