@@ -485,19 +485,22 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 f"fits it best.</p><p class='sg-paper'>A reimplementation of <i>{PAPER}</i>.</p>{notice}</div>")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, elem_classes="sg-card"):
-                gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>")
+                gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>"
+                        "<p class='sg-hint'>Click a photo, or drop your own below.</p>")
                 content_gallery = gr.Gallery(_thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
                                              object_fit="cover", show_label=False, elem_id="content-gallery")
                 content = clear_upload_errors(gr.Image(  # image_mode=None: no full decode before the size check
                     type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
-                    label="Content (click a photo above, or drop your own here)", elem_id="content-image"))
+                    label="Content photo", elem_id="content-image"))
             with gr.Column(scale=7, elem_classes="sg-card"):
-                gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>")
+                gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>"
+                        "<p class='sg-hint'>Click a style to choose it; click it again, or under Chosen styles, to "
+                        "remove it. Or upload your own below.</p>")
                 style_gallery = gr.Gallery(_thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],
                                            object_fit="cover", show_label=False, elem_id="style-gallery")
                 styles = gr.Gallery([], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
                                     object_fit="cover", file_types=["image"], fit_columns=False,
-                                    label="Chosen styles (click one to remove it, or upload your own)",
+                                    label="Chosen styles",
                                     elem_id="chosen-styles")
         with gr.Row(elem_classes="sg-actions"):
             run = gr.Button("Generate", variant="primary", size="lg", elem_id="generate", scale=4)

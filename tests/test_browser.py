@@ -136,6 +136,10 @@ def test_pick_generate_and_see_every_stage(page):
     for selector in ("#region-map img", "#match-figure img", "#result img"):
         box = page.locator(selector).bounding_box()
         assert box is not None and box["width"] > 100 and box["height"] > 100, selector
+    for picture in ("#content-image", "#region-map", "#result"):  # gradio's floating label covers no picture
+        label = page.locator(f"{picture} label[data-testid=block-label]").bounding_box()
+        image = page.locator(f"{picture} img").bounding_box()
+        assert label["y"] + label["height"] <= image["y"] + 1, f"{picture}: its label covers the picture's top"
     natural = page.evaluate("() => { const i = document.querySelector('#result img');"
                             " return [i.naturalWidth, i.naturalHeight]; }")
     assert max(natural) == 256 and abs(natural[0] / natural[1] - 451 / 300) < 0.05  # Chelsea's aspect ratio
@@ -207,6 +211,13 @@ def test_a_phone_sized_screen_has_no_sideways_scroll(browser, url):
     try:
         page.goto(url, wait_until="networkidle")
         _assert_fits(page, "before a run")
+        # Before a run: words where the pictures will be, not empty boxes with broken-image icons.
+        sync_api.expect(page.locator("#match-figure")).to_be_hidden()
+        sync_api.expect(page.locator("#style-regions")).to_be_hidden()
+        sync_api.expect(page.locator("#region-map .empty .icon")).to_be_hidden()
+        words = page.evaluate("() => getComputedStyle(document.querySelector('#region-map .empty'), '::after')"
+                              ".content")
+        assert "regions appear here" in words
         _pick(page, "content-gallery", 1)
         _pick(page, "style-gallery", 0)
         sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(1)
