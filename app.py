@@ -286,24 +286,30 @@ def _named_as_uploaded(message: str, paths: list[str]) -> str:
 
 
 def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: threading.Event) -> Iterator:
-    """`Pipeline.run`, falling back to the classic engine when the diffusion models cannot be loaded."""
+    """`Pipeline.run`; an explicitly chosen diffusion engine whose models cannot be loaded paints with classic.
+
+    For engine "auto" the pipeline itself falls back to classic and says why in the events' engine_reason. An
+    explicit "diffusion" that cannot load is an error in the library (the CLI exits 2 on it); the page paints with
+    the classic engine instead, warns, and gives the reason the same way.
+    """
     events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop.is_set)
+    if settings.engine != "diffusion":
+        yield from events
+        return
     try:
         first = next(events)
     except (ModelLoadError, EngineUnavailable) as exc:
-        if settings.engine == "classic":
-            raise
         gr.Warning(f"The diffusion models could not be loaded, so the classic engine paints instead: {exc}")
         classic = dataclasses.replace(settings, engine="classic")
-        reason = f"the diffusion models could not be loaded: {exc}"
         events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop.is_set),
-                              reason)
+                              f"the diffusion models could not be loaded: {exc}")
         first = next(events)
     yield first
     yield from events
 
 
 def _with_reason(events: Iterator, reason: str) -> Iterator:
+    """The events with `reason` as their engine_reason (why the engine that runs was chosen)."""
     for ev in events:
         if hasattr(ev, "engine_reason"):
             ev.engine_reason = reason
