@@ -5,7 +5,8 @@
 This file only wires widgets to one cached `stylegallery.Pipeline`; the method lives in the library.
 The "generate" API endpoint takes (content, styles, overrides, engine, preset, size, max regions,
 content weight, steps, seed, randomise). Overrides use the page's 1-based numbers: {"2": [1, 3]}
-paints content region R2 like region 3 of style 1.
+paints content region R2 like region 3 of style 1. Steps go to the engine that runs, as the CLI's --steps:
+diffusion optimisation timesteps (1-1000) or classic iterations per patch size (1-20).
 """
 
 import os
@@ -17,6 +18,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
+import html  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -33,7 +35,13 @@ from PIL import Image  # noqa: E402
 
 from stylegallery import viz  # noqa: E402
 from stylegallery.config import DiffusionSettings, Settings, preset  # noqa: E402
-from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError  # noqa: E402
+from stylegallery.errors import (  # noqa: E402
+    Cancelled,
+    EngineUnavailable,
+    InputError,
+    ModelLoadError,
+    OverrideError,
+)
 from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
 from stylegallery.images import save_atomic, to_uint8  # noqa: E402
 from stylegallery.pipeline import (  # noqa: E402
@@ -85,7 +93,9 @@ def clear_upload_errors(widget: gr.Image) -> gr.Image:
         except gr.Error:
             raise
         except Exception as exc:  # Pillow raises many types on hostile files
-            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            path = getattr(payload, "path", None)
+            reason = _named_as_uploaded(str(exc), [path] if path else [])
+            reason = " ".join(reason.split())[:200] or type(exc).__name__
             raise gr.Error(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP image.") from None
 
     widget.preprocess = checked
@@ -120,35 +130,113 @@ def model_settings(base: DiffusionSettings) -> DiffusionSettings:
     )
 
 
+# What the page's one "Steps" setting means on each engine, and the range the library accepts for it
+# (DiffusionSettings.steps, ClassicSettings.iterations), as the CLI's --steps.
+STEPS = {"diffusion": ("optimisation timesteps", 1, 1000), "classic": ("iterations per patch size", 1, 20)}
+
+
 def make_settings(engine: str, preset_name: str, size: float, k_max: float, content_weight: float, steps: float,
                   seed: int) -> Settings:
-    """Widget values -> Settings. `content_weight` scales the preset's content weight (1 = the paper's)."""
+    """Widget values -> Settings; invalid values raise ValueError (no clamping).
+
+    As the CLI's --steps and --content-weight, `steps` and `content_weight` go to the engine that runs
+    (`Pipeline.resolve_engine`): diffusion timesteps or classic iterations per patch size. `content_weight`
+    scales the preset's content weight (1 = the preset's).
+    """
     base = preset(preset_name)  # type: ignore[arg-type]
-    base = dataclasses.replace(base, diffusion=model_settings(base.diffusion))
-    return dataclasses.replace(
-        base, engine=engine, seed=seed,
-        image=dataclasses.replace(base.image, size=int(size)),
-        regions=dataclasses.replace(base.regions, k_max=max(int(k_max), base.regions.k_min)),
-        diffusion=dataclasses.replace(base.diffusion, steps=int(steps),
-                                      content_weight=base.diffusion.content_weight * content_weight),
-        classic=dataclasses.replace(base.classic,
-                                    content_weight=min(10.0, base.classic.content_weight * content_weight)),
+    base = dataclasses.replace(
+        base, engine=engine, seed=seed, diffusion=model_settings(base.diffusion),
+        image=dataclasses.replace(base.image, size=_whole("size", size)),
+        regions=dataclasses.replace(base.regions, k_max=_whole("max regions", k_max)),
     )
+    runs_on, _ = get_pipeline().resolve_engine(base)
+    steps = _whole("steps", steps)
+    what, low, high = STEPS[runs_on]
+    if not low <= steps <= high:
+        raise ValueError(f"steps={steps} is out of range for the {runs_on} engine ({what}): choose {low} to {high}")
+    if runs_on == "classic":
+        return dataclasses.replace(base, classic=dataclasses.replace(
+            base.classic, iterations=steps, content_weight=base.classic.content_weight * content_weight))
+    return dataclasses.replace(base, diffusion=dataclasses.replace(
+        base.diffusion, steps=steps, content_weight=base.diffusion.content_weight * content_weight))
+
+
+def _whole(name: str, value: float) -> int:
+    if value is None or value != int(value):
+        raise ValueError(f"{name}={value!r} is invalid: expected a whole number")
+    return int(value)
+
+
+def steps_setting(engine: str, preset_name: str) -> dict:
+    """The Steps slider for the engine that `engine` runs on here: its meaning, range and the preset's value."""
+    runs_on, _ = get_pipeline().resolve_engine(Settings(engine=engine))  # type: ignore[arg-type]
+    what, low, high = STEPS[runs_on]
+    base = preset(preset_name)  # type: ignore[arg-type]
+    value = base.classic.iterations if runs_on == "classic" else base.diffusion.steps
+    return {"minimum": low, "maximum": high, "value": value, "label": "Steps",
+            "info": f"{runs_on} engine: {what}, {low} to {high} (the {preset_name} preset uses {value})"}
 
 
 def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
     """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices)."""
+    parsed: dict[int, tuple[int, int]] = {}
     try:
-        return {int(k) - 1: (int(v[0]) - 1, int(v[1]) - 1) for k, v in (overrides or {}).items() if v}
-    except (AttributeError, TypeError, ValueError, IndexError):
+        for key, value in (overrides or {}).items():
+            if value:  # None, [] or "": automatic
+                if not isinstance(value, (list, tuple)) or len(value) != 2:
+                    raise ValueError(value)
+                parsed[int(key)] = (int(value[0]), int(value[1]))
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
         raise gr.Error(f'Region choices {overrides!r} are malformed: expected e.g. {{"2": [1, 3]}}.') from None
+    for region, (style, style_region) in parsed.items():
+        if min(region, style, style_region) < 1:
+            raise gr.Error(f"Region choice R{region} → Style {style} · region {style_region} is invalid: regions and "
+                           "styles are numbered from 1.")
+    return {k - 1: (v[0] - 1, v[1] - 1) for k, v in parsed.items()}
+
+
+def _override_message(exc: OverrideError) -> str:
+    """The library's complaint about a region choice (0-based), in the page's numbers (R1, Style 1, region 1)."""
+    fix = "choose again under Personalise, or press “All regions automatic”."
+    region, target = exc.region, exc.target
+    if not isinstance(region, int):
+        return str(exc)  # not a choice the page can make
+    if region not in exc.content_regions:
+        have = ", ".join(f"R{i + 1}" for i in exc.content_regions)
+        return f"Your choice for region R{region + 1} cannot be used: this run found regions {have}; {fix}"
+    if target is None or len(target) != 2:
+        return str(exc)
+    style, style_region = target
+    if not 0 <= style < len(exc.style_regions):
+        return (f"Your choice R{region + 1} → Style {style + 1} cannot be used: this run has "
+                f"{len(exc.style_regions)} style images; {fix}")
+    have = ", ".join(str(r + 1) for r in exc.style_regions[style])
+    return (f"Your choice R{region + 1} → Style {style + 1} · region {style_region + 1} cannot be used: Style "
+            f"{style + 1} has regions {have}; {fix}")
 
 
 @gpu
 def generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
              size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
              request: gr.Request) -> Iterator[tuple]:
-    """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files."""
+    """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files.
+
+    A failure ends with the status line saying so, then the page error (gradio shows what was yielded before)."""
+    try:
+        yield from _generate(content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps,
+                             seed, randomize, request)
+    except gr.Error as exc:
+        yield _out(status=_status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed"))
+        raise
+    except Exception:
+        yield _out(status=_status("<b>Failed</b> with an unexpected error (details are in the server's log).",
+                                  "sg-failed"))
+        raise
+
+
+def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
+              size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
+              request: gr.Request) -> Iterator[tuple]:
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
     style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
@@ -172,45 +260,65 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
     stop = _STOP.setdefault(session, threading.Event())
     stop.clear()
     name, reason = get_pipeline().resolve_engine(settings)
+    # The last run's pictures go first: nothing on the page may pass for a picture of this run.
     yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({reason}): finding regions…"),
-               **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
+               region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
+               timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
-        yield from _stream(_run(content, style_paths, settings, parse_overrides(overrides), stop), session)
+        chosen = parse_overrides(overrides)
+        yield from _stream(_run(content, style_paths, settings, chosen, stop), session, keep_picks=bool(chosen))
     except Cancelled:
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
+    except OverrideError as exc:
+        raise gr.Error(_override_message(exc)) from None
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(_named_as_uploaded(str(exc), [content, *style_paths])) from None
     finally:
         _STOP.pop(session, None)  # only running sessions keep a flag
 
 
+def _named_as_uploaded(message: str, paths: list[str]) -> str:
+    """A library message with the server's copy of each upload ('/tmp/gradio/<hash>/cat.png') named by its file
+    name ('cat.png'), the name the user knows it by (gradio keeps the uploaded file's name)."""
+    for path in sorted(set(paths), key=len, reverse=True):
+        message = message.replace(path, Path(path).name)
+    return message
+
+
 def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: threading.Event) -> Iterator:
-    """`Pipeline.run`, falling back to the classic engine when the diffusion models cannot be loaded."""
+    """`Pipeline.run`; an explicitly chosen diffusion engine whose models cannot be loaded paints with classic.
+
+    For engine "auto" the pipeline itself falls back to classic and says why in the events' engine_reason. An
+    explicit "diffusion" that cannot load is an error in the library (the CLI exits 2 on it); the page paints with
+    the classic engine instead, warns, and gives the reason the same way.
+    """
     events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop.is_set)
+    if settings.engine != "diffusion":
+        yield from events
+        return
     try:
         first = next(events)
     except (ModelLoadError, EngineUnavailable) as exc:
-        if settings.engine == "classic":
-            raise
         gr.Warning(f"The diffusion models could not be loaded, so the classic engine paints instead: {exc}")
         classic = dataclasses.replace(settings, engine="classic")
-        reason = f"the diffusion models could not be loaded: {exc}"
         events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop.is_set),
-                              reason)
+                              f"the diffusion models could not be loaded: {exc}")
         first = next(events)
     yield first
     yield from events
 
 
 def _with_reason(events: Iterator, reason: str) -> Iterator:
+    """The events with `reason` as their engine_reason (why the engine that runs was chosen)."""
     for ev in events:
         if hasattr(ev, "engine_reason"):
             ev.engine_reason = reason
         yield ev
 
 
-def _stream(events: Iterator, session: str) -> Iterator[tuple]:
-    """Pipeline events -> page updates."""
+def _stream(events: Iterator, session: str, keep_picks: bool = False) -> Iterator[tuple]:
+    """Pipeline events -> page updates. `keep_picks`: the run has region choices, so the Personalise dropdowns keep
+    showing the user's last choice (the browser keeps a value that is still among the new choices)."""
     region_map = None
     for ev in events:
         if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
@@ -227,9 +335,13 @@ def _stream(events: Iterator, session: str) -> Iterator[tuple]:
             shown = {}
             if region_map is None:
                 region_map = shown["region_map"] = viz.region_overlay(ev.content_image, ev.content_labels)
-            yield _out(**shown, style_regions=style_maps,
-                       region_pick=gr.update(choices=[f"R{i + 1}" for i in range(n)], value="R1"),
-                       target_pick=gr.update(choices=targets, value="auto"), timings=_timings(ev.timings),
+            regions = [f"R{i + 1}" for i in range(n)]
+            if keep_picks:
+                picks = {"region_pick": gr.update(choices=regions), "target_pick": gr.update(choices=targets)}
+            else:
+                picks = {"region_pick": gr.update(choices=regions, value="R1"),
+                         "target_pick": gr.update(choices=targets, value="auto")}
+            yield _out(**shown, **picks, style_regions=style_maps, timings=_timings(ev.timings),
                        status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))
         elif isinstance(ev, Matched):
             rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
@@ -274,8 +386,8 @@ def _out(**updates: object) -> tuple:
     return tuple(updates.get(name, gr.skip()) for name in OUTPUTS)
 
 
-def _status(html: str) -> str:
-    return f"<div class='sg-status'>{html}</div>"
+def _status(text: str, kind: str = "") -> str:
+    return f"<div class='sg-status {kind}'>{text}</div>"
 
 
 def _timings(timings: dict[str, float]) -> str:
@@ -301,23 +413,38 @@ def _numbered(styles: list) -> list[tuple[str, str]]:
 
 
 def _overrides_text(overrides: dict) -> str:
-    chosen = [f"R{k} → Style {v[0]} · region {v[1]}" for k, v in overrides.items() if v]
+    chosen = [f"R{k} → {_target(v)}" for k, v in sorted(overrides.items(), key=lambda kv: int(kv[0])) if v]
     return "Your choices: " + (", ".join(chosen) if chosen else "none yet (every region is matched automatically).")
+
+
+def _target(choice: list[int] | None) -> str:
+    """[2, 3] -> "Style 2 · region 3" (the target dropdown's wording); None -> "auto"."""
+    return f"Style {choice[0]} · region {choice[1]}" if choice else "auto"
 
 
 def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     items = load_gallery(extra_galleries or [])
     contents, style_items = by_kind(items, "content"), by_kind(items, "style")
     engine_name, engine_reason = get_pipeline().resolve_engine(Settings())
-    no_overrides = ({}, _overrides_text({}))
+    # Region choices and the Personalise dropdowns: cleared together when the regions will change.
+    no_overrides = ({}, _overrides_text({}), gr.update(choices=[], value=None),
+                    gr.update(choices=["auto"], value="auto"))
 
     def pick_content(evt: gr.SelectData):
         return str(contents[evt.index].path), _thumbs(contents, {contents[evt.index].title}), *no_overrides
 
     def set_styles(styles: list):
-        if len(styles) > MAX_STYLES:
-            gr.Warning(f"{len(styles)} styles chosen: use at most {MAX_STYLES}; click a chosen style to remove it.")
         return _numbered(styles), _thumbs(style_items, set(_titles(styles))), *no_overrides
+
+    def take_uploads(styles: list | None):
+        """Uploads join the chosen styles; beyond MAX_STYLES they are refused, by name."""
+        styles = list(styles or [])
+        if len(styles) > MAX_STYLES:
+            refused = [Path(path).name for path, _ in styles[MAX_STYLES:]]
+            gr.Warning(f"At most {MAX_STYLES} styles: {', '.join(refused)} {'was' if len(refused) == 1 else 'were'} "
+                       "not added. Click a chosen style to remove it, then upload again.")
+            styles = styles[:MAX_STYLES]
+        return set_styles(styles)
 
     def toggle_style(styles: list | None, evt: gr.SelectData):
         item, styles, titles = style_items[evt.index], list(styles or []), _titles(styles)
@@ -332,12 +459,24 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     def drop_style(styles: list | None, evt: gr.SelectData):
         return set_styles([s for i, s in enumerate(styles or []) if i != evt.index])
 
-    def set_override(overrides: dict | None, region: str | None, target: str | None):
+    def clear_choices(overrides: dict | None):
+        """Region choices name regions of the last run: settings that change the regions make them meaningless."""
+        if any((overrides or {}).values()):
+            gr.Info("Your region choices were cleared: the new choice changes the regions.")
+        return no_overrides
+
+    def choose_target(overrides: dict | None, region: str | None, target: str | None):
+        """Choosing a target records it at once for the region shown (no separate "Set" to forget)."""
         if not region:
-            raise gr.Error("Generate first: the regions you can reassign appear after a run.")
+            gr.Info("Generate first: the regions you can reassign appear after a run.")
+            return gr.skip(), gr.skip()
         match = TARGET.fullmatch(target or "")
         overrides = {**(overrides or {}), region.lstrip("R"): [int(match[1]), int(match[2])] if match else None}
         return overrides, _overrides_text(overrides)
+
+    def show_choice(overrides: dict | None, region: str | None) -> str:
+        """The target dropdown shows the choice recorded for the region picked."""
+        return _target((overrides or {}).get((region or "").lstrip("R")))
 
     def stop_run(request: gr.Request) -> None:
         flag = _STOP.get(re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous")
@@ -352,19 +491,22 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 f"fits it best.</p><p class='sg-paper'>A reimplementation of <i>{PAPER}</i>.</p>{notice}</div>")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, elem_classes="sg-card"):
-                gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>")
+                gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>"
+                        "<p class='sg-hint'>Click a photo, or drop your own below.</p>")
                 content_gallery = gr.Gallery(_thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
                                              object_fit="cover", show_label=False, elem_id="content-gallery")
                 content = clear_upload_errors(gr.Image(  # image_mode=None: no full decode before the size check
                     type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
-                    label="Content (click a photo above, or drop your own here)", elem_id="content-image"))
+                    label="Content photo", elem_id="content-image"))
             with gr.Column(scale=7, elem_classes="sg-card"):
-                gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>")
+                gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>"
+                        "<p class='sg-hint'>Click a style to choose it; click it again, or under Chosen styles, to "
+                        "remove it. Or upload your own below.</p>")
                 style_gallery = gr.Gallery(_thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],
                                            object_fit="cover", show_label=False, elem_id="style-gallery")
                 styles = gr.Gallery([], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
                                     object_fit="cover", file_types=["image"], fit_columns=False,
-                                    label="Chosen styles (click one to remove it, or upload your own)",
+                                    label="Chosen styles",
                                     elem_id="chosen-styles")
         with gr.Row(elem_classes="sg-actions"):
             run = gr.Button("Generate", variant="primary", size="lg", elem_id="generate", scale=4)
@@ -372,23 +514,29 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
             with gr.Row():
                 engine = gr.Radio(["auto", "diffusion", "classic"], value="auto", label="Engine",
-                                  info="auto: diffusion on a GPU, else the weight-free classic engine")
+                                  info="auto: diffusion on a GPU, else the weight-free classic engine",
+                                  elem_id="engine")
                 preset_name = gr.Radio(["paper", "fast"], value="paper", label="Preset",
-                                       info="paper: the official defaults; fast: the accelerated schedule")
+                                       info="paper: the official defaults; fast: the accelerated schedule",
+                                       elem_id="preset")
             with gr.Row():
-                size = gr.Slider(256, 1024, value=512, step=64, label="Working size (px, long side)")
-                k_max = gr.Slider(2, 16, value=10, step=1, label="Max regions (K)")
+                size = gr.Slider(256, 1024, value=512, step=64, label="Working size (px, long side)", elem_id="size")
+                k_max = gr.Slider(2, 16, value=10, step=1, label="Max regions (K)", elem_id="k-max")
                 content_weight = gr.Slider(0, 3, value=1, step=0.05, label="Content weight",
                                            info="× the preset's weight; higher keeps more of the photo")
             with gr.Row():
-                steps = gr.Slider(1, 300, value=150, step=1, label="Diffusion steps")
+                # Built with every engine's range, so API callers may pass any engine's steps (gradio checks a
+                # slider's bounds); the page narrows it to the engine that runs when it loads.
+                steps = gr.Slider(step=1, elem_id="steps", **{**steps_setting("auto", "paper"), "minimum": 1,
+                                                             "maximum": max(high for _, _, high in STEPS.values())})
                 seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                 randomize = gr.Checkbox(False, label="Randomise seed")
         status = gr.HTML(_status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
         with gr.Row(equal_height=True):
             region_map = gr.Image(label="3 · Semantic regions of the content", type="pil", format="png",
-                                  interactive=False, elem_id="region-map")
-            result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result")
+                                  interactive=False, elem_id="region-map", min_width=300)
+            result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result",
+                              min_width=300)
         match_figure = gr.Image(label="Region matches", show_label=False, type="pil", format="png", interactive=False,
                                 elem_id="match-figure")
         with gr.Row():
@@ -399,10 +547,10 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             match_table = gr.Dataframe(headers=["Region", "Style", "Style region", "Score", "Set by"],
                                        interactive=False, elem_id="match-table")
             with gr.Row(equal_height=True):
-                region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick")
-                target_pick = gr.Dropdown(["auto"], value="auto", label="takes its look from", elem_id="target-pick")
-                apply = gr.Button("Set", elem_id="set-override")
-            overrides = gr.JSON({}, visible=False)
+                region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick", interactive=True)
+                target_pick = gr.Dropdown(["auto"], value="auto", label="takes its look from (applies at once)",
+                                          elem_id="target-pick", interactive=True)
+            overrides = gr.JSON({}, visible=False, elem_id="overrides")
             overrides_text = gr.Markdown(_overrides_text({}))
             with gr.Row():
                 regenerate = gr.Button("Regenerate with my choices", variant="primary", elem_id="regenerate")
@@ -414,24 +562,35 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             gr.Markdown("| Image | Kind | Licence | Source |\n|---|---|---|---|\n"
                         + "".join(f"| {i.title} | {i.kind} | {i.licence} | {i.source} |\n" for i in items))
 
-        private = {"api_visibility": "private", "queue": False}
-        choices = [overrides, overrides_text]
+        # The page's own small events: queued (gradio shows gr.Warning/gr.Info, and gr.Error's text, only for queued
+        # events) but never waiting behind a run (no concurrency limit), and without a progress overlay.
+        private = {"api_visibility": "private", "queue": True, "concurrency_limit": None, "show_progress": "hidden"}
+        choices = [overrides, overrides_text, region_pick, target_pick]
         content_gallery.select(pick_content, None, [content, content_gallery, *choices], **private)
         content.upload(lambda: (_thumbs(contents, set()), *no_overrides), None, [content_gallery, *choices],
                        **private)
         style_gallery.select(toggle_style, styles, [styles, style_gallery, *choices], **private)
         styles.select(drop_style, styles, [styles, style_gallery, *choices], **private)
-        styles.upload(lambda s: set_styles(list(s or [])), styles, [styles, style_gallery, *choices], **private)
-        apply.click(set_override, [overrides, region_pick, target_pick], choices, **private)
-        reset.click(lambda: no_overrides, None, choices, **private)
-        preset_name.change(lambda p: preset(p).diffusion.steps, preset_name, steps, **private)
+        styles.upload(take_uploads, styles, [styles, style_gallery, *choices], **private)
+        target_pick.input(choose_target, [overrides, region_pick, target_pick], [overrides, overrides_text], **private)
+        region_pick.input(show_choice, [overrides, region_pick], target_pick, **private)
+        reset.click(lambda: ({}, _overrides_text({}), "auto"), None, [overrides, overrides_text, target_pick],
+                    **private)
+        demo.load(lambda: gr.update(**steps_setting("auto", "paper")), None, steps, **private)
+        for widget in (engine, preset_name):  # Steps means what the engine that runs does with it
+            widget.change(lambda e, p: gr.update(**steps_setting(e, p)), [engine, preset_name], steps, **private)
+        for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
+            widget.change(clear_choices, overrides, choices, **private)
+        content.clear(lambda: no_overrides, None, choices, **private)
         stop.click(stop_run, None, None, **private)
         widgets = {"seed": seed, "status": status, "region_map": region_map, "result": result,
                    "match_figure": match_figure, "style_regions": style_regions, "timings": timings,
                    "match_table": match_table, "region_pick": region_pick, "target_pick": target_pick, **downloads}
         inputs = [content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps, seed, randomize]
-        run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate")
-        regenerate.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private")
+        # Progress (and gradio's "Error" badge) on the result only: the status line says what is going on.
+        run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate", show_progress_on=result)
+        regenerate.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private",
+                         show_progress_on=result)
     return demo
 
 

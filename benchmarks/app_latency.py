@@ -52,7 +52,7 @@ def main() -> int:
             job = client.submit(handle_file(str(GALLERY / "content" / content)),
                                 [{"image": handle_file(str(GALLERY / "style" / f"{s}.png")), "caption": None}
                                  for s in styles],
-                                {}, "classic", "paper", 512, 10, 1.0, 150, 42, False, api_name="/generate")
+                                {}, "classic", "paper", 512, 10, 1.0, 3, 42, False, api_name="/generate")
             for out in job:  # outputs in app.OUTPUTS order: 2 = region map, 10 = the result's download button
                 if region is None and isinstance(out[2], str):
                     region = time.perf_counter() - start

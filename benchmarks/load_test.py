@@ -317,7 +317,7 @@ def _submit_and_check(client: Any, i: int, content_path: Path, contents: list[np
     try:
         job = client.submit(handle_file(str(content_path)),
                             [{"image": handle_file(str(p)), "caption": None} for p in styles],
-                            {}, "classic", "paper", size, 6, 1.0, 150, 0, False, api_name="/generate")
+                            {}, "classic", "paper", size, 6, 1.0, 3, 0, False, api_name="/generate")
         outputs = job.result(timeout=max(1.0, deadline - time.monotonic()))
     except QueueError as exc:
         kind = "refused" if QUEUE_FULL in str(exc) else "error"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from stylegallery.config import MatchSettings
-from stylegallery.errors import InputError
+from stylegallery.errors import OverrideError
 from stylegallery.types import Match, RegionDescriptor
 
 
@@ -394,27 +394,28 @@ def _check_overrides(
     styles: Sequence[Sequence[RegionDescriptor]],
     pool: Sequence[tuple[int, RegionDescriptor]],
 ) -> dict[int, int]:
-    """Validated overrides as {content index: pool index}; a bad entry raises InputError naming the valid range."""
+    """Validated overrides as {content index: pool index}; a bad entry raises OverrideError naming the valid range."""
     content_index = {d.region: i for i, d in enumerate(content)}
     pool_index = {(j, d.region): p for p, (j, d) in enumerate(pool)}
+    have = {"content_regions": sorted(content_index), "style_regions": [sorted(d.region for d in s) for s in styles]}
     fixed: dict[int, int] = {}
     for key, value in overrides.items():
         if not _is_int(key) or int(key) not in content_index:
-            raise InputError(f"override for content region {key!r} is invalid: the content has regions "
-                             f"{_span(content_index)}; pick one of those")
+            raise OverrideError(f"override for content region {key!r} is invalid: the content has regions "
+                                f"{_span(content_index)}; pick one of those", key, value, **have)
         if value is None:
             continue
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2 \
                 or not all(_is_int(v) for v in value):
-            raise InputError(f"override for content region {key} is {value!r}: expected (style image, style region) "
-                             "as two integers, or None for automatic")
+            raise OverrideError(f"override for content region {key} is {value!r}: expected (style image, style "
+                                "region) as two integers, or None for automatic", key, value, **have)
         j, r = int(value[0]), int(value[1])
         if not 0 <= j < len(styles):
-            raise InputError(f"override {key} -> style image {j} is invalid: there are {len(styles)} style images, "
-                             f"numbered 0..{len(styles) - 1}")
+            raise OverrideError(f"override {key} -> style image {j} is invalid: there are {len(styles)} style "
+                                f"images, numbered 0..{len(styles) - 1}", key, value, **have)
         if (j, r) not in pool_index:
-            raise InputError(f"override {key} -> style region {r} of style image {j} is invalid: that image has "
-                             f"regions {_span([d.region for d in styles[j]])}")
+            raise OverrideError(f"override {key} -> style region {r} of style image {j} is invalid: that image has "
+                                f"regions {_span([d.region for d in styles[j]])}", key, value, **have)
         fixed[content_index[int(key)]] = pool_index[(j, r)]
     return fixed
 

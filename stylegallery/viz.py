@@ -32,6 +32,7 @@ _PALETTE = np.array(
 _BACKGROUND = (250, 250, 248)
 _INK = (30, 30, 34)
 _MUTED = (110, 110, 118)
+_RING = (214, 26, 120)  # the chosen style region in the match figure
 
 
 def region_colors(n: int) -> np.ndarray:
@@ -81,25 +82,50 @@ def region_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55, l
 
 
 def match_figure(content_image: np.ndarray, content_labels: np.ndarray, style_images: Sequence[np.ndarray],
-                 style_labels: Sequence[np.ndarray], matches: Sequence[Match], row_height: int = 120) -> Image.Image:
-    """Content regions on the left; one row per content region showing the style region it takes its look from."""
-    content = region_overlay(content_image, content_labels, legend=False)
-    n_regions = int(np.asarray(content_labels).max()) + 1
-    colors = region_colors(n_regions)
-    rows = sorted(matches, key=lambda m: m.content_region)
-    font = _font(max(13, row_height // 7))
-    small = _font(max(11, row_height // 9))
-    bold = _font(max(14, row_height // 6), bold=True)
+                 style_labels: Sequence[np.ndarray], matches: Sequence[Match],
+                 row_height: int | None = None) -> Image.Image:
+    """Content regions on the left; one row per content region showing the style region it takes its look from.
 
-    thumb_cache: dict[tuple[int, int], Image.Image] = {}
-    row_w = 0
-    row_images = []
-    for m in rows:
+    Sizes follow the working resolution: rows are 120 px high per 512 px of the content's long side (at least
+    120) unless `row_height` is given, and the content is shown at its own size (at least 360 px high).
+    """
+    content = region_overlay(content_image, content_labels, legend=False)
+    unit = max(1.0, max(content.size) / 512)
+    row_height = row_height or round(120 * unit)
+    n_regions = int(np.asarray(content_labels).max()) + 1
+    rows = _match_rows(style_images, style_labels, matches, n_regions, row_height)
+    content = _fit(content, 10**6, max(rows.height, content.height, 360))
+    pad = max(12, row_height // 10)
+    title = "Region matches: each content region takes its look from one style region"
+    bold = _font(max(14, row_height // 6), bold=True)
+    title_h = _text_size(title, bold)[1] + 2 * pad
+    width = max(content.width + rows.width + 3 * pad, _text_size(title, bold)[0] + 2 * pad)
+    figure = Image.new("RGB", (width, max(content.height, rows.height) + title_h + pad), _BACKGROUND)
+    ImageDraw.Draw(figure).text((pad, pad), title, font=bold, fill=_INK)
+    figure.paste(content, (pad, title_h))
+    figure.paste(rows, (content.width + 2 * pad, title_h))
+    return figure
+
+
+def _match_rows(style_images: Sequence[np.ndarray], style_labels: Sequence[np.ndarray], matches: Sequence[Match],
+                n_regions: int, row_height: int) -> Image.Image:
+    """One row per match (content colour, the highlighted style region, the pair and its scores), in one column,
+    or two beyond six rows. Rows grow beyond `row_height` when their text needs it."""
+    s = row_height / 120  # paddings scale with the rows
+    font, small = _font(max(13, row_height // 7)), _font(max(11, row_height // 9))
+    bold = _font(max(14, row_height // 6), bold=True)
+    gap, pad = max(8, round(8 * s)), max(12, round(12 * s))
+    text_h = sum(_text_size("Ag", f)[1] for f in (bold, font, small)) + 2 * gap
+    row_height = max(row_height, text_h + 2 * pad)
+    colors = region_colors(n_regions)
+    thumbs: dict[tuple[int, int], Image.Image] = {}
+    rows = []
+    for m in sorted(matches, key=lambda m: m.content_region):
         key = (m.style_image, m.style_region)
-        if key not in thumb_cache:
-            thumb_cache[key] = _highlight(style_images[m.style_image], style_labels[m.style_image], m.style_region,
-                                          row_height - 16)
-        thumb = thumb_cache[key]
+        if key not in thumbs:
+            thumbs[key] = _highlight(style_images[m.style_image], style_labels[m.style_image], m.style_region,
+                                     row_height - 2 * gap)
+        thumb = thumbs[key]
         who = "you" if m.source == "user" else "auto"
         lines = [
             (f"R{m.content_region + 1}  \u2192  Style {m.style_image + 1}, region {m.style_region + 1}", bold, _INK),
@@ -107,60 +133,73 @@ def match_figure(content_image: np.ndarray, content_labels: np.ndarray, style_im
             ("stat {statistical:.2f} \u00b7 sem {semantic:.2f} \u00b7 pos {positional:.2f}".format(
                 **{k: m.terms.get(k, 0.0) for k in ("statistical", "semantic", "positional")}), small, _MUTED),
         ]
-        text_w = max(_text_size(text, f)[0] for text, f, _ in lines)
-        row = Image.new("RGB", (28 + thumb.width + 16 + text_w + 16, row_height), _BACKGROUND)
+        bar = max(12, round(12 * s))
+        x_text = bar + 2 * gap + thumb.width + 2 * gap
+        row = Image.new("RGB", (x_text + max(_text_size(t, f)[0] for t, f, _ in lines) + 2 * gap, row_height),
+                        _BACKGROUND)
         d = ImageDraw.Draw(row)
-        d.rectangle([6, 8, 18, row_height - 8], fill=tuple(int(c) for c in colors[m.content_region]))
-        row.paste(thumb, (28, (row_height - thumb.height) // 2))
-        x, y = 28 + thumb.width + 16, 12
+        color = tuple(int(c) for c in colors[m.content_region])
+        d.rectangle([gap // 2, gap, gap // 2 + bar, row_height - gap], fill=color)
+        row.paste(thumb, (bar + 2 * gap, (row_height - thumb.height) // 2))
+        y = (row_height - text_h) // 2
         for text, f, color in lines:
-            d.text((x, y), text, font=f, fill=color)
-            y += _text_size(text, f)[1] + 8
-        row_images.append(row)
-        row_w = max(row_w, row.width)
-
-    # Content on the left at the height of the rows (or at least 360 px), rows stacked in one or two columns.
-    per_column = max(1, int(np.ceil(len(row_images) / (2 if len(row_images) > 6 else 1))))
-    columns = [row_images[i:i + per_column] for i in range(0, len(row_images), per_column)]
-    rows_h = per_column * row_height
-    content_h = max(360, rows_h)
-    content = _fit(content, 10**6, content_h)
-    title = "Region matches: each content region takes its look from one style region"
-    total_w = max(content.width + 24 + len(columns) * (row_w + 12), _text_size(title, bold)[0] + 24)
-    figure = Image.new("RGB", (total_w, max(content.height, rows_h) + 56), _BACKGROUND)
-    d = ImageDraw.Draw(figure)
-    d.text((12, 10), title, font=bold, fill=_INK)
-    figure.paste(content, (12, 48))
-    x = content.width + 24
-    for column in columns:
+            d.text((x_text, y), text, font=f, fill=color)
+            y += _text_size("Ag", f)[1] + gap
+        rows.append(row)
+    if not rows:
+        return Image.new("RGB", (1, 1), _BACKGROUND)
+    per_column = int(np.ceil(len(rows) / (2 if len(rows) > 6 else 1)))
+    columns = [rows[i:i + per_column] for i in range(0, len(rows), per_column)]
+    row_w = max(r.width for r in rows)
+    out = Image.new("RGB", (len(columns) * row_w + (len(columns) - 1) * pad, per_column * row_height), _BACKGROUND)
+    for c, column in enumerate(columns):
         for i, row in enumerate(column):
-            figure.paste(row, (x, 48 + i * row_height))
-        x += row_w + 12
-    return figure
+            out.paste(row, (c * (row_w + pad), i * row_height))
+    return out
 
 
-def panel(result: Result, height: int = 512) -> Image.Image:
-    """content | regions | matches | result, captioned, each scaled to `height`: one picture for a slide."""
+def panel(result: Result, min_height: int = 360) -> Image.Image:
+    """content | regions | style images | matches | result, captioned: one picture for a slide.
+
+    The content, its regions and the result are shown at the working size (nothing is rescaled); the style
+    images and the matches fill the same height (at least `min_height`), and the text scales with it.
+    """
+    return _panel_layout(result, min_height)[0]
+
+
+def _panel_layout(result: Result, min_height: int = 360) -> tuple[Image.Image, list[dict[str, object]]]:
+    """The panel and, per column, its caption, the caption's text box and the column's box (x0, y0, x1, y1)."""
+    content, output = images_to_pil(result.content_image), images_to_pil(result.image)
+    body = max(output.height, content.height, min_height)
+    n_regions = int(np.asarray(result.content_labels).max()) + 1
+    per_column = int(np.ceil(len(result.matches) / (2 if len(result.matches) > 6 else 1))) or 1
+    rows = _match_rows(result.style_images, result.style_labels, result.matches, n_regions,
+                       max(48, min(body // per_column, body // 3)))
     parts = [
-        ("Content", images_to_pil(result.content_image)),
+        ("Content", content),
         ("Semantic regions", region_overlay(result.content_image, result.content_labels, legend=False)),
-        ("Style images", _style_strip(result.style_images, result.style_labels, height)),
-        ("Region matches", match_figure(result.content_image, result.content_labels, result.style_images,
-                                        result.style_labels, result.matches)),
-        (f"Result ({result.engine} engine)", images_to_pil(result.image)),
+        ("Style images", _style_strip(result.style_images, result.style_labels, body)),
+        ("Region matches", rows),  # the content's regions are the column before: not drawn again
+        (f"Result ({result.engine} engine)", output),
     ]
-    font = _font(max(16, height // 20), bold=True)
-    scaled = [(title, _fit(img, 10**6, height)) for title, img in parts]
-    caption_h = _text_size("Ag", font)[1] + 20
-    width = sum(img.width for _, img in scaled) + 16 * (len(scaled) + 1)
-    canvas = Image.new("RGB", (width, height + caption_h + 16), _BACKGROUND)
-    d = ImageDraw.Draw(canvas)
-    x = 16
-    for title, img in scaled:
-        d.text((x, 8), title, font=font, fill=_INK)
-        canvas.paste(img, (x, caption_h))
-        x += img.width + 16
-    return canvas
+    body = max(body, *(img.height for _, img in parts))
+    margin = max(16, body // 40)
+    font = _font(max(16, body // 22), bold=True)
+    caption_h = _text_size("Ag", font)[1] + 2 * margin
+    widths = [max(img.width, _text_size(title, font)[0]) for title, img in parts]  # a caption never overhangs
+    canvas = Image.new("RGB", (sum(widths) + margin * (len(parts) + 1), caption_h + body + margin), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    layout = []
+    x = margin
+    for (title, img), width in zip(parts, widths):
+        draw.text((x, margin), title, font=font, fill=_INK)
+        y = caption_h + (body - img.height) // 2  # centred in the row of pictures
+        canvas.paste(img, (x + (width - img.width) // 2, y))
+        layout.append({"title": title, "text": draw.textbbox((x, margin), title, font=font),
+                       "column": (x, margin, x + width, caption_h + body),
+                       "image": (x + (width - img.width) // 2, y, x + (width + img.width) // 2, y + img.height)})
+        x += width + margin
+    return canvas, layout
 
 
 def images_to_pil(image: np.ndarray) -> Image.Image:
@@ -252,32 +291,46 @@ def _with_title(canvas: Image.Image, title: str | None) -> Image.Image:
 
 
 def _highlight(image: np.ndarray, labels: np.ndarray, region: int, height: int) -> Image.Image:
-    """The style image with `region` outlined and the rest dimmed, scaled to `height`."""
-    rgb = _as_uint8(image).astype(np.float32)
-    full = upsample_labels(np.asarray(labels), rgb.shape[0], rgb.shape[1])
+    """The style image scaled to `height`: `region` in full colour, ringed and numbered; the rest pale grey."""
+    thumb = np.asarray(_fit(images_to_pil(image), 10**6, height)).astype(np.float32)
+    full = upsample_labels(np.asarray(labels), thumb.shape[0], thumb.shape[1])
     inside = full == region
-    out = np.where(inside[..., None], rgb, rgb * 0.3 + 255 * 0.7 * 0.35)
-    border = _edges(inside.astype(np.int32)) & inside
-    out[border] = (255, 64, 64)
-    return _fit(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)), 10**6, height)
+    grey = thumb.mean(axis=2, keepdims=True) * 0.35 + 150  # (h, w, 1)
+    out = np.where(inside[..., None], thumb, np.broadcast_to(grey, thumb.shape))
+    if inside.any():  # a ring just outside the region, so even its small pieces keep their own pixels
+        import cv2
+
+        width = max(2, height // 45)
+        kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+        ring = (cv2.dilate(inside.astype(np.uint8), kernel) > 0) & ~inside
+        out[ring] = _RING
+    picture = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+    point = _inner_point(inside)
+    if point is not None:
+        _badge(ImageDraw.Draw(picture), point, str(region + 1), _font(max(10, height // 8), bold=True), _RING)
+    return picture
 
 
 def _style_strip(style_images: Sequence[np.ndarray], style_labels: Sequence[np.ndarray], height: int) -> Image.Image:
-    """Style images stacked vertically, each with its numbered regions and a caption readable at `height`."""
+    """Style images in one column (in rows of two beyond two images), each with its numbered regions and a caption
+    readable at `height`."""
     font = _font(max(12, height // 26), bold=True)
-    caption_h = _text_size("Style 9", font)[1] + 8
-    gap = 8
+    gap = max(8, height // 60)
+    caption_h = _text_size("Style 9", font)[1] + gap
     n = max(1, len(style_images))
-    tile_h = max(24, (height - gap * (n - 1)) // n - caption_h)
+    columns = 1 if n <= 2 else 2
+    rows = int(np.ceil(n / columns))
+    tile_h = max(24, (height - gap * (rows - 1)) // rows - caption_h)
     tiles = [_fit(region_overlay(img, lab, alpha=0.35, legend=False), 10**6, tile_h)
              for img, lab in zip(style_images, style_labels)]
-    strip = Image.new("RGB", (max(max(t.width for t in tiles), 120), height), _BACKGROUND)
+    col_w = max([t.width for t in tiles] + [_text_size(f"Style {n}", font)[0]])
+    strip = Image.new("RGB", (columns * col_w + (columns - 1) * gap,
+                              max(height, rows * (caption_h + tile_h + gap) - gap)), _BACKGROUND)
     draw = ImageDraw.Draw(strip)
-    y = 0
     for i, tile in enumerate(tiles):
-        draw.text((0, y), f"Style {i + 1}", font=font, fill=_INK)
-        strip.paste(tile, (0, y + caption_h))
-        y += caption_h + tile.height + gap
+        x, y = (i % columns) * (col_w + gap), (i // columns) * (caption_h + tile_h + gap)
+        draw.text((x, y), f"Style {i + 1}", font=font, fill=_INK)
+        strip.paste(tile, (x, y + caption_h))
     return strip
 
 

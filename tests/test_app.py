@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import shutil
 import socket
@@ -42,6 +43,11 @@ OUT = {name: i for i, name in enumerate(app.OUTPUTS)}
 def _is_set(value: object) -> bool:
     """Whether a streamed output carries a value (gr.skip() is {"__type__": "update"})."""
     return not (isinstance(value, dict) and value == {"__type__": "update"})
+
+
+def _shows(value: object) -> bool:
+    """Whether a streamed output puts something on the page (not skipped, not cleared)."""
+    return _is_set(value) and value is not None and not (isinstance(value, (list, str)) and not value)
 
 
 def _free_port() -> int:
@@ -100,7 +106,7 @@ def fake(monkeypatch, tmp_path):
 
 
 def _generate(content=None, styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
-              weight=1.0, steps=150, seed=7, randomize=False):
+              weight=1.0, steps=3, seed=7, randomize=False):
     uploads = Path(gr.utils.get_upload_folder())  # the fake fixture put copies of CONTENT and STYLES there
     content = str(uploads / CONTENT.name) if content is None else content
     styles = [(str(uploads / p.name), None) for p in STYLES] if styles is None else styles
@@ -112,25 +118,105 @@ def _generate(content=None, styles=None, overrides=None, engine="auto", preset="
 # ---- settings and overrides --------------------------------------------------------------------
 
 def test_make_settings_maps_every_widget():
-    s = app.make_settings("classic", "fast", 320, 6, 2.0, 40, 123)
+    s = app.make_settings("classic", "fast", 320, 6, 2.0, 5, 123)
     base = app.preset("fast")
-    assert (s.engine, s.preset, s.seed, s.image.size, s.regions.k_max, s.diffusion.steps) == (
-        "classic", "fast", 123, 320, 6, 40)
-    assert s.diffusion.content_weight == pytest.approx(2 * base.diffusion.content_weight)
-    assert s.classic.content_weight == pytest.approx(2 * base.classic.content_weight)
+    assert (s.engine, s.preset, s.seed, s.image.size, s.regions.k_max) == ("classic", "fast", 123, 320, 6)
+    # steps and content weight go to the engine that runs, as the CLI's --steps and --content-weight
+    assert s.classic.iterations == 5 and s.classic.content_weight == pytest.approx(2 * base.classic.content_weight)
+    assert s.diffusion.steps == base.diffusion.steps and s.diffusion.content_weight == base.diffusion.content_weight
     assert s.classic.scales == base.classic.scales  # the preset's other values stay
+    d = app.make_settings("diffusion", "fast", 320, 6, 2.0, 40, 123)
+    assert d.diffusion.steps == 40 and d.diffusion.content_weight == pytest.approx(2 * base.diffusion.content_weight)
+    assert d.classic == base.classic
 
 
-def test_make_settings_rejects_invalid_values():
-    with pytest.raises(ValueError, match="size"):
-        app.make_settings("classic", "paper", 32, 6, 1.0, 40, 1)
+def test_steps_follow_the_engine_that_runs_like_the_cli(fake):
+    from stylegallery.cli import build_parser, settings_from_args
+
+    for engine, steps in (("auto", 4), ("classic", 7), ("diffusion", 300)):  # the fake resolves auto to classic
+        runs_on, _ = fake.resolve_engine(app.Settings(engine=engine))
+        args = build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", "--engine", engine,
+                                          "--steps", str(steps)])
+        cli = settings_from_args(args, runs_on)
+        page = app.make_settings(engine, "paper", 512, 10, 1.0, steps, 42)
+        assert (page.classic.iterations, page.diffusion.steps) == (cli.classic.iterations, cli.diffusion.steps)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("classic", "paper", 32, 6, 1.0, 3, 1), "size=32 is invalid"),
+    (("classic", "paper", 320.5, 6, 1.0, 3, 1), "size=320.5 is invalid: expected a whole number"),
+    (("classic", "paper", 512, 1, 1.0, 3, 1), "k_max=1 is invalid: expected 2..32"),  # not raised to k_min
+    (("classic", "paper", 512, 6, 20.0, 3, 1), "content_weight=20.0 is invalid: expected 0..10"),  # not clamped
+    (("classic", "paper", 512, 6, 1.0, 150, 1),
+     "steps=150 is out of range for the classic engine \\(iterations per patch size\\): choose 1 to 20"),
+    (("diffusion", "paper", 512, 6, 1.0, 0, 1), "steps=0 is out of range for the diffusion engine"),
+    (("classic", "paper", 512, 6, 1.0, 2.5, 1), "steps=2.5 is invalid: expected a whole number"),
+])
+def test_make_settings_rejects_invalid_values(args, message):
+    with pytest.raises(ValueError, match=message):
+        app.make_settings(*args)
+
+
+@pytest.mark.parametrize("engine", ["classic", "diffusion"])
+def test_the_steps_ranges_are_the_librarys(engine):
+    from stylegallery.config import ClassicSettings, DiffusionSettings
+
+    _, low, high = app.STEPS[engine]
+    make = (lambda n: ClassicSettings(iterations=n)) if engine == "classic" else (lambda n: DiffusionSettings(steps=n))
+    make(low), make(high)
+    for outside in (low - 1, high + 1):
+        with pytest.raises(ValueError):
+            make(outside)
+
+
+def test_the_steps_slider_shows_the_range_of_the_engine_that_runs(fake):
+    classic = app.steps_setting("classic", "paper")
+    paper = app.preset("paper").classic.iterations
+    assert (classic["minimum"], classic["maximum"], classic["value"]) == (1, 20, paper)
+    assert classic["info"] == f"classic engine: iterations per patch size, 1 to 20 (the paper preset uses {paper})"
+    diffusion = app.steps_setting("diffusion", "fast")
+    assert (diffusion["maximum"], diffusion["value"]) == (1000, app.preset("fast").diffusion.steps)
+    assert app.steps_setting("auto", "paper")["maximum"] == 20  # the fake runs auto on classic
+    demo = app.build_demo()
+    steps = _component(demo, "steps")  # built wide, so API callers may pass any engine's steps...
+    assert (steps.minimum, steps.maximum, steps.value) == (1, 1000, app.preset("paper").classic.iterations)
+    on_load = next(fn.fn for fn in demo.fns.values() if (demo._id, "load") in fn.targets and steps in fn.outputs)
+    assert on_load()["maximum"] == 20  # ...and narrowed to the engine that runs when the page loads
+    engine = _component(demo, "engine")
+    update = next(fn.fn for fn in demo.fns.values() if (engine._id, "change") in fn.targets and steps in fn.outputs)
+    assert update("diffusion", "paper")["maximum"] == 1000
 
 
 def test_parse_overrides_turns_page_numbers_into_library_indices():
     assert app.parse_overrides({"2": [1, 3], "4": None}) == {1: (0, 2)}
     assert app.parse_overrides(None) == {}
-    with pytest.raises(gr.Error, match="malformed"):
-        app.parse_overrides({"two": [1, 3]})
+    for bad in ({"two": [1, 3]}, {"2": [1]}, {"2": [1, 2, 3]}, {"2": "13"}, ["2"]):
+        with pytest.raises(gr.Error, match="malformed"):
+            app.parse_overrides(bad)
+    with pytest.raises(gr.Error, match="R0 → Style 1 · region 1 is invalid: regions and styles are numbered from 1"):
+        app.parse_overrides({"0": [1, 1]})
+
+
+def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):
+    from stylegallery.errors import OverrideError
+
+    return OverrideError("0-based library text", region, target, list(content_regions),
+                         [list(r) for r in style_regions])
+
+
+@pytest.mark.parametrize(("region", "target", "message"), [
+    (3, (0, 0), "Your choice for region R4 cannot be used: this run found regions R1, R2; choose again"),
+    (1, (4, 0), "Your choice R2 → Style 5 cannot be used: this run has 2 style images; choose again"),
+    (0, (1, 2), "Your choice R1 → Style 2 · region 3 cannot be used: Style 2 has regions 1, 2; choose again"),
+])
+def test_override_errors_use_the_page_numbers(region, target, message):
+    assert app._override_message(_override_error(region, target)).startswith(message)
+
+
+def test_a_stale_override_is_a_page_error_in_page_numbers(fake):
+    fake.error = _override_error(3, (0, 0))
+    with pytest.raises(gr.Error, match="Your choice for region R4 cannot be used: this run found regions R1, R2"):
+        _generate(overrides={"4": [1, 1]})
 
 
 # ---- the handler, on the fake pipeline ---------------------------------------------------------
@@ -140,7 +226,7 @@ def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
     assert all(len(o) == len(app.OUTPUTS) for o in outputs)
 
     def first(name: str) -> int:
-        return next(i for i, o in enumerate(outputs) if _is_set(o[OUT[name]]))
+        return next(i for i, o in enumerate(outputs) if _shows(o[OUT[name]]))
 
     assert outputs[0][OUT["seed"]] == 7 and "classic" in outputs[0][OUT["status"]]
     assert first("region_map") < first("match_figure") < first("result")
@@ -176,6 +262,7 @@ def test_overrides_and_random_seed_reach_the_pipeline(fake):
         ({"styles": []}, "Choose at least one style image"),
         ({"styles": [(str(STYLES[0]), None)] * 6}, "6 style images chosen: use at most 5"),
         ({"size": 10}, "Invalid setting: size=10"),
+        ({"steps": 150}, "Invalid setting: steps=150 is out of range for the classic engine"),
     ],
 )
 def test_bad_inputs_become_page_errors(fake, kwargs, message):
@@ -209,6 +296,75 @@ def test_library_errors_become_page_errors(fake):
         _generate()
 
 
+def test_page_errors_name_uploads_by_their_file_name_not_the_servers_copy(fake):
+    uploads = Path(gr.utils.get_upload_folder())
+    copy = str(uploads / STYLES[1].name)
+    fake.error = InputError(f"style image 2 {copy!r} is not an image Pillow can read; use PNG, JPEG, WebP")
+    with pytest.raises(gr.Error) as info:
+        _generate()
+    assert info.value.message.startswith(f"style image 2 '{STYLES[1].name}' is not an image")
+    assert str(uploads) not in info.value.message
+
+
+def test_an_unreadable_content_upload_is_named_by_its_file_name(tmp_path):
+    from gradio.data_classes import ImageData
+
+    folder = tmp_path / "0123abcd"
+    folder.mkdir()
+    (folder / "my notes.png").write_text("not a picture")
+    widget = app.clear_upload_errors(gr.Image(type="filepath", image_mode=None))
+    with pytest.raises(gr.Error) as info:
+        widget.preprocess(ImageData(path=str(folder / "my notes.png"), orig_name="my notes.png"))
+    assert "my notes.png" in info.value.message and str(folder) not in info.value.message
+
+
+def _generate_until_error(**kwargs) -> tuple[list, gr.Error]:
+    """The outputs a failing run streams before its page error, and the error."""
+    uploads = Path(gr.utils.get_upload_folder())
+    kwargs.setdefault("content", str(uploads / CONTENT.name))
+    kwargs.setdefault("styles", [(str(uploads / p.name), None) for p in STYLES])
+    args = {"overrides": None, "engine": "auto", "preset": "paper", "size": 256, "k_max": 10, "weight": 1.0,
+            "steps": 3, "seed": 7, "randomize": False, **kwargs}
+    outputs = []
+    with pytest.raises(gr.Error) as info:
+        for o in app.generate(args["content"], args["styles"], args["overrides"], args["engine"], args["preset"],
+                              args["size"], args["k_max"], args["weight"], args["steps"], args["seed"],
+                              args["randomize"], gr.Request()):
+            outputs.append(o)
+    return outputs, info.value
+
+
+@pytest.mark.parametrize("where", ["mid-run", "before the run"])
+def test_a_failed_run_says_so_in_the_status_line(fake, where):
+    if where == "mid-run":
+        fake.error = InputError("style image 2 is not an image Pillow can read; use PNG, JPEG, WebP")
+        outputs, error = _generate_until_error()
+    else:
+        outputs, error = _generate_until_error(styles=[])
+    statuses = [o[OUT["status"]] for o in outputs if _is_set(o[OUT["status"]])]
+    assert "Failed:" in statuses[-1] and html.escape(str(error.message)) in statuses[-1]
+    assert "finding regions" not in statuses[-1] and "sg-failed" in statuses[-1]
+
+
+def test_an_unexpected_failure_also_ends_the_status_line(fake):
+    fake.error = RuntimeError("boom")
+    outputs = []
+    with pytest.raises(RuntimeError):
+        for o in app.generate(str(Path(gr.utils.get_upload_folder()) / CONTENT.name),
+                              [(str(Path(gr.utils.get_upload_folder()) / STYLES[0].name), None)], None, "auto",
+                              "paper", 256, 10, 1.0, 3, 7, False, gr.Request()):
+            outputs.append(o)
+    assert "Failed" in outputs[-1][OUT["status"]] and "painting" not in outputs[-1][OUT["status"]]
+
+
+def test_a_new_run_clears_the_last_runs_pictures_first(fake):
+    first = _generate()[0]
+    for name in ("region_map", "result", "match_figure"):
+        assert first[OUT[name]] is None, name
+    assert first[OUT["style_regions"]] == [] and first[OUT["match_table"]] == []
+    assert all(first[OUT[f"dl_{k}"]]["interactive"] is False for k in app.DOWNLOADS)
+
+
 def test_diffusion_is_refused_without_a_gpu(fake, monkeypatch):
     monkeypatch.setattr(app, "gpu_device", lambda: (None, "no GPU found"))
     with pytest.raises(gr.Error, match="needs a GPU and this machine has none"):
@@ -220,7 +376,7 @@ def test_model_locations_and_gpu_come_from_the_environment(monkeypatch):
     monkeypatch.setattr(app, "gpu_device", lambda: ("cuda", "GPU found"))
     monkeypatch.setenv("STYLEGALLERY_SD_MODEL", "/models/sd15")
     monkeypatch.setenv("STYLEGALLERY_DEPTH_MODEL", "none")
-    d = app.make_settings("auto", "paper", 512, 10, 1.0, 150, 0).diffusion
+    d = app.make_settings("diffusion", "paper", 512, 10, 1.0, 150, 0).diffusion
     assert (d.sd_model, d.depth_model, d.device, d.dtype) == ("/models/sd15", None, "cuda", "float16")
 
 
@@ -230,7 +386,7 @@ def test_unloadable_models_fall_back_to_classic_with_a_clear_status(fake, monkey
     with pytest.warns(UserWarning, match="classic engine paints instead"):
         outputs = _generate(engine="diffusion")
     assert [r["settings"].engine for r in fake.runs] == ["diffusion", "classic"]
-    status = outputs[next(i for i, o in enumerate(outputs) if _is_set(o[OUT["region_map"]]))][OUT["status"]]
+    status = outputs[next(i for i, o in enumerate(outputs) if _shows(o[OUT["region_map"]]))][OUT["status"]]
     assert "<b>classic</b> engine (the diffusion models could not be loaded" in status
     assert "done in" in outputs[-1][OUT["status"]]
 
@@ -257,6 +413,70 @@ def test_build_demo_offers_the_gallery_and_one_public_endpoint(fake):
     assert list(endpoints) == ["/generate"]
     names = [p["parameter_name"] for p in endpoints["/generate"]["parameters"]]
     assert names[:3] == ["content", "styles", "overrides"]
+
+
+def _component(demo, elem_id: str):
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+
+@pytest.mark.parametrize("elem_id", ["engine", "preset", "size", "k-max"])
+def test_settings_that_change_the_regions_clear_the_region_choices(fake, elem_id, capsys):
+    demo = app.build_demo()
+    widget, overrides = _component(demo, elem_id), _component(demo, "overrides")
+    clearing = [fn for fn in demo.fns.values()
+                if (widget._id, "change") in fn.targets
+                and overrides in fn.outputs]
+    assert len(clearing) == 1, f"no change of {elem_id} clears the region choices"
+    cleared = clearing[0].fn({"1": [2, 1]})
+    assert cleared[0] == {} and "none yet" in cleared[1]
+    assert "region choices were cleared" in capsys.readouterr().out  # gr.Info outside a request prints
+
+
+def test_the_pages_own_events_are_queued_so_their_messages_reach_the_page(fake):
+    demo = app.build_demo()
+    private = [fn for fn in demo.fns.values() if fn.api_visibility == "private"]
+    assert len(private) >= 8 and all(fn.queue for fn in private)  # gradio drops gr.Warning/gr.Info otherwise
+    assert all(fn.concurrency_limit is None for fn in private if fn.fn is not app.generate)  # never behind a run
+
+
+def test_an_upload_beyond_five_styles_is_refused_by_name(fake):
+    demo = app.build_demo()
+    styles = _component(demo, "chosen-styles")
+    upload = next(fn for fn in demo.fns.values() if (styles._id, "upload") in fn.targets)
+    chosen = [(f"/uploads/style-{i}.png", None) for i in range(7)]
+    with pytest.warns(UserWarning, match=r"At most 5 styles: style-5.png, style-6.png were not added"):
+        kept, *_ = upload.fn(chosen)
+    assert [path for path, _ in kept] == [f"/uploads/style-{i}.png" for i in range(5)]
+    kept, *_ = upload.fn(chosen[:2])
+    assert [caption for _, caption in kept] == ["1: style-0.png", "2: style-1.png"]
+
+
+def _handler(demo, elem_id: str, event: str):
+    widget = _component(demo, elem_id)
+    return next(fn.fn for fn in demo.fns.values() if (widget._id, event) in fn.targets)
+
+
+def test_choosing_a_target_records_it_at_once_and_the_region_shows_its_choice(fake, capsys):
+    demo = app.build_demo()
+    choose, show = _handler(demo, "target-pick", "input"), _handler(demo, "region-pick", "input")
+    overrides, text = choose({"1": [1, 2]}, "R4", "Style 1 · region 1")
+    assert overrides == {"1": [1, 2], "4": [1, 1]}
+    assert text == "Your choices: R1 → Style 1 · region 2, R4 → Style 1 · region 1"
+    assert show(overrides, "R4") == "Style 1 · region 1" and show(overrides, "R2") == "auto"
+    overrides, text = choose(overrides, "R4", "auto")
+    assert overrides["4"] is None and "R4" not in text and show(overrides, "R4") == "auto"
+    assert choose({}, None, "auto") == (gr.skip(), gr.skip())  # before a run: nothing to choose for
+    assert "Generate first" in capsys.readouterr().out
+
+
+def test_after_a_run_the_dropdowns_keep_the_users_choice(fake):
+    def picks(outputs):
+        return next((o[OUT["region_pick"]], o[OUT["target_pick"]]) for o in outputs if _is_set(o[OUT["region_pick"]]))
+
+    region, target = picks(_generate())  # no choices yet: the first region, automatic
+    assert (region["value"], target["value"]) == ("R1", "auto") and region["choices"] == ["R1", "R2"]
+    region, target = picks(_generate(overrides={"2": [1, 1]}))  # choices only: the browser keeps what it shows
+    assert "value" not in region and "value" not in target and "Style 2 · region 2" in target["choices"]
 
 
 def test_launch_serves_only_the_gallery_and_assets():
@@ -295,7 +515,7 @@ def _submit(client, styles=STYLES, overrides=None, size=256):
     from gradio_client import handle_file
 
     return client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(p)), "caption": None} for p in styles],
-                         overrides or {}, "classic", "paper", size, 6, 1.0, 150, 0, False, api_name="/generate")
+                         overrides or {}, "classic", "paper", size, 6, 1.0, 3, 0, False, api_name="/generate")
 
 
 def test_client_streams_region_map_before_the_final_image(client):
@@ -319,9 +539,18 @@ def test_client_override_reruns_only_the_transfer(client):
     before = dict(stats.misses)
     outputs = list(_submit(client, overrides={"1": [2, 1]}))
     assert dict(stats.misses) == before  # stages 1-2 came from the cache
-    rows = next(o[OUT["match_table"]] for o in outputs if isinstance(o[OUT["match_table"]], dict)
-                and "data" in o[OUT["match_table"]])["data"]
+    rows = next(o[OUT["match_table"]]["data"] for o in outputs if isinstance(o[OUT["match_table"]], dict)
+                and o[OUT["match_table"]].get("data"))
     assert rows[0][:3] == ["R1", "Style 2", "region 1"] and rows[0][4] == "you"
+
+
+def test_client_gets_region_choice_errors_in_page_numbers(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"Your choice for region R17 cannot be used: this run found regions R1, R2"):
+        _submit(client, overrides={"17": [1, 1]}).result()
+    with pytest.raises(AppError, match=r"Your choice R1 → Style 1 · region 40 cannot be used: Style 1 has regions 1,"):
+        _submit(client, overrides={"1": [1, 40]}).result()
 
 
 def test_client_gets_clear_errors_and_the_app_keeps_serving(client, tmp_path):
@@ -331,6 +560,7 @@ def test_client_gets_clear_errors_and_the_app_keeps_serving(client, tmp_path):
         _submit(client, styles=[]).result()  # iterating a failed job ends quietly; result() raises
     bogus = tmp_path / "not-an-image.png"  # a text file named .png
     bogus.write_text("hello")
-    with pytest.raises(AppError, match="is not an image"):
-        _submit(client, styles=[bogus]).result()
+    with pytest.raises(AppError, match="style image 2 'not-an-image.png' is not an image") as info:
+        _submit(client, styles=[STYLES[0], bogus]).result()
+    assert "/" not in str(info.value).split("is not an image")[0]  # no server path
     assert len(list(_submit(client, size=256))) > 0  # and the app keeps serving

@@ -82,7 +82,16 @@ def page(browser, url):
 
 
 def _pick(page, gallery: str, index: int) -> None:
-    page.locator(f"#{gallery} .thumbnail-item").nth(index).click()
+    """Click a thumbnail and wait until its chosen mark flips: gradio ignores a click on a gallery whose last click
+    is still being handled (trigger_mode "once"), so a second pick within ~0.2 s would be lost."""
+    item = page.locator(f"#{gallery} .thumbnail-item").nth(index)
+    chosen = re.compile(r"\bsg-chosen\b")
+    was_chosen = chosen.search(item.get_attribute("class") or "") is not None
+    item.click()
+    if was_chosen:
+        sync_api.expect(item).not_to_have_class(chosen)
+    else:
+        sync_api.expect(item).to_have_class(chosen)
 
 
 def _set_size(page, px: int) -> None:
@@ -113,6 +122,9 @@ def test_pick_generate_and_see_every_stage(page):
     sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(2)
     sync_api.expect(page.locator("#content-image img")).to_be_visible()
     _set_size(page, 256)
+    # The Steps slider offers the range of the engine that runs here (classic: iterations per patch size).
+    sync_api.expect(page.locator("#steps input[type=range]")).to_have_attribute("max", "20")
+    sync_api.expect(page.locator("#steps")).to_contain_text("classic engine: iterations per patch size")
 
     page.click("#generate")
     for selector in ("#region-map img", "#match-figure img", "#result img"):
@@ -124,21 +136,44 @@ def test_pick_generate_and_see_every_stage(page):
     for selector in ("#region-map img", "#match-figure img", "#result img"):
         box = page.locator(selector).bounding_box()
         assert box is not None and box["width"] > 100 and box["height"] > 100, selector
+    for picture in ("#content-image", "#region-map", "#result"):  # gradio's floating label covers no picture
+        label = page.locator(f"{picture} label[data-testid=block-label]").bounding_box()
+        image = page.locator(f"{picture} img").bounding_box()
+        assert label["y"] + label["height"] <= image["y"] + 1, f"{picture}: its label covers the picture's top"
     natural = page.evaluate("() => { const i = document.querySelector('#result img');"
                             " return [i.naturalWidth, i.naturalHeight]; }")
     assert max(natural) == 256 and abs(natural[0] / natural[1] - 451 / 300) < 0.05  # Chelsea's aspect ratio
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_run.png"), full_page=True)
 
-    # Personalise: paint region R1 like region 1 of style 2, then regenerate (only stage 3 reruns).
-    page.locator("#target-pick input").click()
-    page.get_by_role("option", name="Style 2 · region 1").click()
-    page.click("#set-override")
-    sync_api.expect(page.get_by_text("R1 → Style 2 · region 1")).to_be_visible()
+    # Personalise: paint region R2 like region 1 of style 2. Choosing the target records it (there is no "Set"),
+    # regenerating reruns only stage 3, and the dropdowns still show the choice afterwards.
+    _choose(page, "region-pick", "R2")
+    _choose(page, "target-pick", "Style 2 · region 1")
+    sync_api.expect(page.get_by_text("R2 → Style 2 · region 1")).to_be_visible()
     page.click("#regenerate")
-    chosen_row = re.compile(r"R1\s*Style 2\s*region 1\s*-?[0-9.]+\s*you")  # the table's cells, in order
+    chosen_row = re.compile(r"R2\s*Style 2\s*region 1\s*-?[0-9.]+\s*you")  # the table's cells, in order
     sync_api.expect(page.locator("#match-table")).to_contain_text(chosen_row, timeout=RUN_TIMEOUT_MS)
     sync_api.expect(page.locator("#status")).to_contain_text("done in", timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#region-pick input")).to_have_value("R2")
+    sync_api.expect(page.locator("#target-pick input")).to_have_value("Style 2 · region 1")
+    page.screenshot(path=str(ARTIFACTS / "browser_personalised.png"), full_page=True)
+    _choose(page, "region-pick", "R1")  # the target follows the region shown
+    sync_api.expect(page.locator("#target-pick input")).to_have_value("auto")
+    _choose(page, "region-pick", "R2")
+    sync_api.expect(page.locator("#target-pick input")).to_have_value("Style 2 · region 1")
+
+    # A setting that changes the regions clears the choices, so a stale one cannot break the next run.
+    k_max = page.locator("#k-max input[type=number]")
+    k_max.fill("3")
+    k_max.press("Enter")
+    sync_api.expect(page.get_by_text("Your choices: none yet")).to_be_visible()
+    sync_api.expect(page.locator("#region-pick input")).to_have_value("")
+
+
+def _choose(page, dropdown: str, option: str) -> None:
+    page.locator(f"#{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_no_style_chosen_shows_an_error_in_the_page(page):
@@ -146,6 +181,7 @@ def test_no_style_chosen_shows_an_error_in_the_page(page):
     sync_api.expect(page.locator("#content-image img")).to_be_visible()  # the pick has reached the page
     page.click("#generate")
     sync_api.expect(page.get_by_text("Choose at least one style image").first).to_be_visible(timeout=30_000)
+    sync_api.expect(page.locator("#status")).to_contain_text("Failed: Choose at least one style image")
     sync_api.expect(page.locator("#region-map img")).to_have_count(0)
 
 
@@ -155,3 +191,54 @@ def test_clicking_a_chosen_style_again_removes_it(page):
     _pick(page, "style-gallery", 2)
     sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(0)
     sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(0)
+
+
+def _assert_fits(page, what: str) -> None:
+    width, inner = page.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
+    assert width <= inner + 1, f"{what}: the page is {width} px wide in a {inner} px viewport"
+    box = page.locator("#generate").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= inner + 1, f"{what}: Generate is at {box}"
+    thumbs = page.locator("#style-gallery .thumbnail-item")
+    assert thumbs.count() >= 12
+    for i in range(thumbs.count()):  # every style thumbnail can be seen without scrolling sideways
+        t = thumbs.nth(i).bounding_box()
+        assert t is not None and t["x"] >= 0 and t["x"] + t["width"] <= inner + 1, f"{what}: style {i + 1} at {t}"
+
+
+def test_a_phone_sized_screen_has_no_sideways_scroll(browser, url):
+    context = browser.new_context(viewport={"width": 400, "height": 860})
+    page = context.new_page()
+    try:
+        page.goto(url, wait_until="networkidle")
+        _assert_fits(page, "before a run")
+        # Before a run: words where the pictures will be, not empty boxes with broken-image icons.
+        sync_api.expect(page.locator("#match-figure")).to_be_hidden()
+        sync_api.expect(page.locator("#style-regions")).to_be_hidden()
+        sync_api.expect(page.locator("#region-map .empty .icon")).to_be_hidden()
+        words = page.evaluate("() => getComputedStyle(document.querySelector('#region-map .empty'), '::after')"
+                              ".content")
+        assert "regions appear here" in words
+        _pick(page, "content-gallery", 1)
+        _pick(page, "style-gallery", 0)
+        sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(1)
+        _set_size(page, 256)
+        page.click("#generate")
+        sync_api.expect(page.locator("#status")).to_contain_text("done in", timeout=RUN_TIMEOUT_MS)
+        _assert_fits(page, "after a run")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_narrow.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_a_sixth_style_is_refused_with_a_message(page):
+    for i in range(5):
+        _pick(page, "style-gallery", i)
+        sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(i + 1)
+    page.locator("#style-gallery .thumbnail-item").nth(6).click()  # refused: its mark does not flip
+    sync_api.expect(page.locator(".toast-body").filter(has_text="At most 5 styles")).to_be_visible(timeout=10_000)
+    page.locator("#chosen-styles input[type=file]").set_input_files(str(REPO / "gallery" / "style" / "moss-grass.png"))
+    sync_api.expect(page.locator(".toast-body").filter(has_text="moss-grass.png was not added")).to_be_visible(
+        timeout=10_000)
+    sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(5)
+    sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(5)

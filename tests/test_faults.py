@@ -180,7 +180,7 @@ def test_stop_button_stops_its_own_sessions_run_and_no_other(server, client):
     at = bench.output_positions(config)
     stop_fn = bench.fn_index(config, elem_id="stop")
     job = client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(p)), "caption": None} for p in STYLES],
-                        {}, "classic", "paper", 512, 6, 1.0, 150, 0, False, api_name="/generate")
+                        {}, "classic", "paper", 512, 6, 1.0, 3, 0, False, api_name="/generate")
     _wait_for(job, lambda o: isinstance(o[at["region-map"]], str))  # stage 1 is done: the run is under way
     assert bench.call_direct(server.url, stop_fn, [], session_hash=uuid.uuid4().hex) == 200  # someone else's Stop
     outputs = _wait_for(job, lambda o: "painting, step" in str(o[at["status"]]))
@@ -328,7 +328,7 @@ def _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path) -> BaseExcepti
     content, style = uploads
     error = None
     try:
-        list(app.generate(str(content), [(str(style), None)], {}, "classic", "paper", 256, 6, 1.0, 150, 0, False,
+        list(app.generate(str(content), [(str(style), None)], {}, "classic", "paper", 256, 6, 1.0, 3, 0, False,
                           gr.Request()))
     except BaseException as exc:  # noqa: BLE001 (the test inspects whatever the handler raised)
         error = exc

@@ -12,7 +12,7 @@ import pytest
 
 from stylegallery import matching
 from stylegallery.config import MatchSettings
-from stylegallery.errors import InputError
+from stylegallery.errors import InputError, OverrideError
 from stylegallery.types import RegionDescriptor
 
 
@@ -126,6 +126,16 @@ def test_bad_overrides_raise_input_error(overrides, message):
     styles = [styles[0], [desc(0, onehot(7)), desc(1, onehot(6))]]
     with pytest.raises(InputError, match=message):
         matching.match(content, styles, BALANCED, overrides=overrides)
+
+
+def test_a_bad_override_says_what_the_run_has():
+    content, styles = collapsing_case()
+    styles = [styles[0], [desc(0, onehot(7)), desc(1, onehot(6))]]
+    with pytest.raises(OverrideError) as info:
+        matching.match(content, styles, ARGMAX, overrides={0: (1, 5)})
+    error = info.value
+    assert isinstance(error, InputError) and (error.region, error.target) == (0, (1, 5))
+    assert error.content_regions == [0, 1, 2] and error.style_regions == [[d.region for d in styles[0]], [0, 1]]
 
 
 def test_match_needs_resolved_settings_and_styles():

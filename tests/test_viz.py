@@ -66,11 +66,68 @@ def test_match_figure_has_a_row_per_region(k: int, n_styles: int) -> None:
     assert figure.width > 144
 
 
-def test_panel_puts_everything_side_by_side() -> None:
-    content, labels = _image(96, 144), _labels(12, 18, 3)
-    styles = [_image(64, 64), _image(80, 64)]
-    style_labels = [_labels(8, 8, 2), _labels(10, 8, 2)]
-    result = Result(content, content, styles, labels, style_labels, _matches(3, 2), {"total": 1.0}, "classic",
-                    "test", Settings())
-    panel = viz.panel(result, height=256)
-    assert panel.height > 256 and panel.width > 4 * 144
+def _result(h: int, w: int, k: int, n_styles: int) -> Result:
+    content, labels = _image(h, w), _labels(max(1, h // 8), max(1, w // 8), k)
+    styles = [_image(64 + 16 * j, 80) for j in range(n_styles)]
+    style_labels = [_labels(s.shape[0] // 8, 10, 3) for s in styles]
+    output = np.random.default_rng(1).uniform(0, 1, (h, w, 3)).astype(np.float32)
+    return Result(output, content, styles, labels, style_labels, _matches(k, n_styles), {"total": 1.0}, "classic",
+                  "test", Settings())
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize(("h", "w", "k", "n_styles"), [(680, 1024, 3, 2), (168, 256, 10, 5), (256, 168, 1, 1),
+                                                       (1024, 1024, 8, 3)])
+def test_panel_shows_the_result_at_its_working_size(h: int, w: int, k: int, n_styles: int) -> None:
+    result = _result(h, w, k, n_styles)
+    panel, layout = viz._panel_layout(result)
+    assert panel.height >= h and panel.width > 3 * w
+    box = next(part["image"] for part in layout if part["title"].startswith("Result"))
+    assert (box[2] - box[0], box[3] - box[1]) == (w, h)  # pasted, not rescaled
+    assert np.array_equal(np.asarray(panel.crop(box)), viz.images_to_pil(result.image))
+    assert np.array_equal(np.asarray(panel), np.asarray(viz.panel(result)))
+
+
+@pytest.mark.parametrize(("h", "w", "k", "n_styles"), [(680, 1024, 3, 2), (168, 256, 10, 5), (64, 64, 2, 1)])
+def test_panel_captions_fit_their_columns_and_overlap_nothing(h: int, w: int, k: int, n_styles: int) -> None:
+    _, layout = viz._panel_layout(_result(h, w, k, n_styles))
+    assert [p["title"] for p in layout] == ["Content", "Semantic regions", "Style images", "Region matches",
+                                            "Result (classic engine)"]
+    for i, part in enumerate(layout):
+        text, column = part["text"], part["column"]
+        assert column[0] <= text[0] and text[2] <= column[2], part  # inside its own column
+        assert not _overlap(text, part["image"]), part
+        for other in layout[i + 1:]:
+            assert not _overlap(text, other["text"]) and not _overlap(column, other["column"]), (part, other)
+
+
+def test_panel_draws_the_content_regions_once() -> None:
+    result = _result(96, 144, 3, 2)
+    _, layout = viz._panel_layout(result)
+    matches = next(p["image"] for p in layout if p["title"] == "Region matches")
+    figure = viz.match_figure(result.content_image, result.content_labels, result.style_images, result.style_labels,
+                              result.matches)
+    assert matches[2] - matches[0] < figure.width - 144  # the match rows, without the content picture again
+
+
+def test_match_figure_scales_with_the_working_size() -> None:
+    small, large = _result(168, 256, 4, 2), _result(680, 1024, 4, 2)
+    figures = [viz.match_figure(r.content_image, r.content_labels, r.style_images, r.style_labels, r.matches)
+               for r in (small, large)]
+    assert figures[1].height >= 680 and figures[1].width >= 1024
+    assert figures[1].height > 1.5 * figures[0].height and figures[1].width > 1.5 * figures[0].width
+
+
+def test_highlight_keeps_the_chosen_style_region_and_greys_the_rest() -> None:
+    image = np.zeros((80, 80, 3), np.float32)
+    image[..., 0] = 1.0  # pure red
+    labels = np.zeros((10, 10), np.int32)
+    labels[:, 5:] = 1
+    thumb = np.asarray(viz._highlight(image, labels, 1, 80)).astype(int)
+    assert thumb.shape == (80, 80, 3)
+    assert (thumb[5:15, 70:75] == (255, 0, 0)).all()  # inside region 2, away from its number badge: untouched
+    outside = thumb[5:75, 2:30]
+    assert (np.abs(outside[..., 0] - outside[..., 1]) < 5).all()  # grey, no longer red
