@@ -113,10 +113,13 @@ class MatchSettings:
     # "auto": the engine's choice (diffusion: argmax; classic: balanced).
     assignment: Literal["auto", "argmax", "balanced"] = "auto"
     usage_penalty: float = 0.15  # score subtracted per earlier use of a style region ("balanced"); >= 0
+    # score subtracted per earlier use of the same style IMAGE ("balanced"): with at least as many content regions as
+    # styles, every chosen style gets used unless another is better by more than this; >= 0
+    image_penalty: float = 0.1
     seed: int = 42  # seed of the random aggregation transformer (3.2a); >= 0
 
     def __post_init__(self) -> None:
-        for name in ("w_statistical", "w_semantic", "w_positional", "usage_penalty"):
+        for name in ("w_statistical", "w_semantic", "w_positional", "usage_penalty", "image_penalty"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         _check(self.statistics in ("auto", "random_transformer", "moments"), "statistics", self.statistics,
                "'auto', 'random_transformer' or 'moments'")
@@ -202,6 +205,10 @@ class ClassicSettings:
     # k-means restarts of stage 1 on the classic features (replaces RegionSettings.n_init for this engine: its
     # 11-dim features converge in fewer restarts than F_mix; 3 gives the same regions in half the time); 1..20
     kmeans_restarts: int = 3
+    # fewest regions stage 1 may pick on the classic features (raises RegionSettings.k_min, up to k_max): on
+    # hand-made features the silhouette favours k=2 (e.g. "sky" vs "everything else"), too few for several
+    # styles to show; the merge rule still joins regions of the same colour; 2..32
+    min_regions: int = 3
 
     def __post_init__(self) -> None:
         _check(4 <= self.grid_cell <= 32, "grid_cell", self.grid_cell, "4..32")
@@ -219,6 +226,7 @@ class ClassicSettings:
         _check(0 <= self.denoise_sigma_r <= 1, "denoise_sigma_r", self.denoise_sigma_r, "0..1")
         _check(256 <= self.max_db <= 65536, "max_db", self.max_db, "256..65536")
         _check(1 <= self.kmeans_restarts <= 20, "kmeans_restarts", self.kmeans_restarts, "1..20")
+        _check(2 <= self.min_regions <= 32, "min_regions", self.min_regions, "2..32")
 
 
 @dataclass(frozen=True)

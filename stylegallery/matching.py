@@ -315,9 +315,10 @@ def match(
       "argmax" (faithful): each content region takes its best pooled region; many-to-one, ties go to the
         first in pool order (style image, then region).
       "balanced": greedy; repeatedly fix the (unassigned content region, pooled region) pair with the
-        highest score - usage_penalty * (times that pooled region is already used), so regions spread over
-        distinct style regions unless one is better by more than the penalty. Ties go to the lower
-        content region, then the first pooled region. Overridden pairs count as uses.
+        highest score - usage_penalty * (times that pooled region is already used) - image_penalty * (times
+        its style image is already used), so regions spread over distinct style regions and over all the
+        chosen style images unless one is better by more than the penalties. Ties go to the lower content
+        region, then the first pooled region. Overridden pairs count as uses.
     Match.score is always the unpenalised score. `overrides` maps a content region to (style image, style
     region), replacing the automatic pair (source "user"); None leaves it automatic.
     """
@@ -344,7 +345,8 @@ def match(
     if settings.assignment == "argmax":
         choice = _assign_argmax(score, fixed)
     else:
-        choice = _assign_balanced(score, settings.usage_penalty, fixed)
+        images = np.array([j for j, _ in pool])
+        choice = _assign_balanced(score, settings.usage_penalty, fixed, images, settings.image_penalty)
 
     matches = []
     for c, p in enumerate(choice):
@@ -364,20 +366,30 @@ def _assign_argmax(score: np.ndarray, fixed: Mapping[int, int]) -> np.ndarray:
     return choice
 
 
-def _assign_balanced(score: np.ndarray, penalty: float, fixed: Mapping[int, int]) -> np.ndarray:
-    """Greedy assignment with a usage penalty (see `match`). (Kc,) int pool indices."""
+def _assign_balanced(score: np.ndarray, penalty: float, fixed: Mapping[int, int], images: np.ndarray | None = None,
+                     image_penalty: float = 0.0) -> np.ndarray:
+    """Greedy assignment with usage penalties (see `match`); images[p] is the style image of pooled region p.
+    (Kc,) int pool indices."""
     n_content, n_pool = score.shape
+    images = np.zeros(n_pool, dtype=np.int64) if images is None else np.asarray(images)
     choice = np.full(n_content, -1, dtype=np.int64)
     uses = np.zeros(n_pool)
+    image_uses = np.zeros(int(images.max()) + 1 if n_pool else 0)
+
+    def use(p: int) -> None:
+        uses[p] += 1
+        image_uses[images[p]] += 1
+
     for c, p in fixed.items():
         choice[c] = p
-        uses[p] += 1
+        use(p)
     remaining = [c for c in range(n_content) if c not in fixed]
     while remaining:
-        adjusted = score[remaining] - penalty * uses[None, :]  # (len(remaining), P)
+        cost = penalty * uses + image_penalty * image_uses[images]  # (P,)
+        adjusted = score[remaining] - cost[None, :]  # (len(remaining), P)
         i, p = np.unravel_index(int(np.argmax(adjusted)), adjusted.shape)
         choice[remaining.pop(int(i))] = p
-        uses[p] += 1
+        use(int(p))
     return choice
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ def test_analysis_shapes_on_the_grid():
     assert a.cluster_features.shape == (6, 10, len(features.CLUSTER_CHANNELS))
     assert a.merge_features.shape == (6, 10, 3)
     assert a.depth is None
-    assert a.tokens.ndim == 3 and a.tokens.shape[2] == len(features.TOKEN_CHANNELS)
+    assert a.tokens.ndim == 3 and a.tokens.shape[2] == features.TOKEN_DIMS
     for arr in (a.cluster_features, a.merge_features, a.tokens):
         assert arr.dtype == np.float32 and np.isfinite(arr).all()
     coarse = engine.analyze(img, Settings(classic=ClassicSettings(grid_cell=16)), np.ones(1))
@@ -46,28 +47,62 @@ def test_merge_features_are_lab_over_the_documented_scale():
     assert 5 / features.MERGE_LAB_SCALE < 0.85 < 15 / features.MERGE_LAB_SCALE
 
 
-def test_features_separate_colour_and_texture():
-    """Cosines of mean tokens must discriminate (fixed centring, not all ~1), the basis of stage 2's semantic term."""
-    flat_blue = np.broadcast_to(np.array([0.1, 0.2, 0.8], np.float32), (64, 64, 3)).copy()
-    flat_orange = np.broadcast_to(np.array([0.9, 0.5, 0.1], np.float32), (64, 64, 3)).copy()
+def _mean_token(img: np.ndarray) -> np.ndarray:
+    return features.block_tokens(img, features.token_grid(img.shape)).reshape(-1, features.TOKEN_DIMS).mean(0)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _flat(rgb: tuple[float, float, float], size: int = 64) -> np.ndarray:
+    return np.broadcast_to(np.array(rgb, np.float32), (size, size, 3)).copy()
+
+
+def test_tokens_compare_palettes():
+    """The cosine of mean tokens is a colour-distribution similarity: 1 for the same palette, ~0 for disjoint ones,
+    and one shared colour of two gives about half."""
+    blue, orange = _flat((0.1, 0.2, 0.8)), _flat((0.9, 0.5, 0.1))
+    half = blue.copy()
+    half[:, 32:] = orange[:, 32:]
+    tb, to, th = _mean_token(blue), _mean_token(orange), _mean_token(half)
+    assert _cos(tb, tb) == pytest.approx(1.0)
+    assert abs(_cos(tb, to)) < 0.2
+    assert 0.5 < _cos(tb, th) < 0.85 and 0.5 < _cos(to, th) < 0.85
+
+
+def test_a_smooth_sky_is_closer_to_a_painted_sky_than_to_blank_paper():
+    """The failure that motivated colour tokens: texture statistics matched a smooth photo sky to blank paper."""
+    rng = np.random.default_rng(0)
+    sky = _flat((0.45, 0.65, 0.9))
+    # painted sky: strokes of blues of varying lightness
+    strokes = rng.uniform(-0.25, 0.25, (16, 64, 1)).repeat(4, axis=0)
+    painted = np.clip(_flat((0.25, 0.4, 0.8)) + strokes * np.array([0.6, 0.7, 1.0], np.float32), 0, 1)
+    paper = np.clip(_flat((0.93, 0.88, 0.75)) + rng.normal(0, 0.01, (64, 64, 3)), 0, 1).astype(np.float32)
+    ts, tp, tq = _mean_token(sky), _mean_token(painted.astype(np.float32)), _mean_token(paper)
+    assert _cos(ts, tp) > _cos(ts, tq) + 0.2
+
+
+def test_cluster_features_see_texture():
+    flat_blue = _flat((0.1, 0.2, 0.8))
     noisy_blue = np.clip(flat_blue + np.random.default_rng(0).normal(0, 0.2, flat_blue.shape), 0, 1).astype(
         np.float32)
-
-    def mean_token(img):
-        return features.block_tokens(img, features.token_grid(img.shape)).reshape(-1, 12).mean(0)
-
-    def cos(a, b):
-        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-    tb, to, tn = mean_token(flat_blue), mean_token(flat_orange), mean_token(noisy_blue)
-    assert cos(tb, to) < 0.5
-    assert cos(tb, tn) < 0.95  # texture counts
-    assert cos(tb, tb) == pytest.approx(1.0)
-    # texture channels of the cluster features rise with noise
     fb, _ = features.cluster_features(flat_blue, (8, 8))
     fn, _ = features.cluster_features(noisy_blue, (8, 8))
     std = features.CLUSTER_CHANNELS.index("std")
     assert fn[..., std].mean() > fb[..., std].mean() + 1.0
+
+
+def test_resolve_regions_raises_k_min_to_min_regions_within_k_max():
+    engine = ClassicEngine(face_detector=None)
+    assert engine.resolve_regions(Settings()).k_min == 3
+    from stylegallery.config import RegionSettings
+
+    capped = Settings(regions=RegionSettings(k_max=2))
+    assert engine.resolve_regions(capped).k_min == 2  # never above the user's maximum
+    assert engine.resolve_regions(Settings(classic=ClassicSettings(min_regions=5))).k_min == 5
+    with pytest.raises(ValueError, match="min_regions"):
+        ClassicSettings(min_regions=1)
 
 
 def test_analysis_key_tracks_grid_and_size():
@@ -132,6 +167,33 @@ def test_robust_aggregate_downweights_the_outlier():
     robust = synthesis.robust_aggregate(x.copy(), index, z, r=0.8, steps=3)
     assert l2[0, 0, 0] == pytest.approx(1 / 3, abs=1e-5)
     assert robust[0, 0, 0] < 0.2
+
+
+def test_low_band_fusion_pulls_blobs_to_the_content_and_keeps_fine_texture():
+    """V > 0 restores the content's large-scale layout (a pasted blob fades) but leaves fine texture mostly alone."""
+    content = np.full((64, 64, 3), 0.5, np.float32)
+    x = content.copy()
+    x[16:48, 16:48] = 0.9  # a pasted 32 px blob
+    fine = 0.1 * np.where((np.indices((64, 64)).sum(0) % 2) == 0, 1.0, -1.0).astype(np.float32)[..., None]
+    x = x + fine  # 1 px checkerboard texture
+    zero = np.zeros((64, 64), np.float32)
+    plain = synthesis.fuse(x, content, zero)
+    np.testing.assert_allclose(plain, x)  # W = 0, V = 0: unchanged
+    pulled = synthesis.fuse(x, content, zero, low_weight=1.0, low_sigma=4.0)
+    blob = (slice(24, 40), slice(24, 40))
+    assert abs(pulled[blob].mean() - 0.5) < 0.6 * abs(plain[blob].mean() - 0.5)
+    texture = lambda img: np.abs(img[blob] - cv2.blur(img, (3, 3))[blob]).mean()  # noqa: E731
+    assert texture(pulled) > 0.9 * texture(plain)
+
+
+def test_protect_colours_restores_the_original_where_protected():
+    x = np.zeros((4, 4, 3), np.float32)
+    original = np.ones((4, 4, 3), np.float32)
+    p = np.zeros((4, 4), np.float32)
+    p[0, 0], p[1, 1] = 1.0, 0.5
+    out = synthesis.protect_colours(x, original, p)
+    assert out[0, 0, 0] == 1.0 and out[1, 1, 0] == 0.5 and out[2, 2, 0] == 0.0
+    assert synthesis.protect_colours(x, original, None) is x
 
 
 def test_fuse_is_a_weighted_mean():

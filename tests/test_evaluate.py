@@ -80,8 +80,11 @@ def test_evaluate_table_on_arrays():
         assert all(np.isfinite([r.ssim, r.grad_r, r.sw_lab, r.patch_nn]))
     content_row = rows[-1]
     assert content_row.ssim == pytest.approx(1.0) and content_row.grad_r == pytest.approx(1.0)
-    # every stylised output is closer to its matched styles than the unstylised content
-    assert all(r.patch_nn < content_row.patch_nn for r in rows[:-1])
+    # the classic output is closer to its matched style regions than the unstylised content and the colour-only
+    # reference (the references are scored against the classic run's matches, so they need not beat the content)
+    classic, colour_ref = rows[0], rows[1]
+    assert classic.patch_nn < content_row.patch_nn and classic.patch_nn < colour_ref.patch_nn
+    assert classic.sw_lab < content_row.sw_lab
     table = evaluate.format_table(rows)
     assert "SW-Lab" in table and "one-region" in table
 

@@ -97,6 +97,30 @@ def test_balanced_greedy_rule_on_a_score_matrix():
     np.testing.assert_array_equal(matching._assign_argmax(score, {2: 2}), [0, 0, 2])
 
 
+def test_image_penalty_spreads_regions_over_the_style_images():
+    # two content regions both prefer style image 0's regions; image 1's region is a close second for region 1
+    score = np.array([[0.9, 0.85, 0.3],
+                      [0.88, 0.86, 0.8]])
+    images = np.array([0, 0, 1])
+    # region penalty only: 0->0, then 1 takes 0's other region (0.86 > 0.8)
+    np.testing.assert_array_equal(matching._assign_balanced(score, 0.15, {}, images, 0.0), [0, 1])
+    # with an image penalty of 0.1, image 0 costs 0.1 more: 1 -> image 1 (0.8 > 0.76)
+    np.testing.assert_array_equal(matching._assign_balanced(score, 0.15, {}, images, 0.1), [0, 2])
+    # an override counts as a use of its style image
+    np.testing.assert_array_equal(matching._assign_balanced(score, 0.0, {1: 2}, images, 0.2), [0, 2])
+
+
+def test_balanced_match_uses_every_style_when_the_penalty_allows():
+    # region 1 goes first to a1 (cos 0.934); then region 0 scores a0 0.894, b0 0.878: a0 unless image a costs more
+    content = [desc(i, onehot(0) + 0.5 * onehot(i + 1)) for i in range(2)]
+    style_a = [desc(0, onehot(0)), desc(1, onehot(0) + 0.1 * onehot(2))]
+    style_b = [desc(0, onehot(0) + 0.25 * onehot(1) + 0.5 * onehot(3))]
+    used = {m.style_image for m in matching.match(content, [style_a, style_b], BALANCED)}
+    assert used == {0, 1}
+    alone = matching.match(content, [style_a, style_b], dataclasses.replace(BALANCED, image_penalty=0.0))
+    assert {m.style_image for m in alone} == {0}
+
+
 def test_overrides_replace_the_automatic_pair():
     content, styles = collapsing_case()
     styles = [styles[0], [desc(0, onehot(7)), desc(1, onehot(6))]]

@@ -4,6 +4,7 @@ Notation (code -> paper / research/classic.md):
     analyze            -> the feature extraction of stage 1 (paper 2.1), with features.py instead of UNet features
     content_weight     -> the one content-vs-style knob: scales the fusion weight map W (classic.md 2.2 step 0)
     weight_map         -> W = content_weight * (EDGE_FLOOR + edges + face_boost * faces)
+    low_weight         -> V = content_weight * LOW_BAND, the weight of the content's low band in the fusion
     transfer           -> stage 3 (classic.md 5), synthesis.synthesize
     depth              -> None: no weight-free depth cue is reliable on paintings, so stage 1 skips the depth split
 
@@ -28,9 +29,11 @@ from stylegallery.errors import InputError
 from stylegallery.types import Analysis, Match, TransferStep
 
 
-FEATURE_VERSION = 2  # bump when features.py changes what analyze returns (invalidates cached analyses)
+FEATURE_VERSION = 3  # bump when features.py changes what analyze returns (invalidates cached analyses)
 EDGE_FLOOR = 0.1  # share of the content weight that flat areas keep, so large-scale shading survives
 EDGE_SIGMA = 3.0  # px blur of the edge map at a 512 px working size
+LOW_BAND = 0.5  # V / content_weight: the content's light-and-colour layout (blur of LOW_SIGMA px) kept everywhere
+LOW_SIGMA = 6.0  # px at a 512 px working size
 
 
 class ClassicEngine(Engine):
@@ -63,8 +66,11 @@ class ClassicEngine(Engine):
         )
 
     def resolve_regions(self, settings: Settings) -> RegionSettings:
-        """Stage 1 on the hand-made features uses `classic.kmeans_restarts` k-means restarts."""
-        return dataclasses.replace(settings.regions, n_init=settings.classic.kmeans_restarts)
+        """Stage 1 on the hand-made features: `classic.kmeans_restarts` restarts, at least `classic.min_regions`
+        clusters (never above k_max, which the user's "maximum regions" sets)."""
+        regions = settings.regions
+        k_min = max(regions.k_min, min(settings.classic.min_regions, regions.k_max))
+        return dataclasses.replace(regions, n_init=settings.classic.kmeans_restarts, k_min=k_min)
 
     # -- stage 3 --------------------------------------------------------------------------------------------------
     def transfer(
@@ -92,7 +98,9 @@ class ClassicEngine(Engine):
         cs = settings.classic
         content_px = upsample_labels(content_labels, image.shape[:2])
         styles_px = [upsample_labels(lab, st.image.shape[:2]) for st, lab in zip(styles, style_labels)]
-        weight = weight_map(image, cs.content_weight, cs.face_boost, self._detect_faces(image))
+        boxes = self._detect_faces(image)
+        weight = weight_map(image, cs.content_weight, cs.face_boost, boxes)
+        protect = faces.face_mask(image.shape[:2], boxes) if boxes and cs.face_boost > 0 else None
 
         # 3. Synthesise coarse to fine, yielding a preview after each scale, then the final image
         params = synthesis_params(settings)
@@ -100,7 +108,7 @@ class ClassicEngine(Engine):
         rng = np.random.default_rng(settings.seed)
         last = image
         for s, x in synthesis.synthesize(image, content_px, [st.image for st in styles], styles_px, pairing,
-                                         weight, params, rng, should_stop):
+                                         weight, params, rng, should_stop, protect):
             last = x
             yield TransferStep(step=s + 1, total=total, image=synthesis.resize(x, image.shape[:2]).astype(np.float32))
         yield TransferStep(step=total, total=total, image=np.clip(last, 0, 1).astype(np.float32), final=True)
@@ -117,8 +125,8 @@ def synthesis_params(settings: Settings) -> synthesis.SynthesisParams:
     return synthesis.SynthesisParams(
         scales=cs.scales, patch_sizes=tuple(cs.patch_sizes), iterations=cs.iterations, irls_steps=cs.irls_steps,
         robust_r=cs.robust_r, pca_dims=cs.pca_dims, init_noise=cs.init_noise, denoise_sigma_s=cs.denoise_sigma_s,
-        denoise_sigma_r=cs.denoise_sigma_r,
-        max_db=cs.max_db,
+        denoise_sigma_r=cs.denoise_sigma_r, max_db=cs.max_db, low_weight=cs.content_weight * LOW_BAND,
+        low_sigma=LOW_SIGMA,
     )
 
 

@@ -3,7 +3,8 @@
 Notation (code -> paper symbol / research/classic.md):
     cluster_features -> F_mix (paper 2.1), here Lab colour + local texture statistics + position per grid cell
     merge_features   -> F, the VAE latent z0 of the merge rule (paper 2.2), here Lab / MERGE_LAB_SCALE
-    tokens           -> the DINOv2 block tokens (paper 3.2b), here colour and texture descriptors per 32 px block
+    tokens           -> the DINOv2 block tokens (paper 3.2b), here a kernel mean embedding of each 32 px block's
+                        colours (random Fourier features, Rahimi & Recht 2007)
     g                -> grid_cell, px per cell of the feature grid (8 = the diffusion engine's latent factor)
 
 Every channel is centred and scaled by FIXED constants (never per image), so that features of different
@@ -35,10 +36,23 @@ CLUSTER_CHANNELS: tuple[str, ...] = (
     "orient",  # coherence-weighted cos of the doubled gradient angle (horizontal vs vertical structure)
     "y", "x",  # position
 )
-TOKEN_CHANNELS: tuple[str, ...] = (
-    "L", "a", "b", "std_L", "std_a", "std_b", "grad_fine", "grad_coarse",
-    "orient_0", "orient_45", "orient_90", "orient_135",
-)
+# Semantic tokens (the weight-free stand-in for DINOv2, paper 3.2b). Without a recogniser, the most reliable cue
+# that a photo region and a painting region depict the same kind of thing is their palette (blue sky and painted sky,
+# green grass and painted grass); texture is what stage 3 transfers, so it must not decide the match (with texture
+# statistics in the tokens, a smooth photo sky matched blank paper and never a painted sky). Each token is the mean
+# over the block's 4 px cells of random Fourier features of a Gaussian kernel on Lab colour, so the cosine of two
+# regions' mean tokens is their normalised kernel similarity E k(x, y) / sqrt(E k(x, x') E k(y, y')): ~1 for the
+# same palette, ~0 for disjoint ones, with a tolerance of about TOKEN_SIGMA Lab units. Lightness counts half
+# (paintings shift lightness far more than hue: a photo's light sky and a painted dark-blue sky are both "sky").
+# D = 256 keeps the random-feature noise of the cosine near 1/sqrt(D) ~ 0.06 (64 gave +-0.2, enough to flip matches).
+TOKEN_DIMS = 256
+TOKEN_SIGMA = 20.0  # Lab units
+TOKEN_LAB_WEIGHTS = (0.5, 1.0, 1.0)  # L, a, b
+TOKEN_CELL_PX = 4  # px per colour sample at a 512 px working size
+_RFF = np.random.default_rng(20260311)  # fixed: tokens of every image and every run share one embedding
+RFF_W = (_RFF.normal(size=(3, TOKEN_DIMS)) * np.array(TOKEN_LAB_WEIGHTS)[:, None] / TOKEN_SIGMA).astype(
+    np.float32)  # (3, D) frequencies
+RFF_B = _RFF.uniform(0.0, 2.0 * np.pi, TOKEN_DIMS).astype(np.float32)  # (D,) phases
 
 
 def rgb_to_lab(image: np.ndarray) -> np.ndarray:
@@ -106,30 +120,18 @@ def cluster_features(image: np.ndarray, grid: tuple[int, int]) -> tuple[np.ndarr
 
 
 def block_tokens(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Colour and texture descriptors per block (the classic stand-in for DINOv2 block tokens, paper 3.2b).
+    """Colour-distribution tokens per block (the classic stand-in for DINOv2 block tokens, paper 3.2b).
 
-    Returns (gh, gw, 12) with TOKEN_CHANNELS: block means of Lab, block standard deviations of Lab, log gradient
-    energies at two scales and the share of gradient energy in 4 orientations (minus 1/4, so that it is centred).
+    Returns (gh, gw, TOKEN_DIMS): per block, the mean random Fourier feature sqrt(2/D) cos(lab @ RFF_W + RFF_B) of
+    its TOKEN_CELL_PX-px cells' mean Lab colours (see TOKEN_SIGMA).
     """
     scale = max(image.shape[:2]) / 512.0
-    pix = _pixel_features(image, scale)
-    lab = pix["lab"]
-    jxx, jyy, jxy = pix["jxx"], pix["jyy"], pix["jxy"]
-    # energy of the gradient projected on directions 0, 45, 90, 135 degrees
-    orient = np.stack([jxx, 0.5 * (jxx + jyy) + jxy, jyy, 0.5 * (jxx + jyy) - jxy], axis=-1)  # (H, W, 4)
-    mean_lab = _area_resize(lab, grid)  # (gh, gw, 3)
-    mean_sq = _area_resize(lab * lab, grid)
-    std_lab = np.sqrt(np.maximum(mean_sq - mean_lab**2, 0.0))
-    grads = _area_resize(np.stack([pix["grad_fine"], pix["grad_coarse"]], axis=-1), grid)  # (gh, gw, 2)
-    orient_b = _area_resize(orient, grid)
-    orient_b = orient_b / (orient_b.sum(axis=-1, keepdims=True) + _EPS) - 0.25
-    tokens = np.concatenate([
-        (mean_lab[..., :1] - 50.0) / 20.0, mean_lab[..., 1:] / 20.0,
-        _log_centred(std_lab[..., :1], 8.0), _log_centred(std_lab[..., 1:], 4.0),
-        0.5 * _log_centred(grads[..., :1], 1e-3), 0.5 * _log_centred(grads[..., 1:], 3e-4),
-        4.0 * orient_b,
-    ], axis=-1)  # (gh, gw, 12)
-    return tokens.astype(np.float32)
+    hh, ww = image.shape[:2]
+    cell = max(1.0, TOKEN_CELL_PX * scale)
+    cells = (max(1, round(hh / cell)), max(1, round(ww / cell)))
+    lab = _area_resize(rgb_to_lab(image), cells)  # (ch, cw, 3)
+    rff = np.cos(lab.reshape(-1, 3) @ RFF_W + RFF_B) * np.float32(np.sqrt(2.0 / TOKEN_DIMS))  # (ch*cw, D)
+    return _area_resize(rff.reshape(*cells, TOKEN_DIMS).astype(np.float32), grid)
 
 
 def token_grid(image_shape: tuple[int, ...]) -> tuple[int, int]:
