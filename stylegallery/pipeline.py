@@ -56,7 +56,7 @@ class Result:
     image: np.ndarray  # (H, W, 3) float32 in [0, 1], the content's working size
     content_image: np.ndarray
     style_images: list[np.ndarray]
-    content_labels: np.ndarray  # (h, w) int32 on the engine's grid
+    content_labels: np.ndarray  # (h, w) int32 region map: on the feature grid (diffusion) or per pixel (classic)
     style_labels: list[np.ndarray]
     matches: list[Match]
     timings: dict[str, float]
@@ -241,16 +241,18 @@ class Pipeline:
         region_key = dataclasses.astuple(region_settings)
         keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
 
-        def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray, float, float]:
+        def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray, np.ndarray, float, float]:
+            """(analysis, grid labels for matching, the region map stage 3 paints and the user sees, times)."""
             _raise_if(stop)
             t0 = time.perf_counter()
             analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights)
             t1 = time.perf_counter()
-            labels = self._segment(analysis, (key, analysis_key, region_key), region_settings)
-            return analysis, labels, t1 - t0, time.perf_counter() - t1
+            grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key), settings, region_settings)
+            return analysis, grid, shown, t1 - t0, time.perf_counter() - t1
 
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
-        content_analysis, content_labels, t_analyze, t_segment = analyse_and_segment(content_image, keys[0])
+        content_analysis, content_grid, content_labels, t_analyze, t_segment = analyse_and_segment(
+            content_image, keys[0])
         timings["analyze"], timings["segment"] = t_analyze, t_segment
         yield ContentSegmented(engine.name, engine_reason, content_image, content_labels, dict(timings), notes)
 
@@ -259,13 +261,13 @@ class Pipeline:
         t0 = time.perf_counter()
         style_work = self._map_styles(engine, analyse_and_segment, style_images, keys[1:])
         wall = time.perf_counter() - t0
-        summed = sum(w[2] + w[3] for w in style_work)
+        summed = sum(w[3] + w[4] for w in style_work)
         scale = wall / summed if summed > 0 else 0.0
-        timings["analyze"] += scale * sum(w[2] for w in style_work)
-        timings["segment"] += scale * sum(w[3] for w in style_work)
+        timings["analyze"] += scale * sum(w[3] for w in style_work)
+        timings["segment"] += scale * sum(w[4] for w in style_work)
         analyses = [content_analysis, *(w[0] for w in style_work)]
-        style_labels = [w[1] for w in style_work]
-        labels = [content_labels, *style_labels]
+        style_labels = [w[2] for w in style_work]
+        grids = [content_grid, *(w[1] for w in style_work)]
         yield Segmented(engine.name, engine_reason, content_image, content_labels, style_images, style_labels,
                         dict(timings), notes)
 
@@ -276,7 +278,7 @@ class Pipeline:
         descriptors = [
             self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings,
                            str(getattr(engine, "device", "cpu")))
-            for analysis, lab, key in zip(analyses, labels, keys)
+            for analysis, lab, key in zip(analyses, grids, keys)
         ]
         matches = matching.match(descriptors[0], descriptors[1:], match_settings, overrides=overrides)
         timings["match"] = time.perf_counter() - t0
@@ -360,13 +362,17 @@ class Pipeline:
             self.cache.put("analysis", key, analysis, analysis.nbytes)
         return analysis
 
-    def _segment(self, analysis: Analysis, key: Hashable, region_settings: RegionSettings) -> np.ndarray:
-        labels = self.cache.get("segment", key)
-        if labels is None:
-            labels = regions.segment(analysis.cluster_features, analysis.merge_features, analysis.depth,
-                                     region_settings)
-            self.cache.put("segment", key, labels, labels.nbytes)
-        return labels
+    def _segment(self, engine: Engine, analysis: Analysis, key: Hashable, settings: Settings,
+                 region_settings: RegionSettings) -> tuple[np.ndarray, np.ndarray]:
+        """(stage-1 labels on the feature grid, the engine's refined region map of the image), cached together."""
+        cached = self.cache.get("segment", key)
+        if cached is None:
+            grid = regions.segment(analysis.cluster_features, analysis.merge_features, analysis.depth,
+                                   region_settings)
+            shown = engine.refine_labels(analysis.image, grid, settings)
+            cached = (grid, shown)
+            self.cache.put("segment", key, cached, grid.nbytes + (shown.nbytes if shown is not grid else 0))
+        return cached
 
     def _describe(self, analysis: Analysis, labels: np.ndarray, key: Hashable,
                   match_settings: MatchSettings, device: str = "cpu") -> list[RegionDescriptor]:

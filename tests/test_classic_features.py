@@ -236,3 +236,49 @@ def test_nn_field_upsampling_copies_the_finer_style():
     field = synthesis.NNField(py, px, 5, np.zeros(py.size, np.int64), py * 16 + px)  # identity field
     out = synthesis.upsample_field_copy(field, (16, 16), [coarse], (32, 32), [fine])
     np.testing.assert_allclose(out, fine, atol=1e-6)
+
+
+def test_snap_labels_moves_a_staircase_boundary_onto_the_colour_edge():
+    """Grid labels split at x=32 (cell 4 of 8 px); the image's red/blue edge is at x=37: the snapped map follows it."""
+    from stylegallery.engines.classic.edges import snap_labels
+
+    img = np.zeros((40, 80, 3), np.float32)
+    img[:, :37] = (0.9, 0.1, 0.1)
+    img[:, 37:] = (0.1, 0.2, 0.9)
+    grid = np.zeros((5, 10), np.int32)
+    grid[:, 4:] = 1
+    snapped = snap_labels(grid, img, radius=16)  # the engine's radius: two cells
+    assert snapped.shape == (40, 80)
+    boundary = (snapped == 1).argmax(axis=1)  # first column of region 1 in each row
+    assert (np.abs(boundary - 37) <= 2).all()
+    assert (snapped[:, :33] == 0).all() and (snapped[:, 40:] == 1).all()
+    nearest = cv2.resize(grid, (80, 40), interpolation=cv2.INTER_NEAREST)
+    assert ((nearest == 1).argmax(axis=1) == 32).all()  # the staircase was 5 px off
+
+
+def test_snap_labels_keeps_every_label_and_leaves_a_flat_image_alone():
+    from stylegallery.engines.classic.edges import snap_labels
+
+    flat = np.full((32, 32, 3), 0.5, np.float32)
+    grid = np.zeros((4, 4), np.int32)
+    grid[0, 0] = 1  # one cell: the guided filter would erase it on a flat guide
+    grid[2:, 2:] = 2
+    snapped = snap_labels(grid, flat, radius=8)
+    assert set(np.unique(snapped)) == {0, 1, 2}
+    with pytest.raises(ValueError, match="labels"):
+        snap_labels(np.full((4, 4), -1), flat, 4)
+
+
+def test_classic_results_carry_pixel_level_region_maps():
+    from stylegallery import Pipeline
+
+    img = np.zeros((64, 96, 3), np.float32)
+    img[:, :50] = (0.9, 0.6, 0.1)
+    img[:, 50:] = (0.1, 0.3, 0.8)
+    style = _image(64, 64, seed=3)
+    settings = Settings(engine="classic", image=ImageSettings(size=96),
+                        classic=ClassicSettings(scales=1, patch_sizes=(9,), iterations=1, irls_steps=1))
+    result = Pipeline()(img, [style], settings)
+    assert result.content_labels.shape == result.content_image.shape[:2]
+    assert [lab.shape for lab in result.style_labels] == [s.shape[:2] for s in result.style_images]
+    assert {m.content_region for m in result.matches} == set(np.unique(result.content_labels).tolist())

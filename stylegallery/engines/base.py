@@ -43,6 +43,14 @@ class Engine(abc.ABC):
         """The stage-1 settings this engine's features are clustered with (by default `settings.regions`)."""
         return settings.regions
 
+    def refine_labels(self, image: np.ndarray, labels: np.ndarray, settings: Settings) -> np.ndarray:
+        """The region map stage 3 paints and the user sees, from the stage-1 grid labels of `image`.
+
+        By default the grid itself (the paper's masks live on the latent grid). Must keep every label of `labels`
+        and add none: the matches refer to them.
+        """
+        return labels
+
     @abc.abstractmethod
     def transfer(
         self,

@@ -5,6 +5,7 @@ Notation (code -> paper / research/classic.md):
     content_weight     -> the one content-vs-style knob: scales the fusion weight map W (classic.md 2.2 step 0)
     weight_map         -> W = content_weight * (EDGE_FLOOR + edges + face_boost * faces)
     low_weight         -> V = content_weight * LOW_BAND, the weight of the content's low band in the fusion
+    refine_labels      -> the grid labels snapped to the image's edges (edges.snap_labels, a guided filter)
     transfer           -> stage 3 (classic.md 5), synthesis.synthesize
     depth              -> None: no weight-free depth cue is reliable on paintings, so stage 1 skips the depth split
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.engines.base import Engine
-from stylegallery.engines.classic import faces, features, synthesis
+from stylegallery.engines.classic import edges, faces, features, synthesis
 from stylegallery.errors import InputError
 from stylegallery.types import Analysis, Match, TransferStep
 
@@ -71,6 +72,11 @@ class ClassicEngine(Engine):
         regions = settings.regions
         k_min = max(regions.k_min, min(settings.classic.min_regions, regions.k_max))
         return dataclasses.replace(regions, n_init=settings.classic.kmeans_restarts, k_min=k_min)
+
+    def refine_labels(self, image: np.ndarray, labels: np.ndarray, settings: Settings) -> np.ndarray:
+        """Pixel-level region map whose boundaries follow the image's edges (guided filter, radius two cells: one
+        cell left the boundary halfway between the staircase and the edge)."""
+        return edges.snap_labels(labels, image, radius=2 * settings.classic.grid_cell)
 
     # -- stage 3 --------------------------------------------------------------------------------------------------
     def transfer(
