@@ -159,6 +159,18 @@ def test_robust_aggregate_l2_is_the_mean_of_overlaps():
     np.testing.assert_allclose(out[0, :, 0], [1.0, 2.0, 2.0, 3.0], atol=1e-6)
 
 
+def test_robust_aggregate_grid_fast_path_equals_the_general_one():
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 41, 3), dtype=np.float32)
+    n = 9
+    py, px = synthesis.patch_grid(30, 41, n, synthesis.gap_for(n))
+    index = (py * 41 + px)[:, None] + synthesis.patch_offsets(n, 41)[None, :]
+    z = rng.random((py.size, n * n, 3), dtype=np.float32)
+    general = synthesis.robust_aggregate(x, index, z, 0.8, 3)
+    fast = synthesis.robust_aggregate(x, index, z, 0.8, 3, corners=(py, px, n))
+    np.testing.assert_allclose(fast, general, atol=1e-5)
+
+
 def test_robust_aggregate_downweights_the_outlier():
     x = np.zeros((1, 3, 3), np.float32)
     index = np.array([[0, 1, 2]] * 3)  # three patches on the same px

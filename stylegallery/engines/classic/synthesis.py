@@ -138,12 +138,15 @@ def nearest(queries: np.ndarray, db: np.ndarray, db_sq: np.ndarray | None = None
 
 
 def robust_aggregate(
-    x: np.ndarray, index: np.ndarray, z: np.ndarray, r: float, steps: int
+    x: np.ndarray, index: np.ndarray, z: np.ndarray, r: float, steps: int,
+    corners: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> np.ndarray:
     """IRLS for argmin_X sum_ij ||R_ij X - z_ij||^r (Kwatra 2005 M-step): overlapping patches, robust weights.
 
     x: (h, w, 3) current image; index: (N, m) flat pixel indices of the N patches; z: (N, m, 3) target patches.
-    Pixels that no patch covers keep their value.
+    corners: (py, px, n) when the patches are the n x n squares at top-left corners (py, px) (as in `synthesize`):
+    the per-pixel sum of patch weights is then one box filter instead of a bincount. Pixels that no patch covers
+    keep their value.
     """
     hh, ww, _ = x.shape
     flat_idx = index.ravel()  # (N*m,)
@@ -156,9 +159,16 @@ def robust_aggregate(
         wts = dist ** (r - 2.0)  # (N,)
         wts = (wts / wts.max()).astype(np.float32)
         wz = z * wts[:, None, None]  # (N, m, 3)
-        den = np.bincount(flat_idx, weights=np.repeat(wts, index.shape[1]), minlength=n_pix)
+        if corners is None:
+            den = np.bincount(flat_idx, weights=np.repeat(wts, index.shape[1]), minlength=n_pix)
+        else:
+            py, px, n = corners
+            at = np.zeros((hh, ww), np.float32)
+            at[py, px] = wts
+            den = cv2.boxFilter(at, -1, (n, n), anchor=(n - 1, n - 1), normalize=False,
+                                borderType=cv2.BORDER_CONSTANT).ravel()  # sum over the patches covering each px
         num = np.bincount(flat_idx3, weights=wz.ravel(), minlength=n_pix * 3).reshape(n_pix, 3)
-        covered = den > 0
+        covered = den > 1e-12  # the box filter's running sums leave ~1e-16 where no patch lies
         new = xf.copy()
         new[covered] = (num[covered] / den[covered, None]).astype(np.float32)
         xf = new
@@ -479,7 +489,7 @@ def _patch_size_pass(
             if members.size == 0:
                 continue
             _match_group(queries[members], members, dbs[src], levels, style_offsets_full, z, src_style, src_corner)
-        x = robust_aggregate(x, index, z, params.robust_r, params.irls_steps)
+        x = robust_aggregate(x, index, z, params.robust_r, params.irls_steps, corners=(py, px, n))
         x = fuse(x, c_s, w_s, params.low_weight, params.low_sigma * max(hh, ww) / 512)
         # colour transfer after the last iteration only: quantile maps are the loop's costliest step, and the
         # patches copied from the matched region already carry its colours
