@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stylegallery.config import ClassicSettings, Settings
-from stylegallery.engines.classic import ClassicEngine
+from stylegallery.engines.classic import ClassicEngine, features
 from stylegallery.engines.classic import faces as faces_mod
 from stylegallery.engines.classic.engine import weight_map
 from stylegallery.errors import Cancelled, InputError
@@ -194,6 +194,53 @@ def test_face_boost_keeps_the_face_structure():
     plain = run(None)
     assert _ssim(boosted[face], content[face]) > _ssim(boosted[background], content[background]) + 0.1
     assert _ssim(boosted[face], content[face]) > _ssim(plain[face], content[face]) + 0.1
+
+
+def test_a_detected_face_keeps_its_colours():
+    """Faces keep their own chroma: a skin-toned face region matched to a blue style stays skin-toned."""
+    content = np.full((H, W, 3), (0.85, 0.65, 0.55), np.float32)  # one skin-toned region
+    blue = np.clip(np.full((48, 48, 3), (0.1, 0.2, 0.8), np.float32)
+                   + np.random.default_rng(1).normal(0, 0.05, (48, 48, 3)), 0, 1).astype(np.float32)
+    box = (40, 12, 32, 36)
+    settings = _settings(content_weight=0.5, face_boost=2.0)
+
+    def run(detector):
+        engine = ClassicEngine(face_detector=detector)
+        tw = np.ones(1)
+        ca = engine.analyze(content, settings, tw)
+        sa = engine.analyze(blue, settings, tw)
+        steps = list(engine.transfer(ca, np.zeros(ca.grid_shape, np.int32), [sa], [np.zeros(sa.grid_shape, np.int32)],
+                                     [Match(0, 0, 0, 1.0, {})], settings))
+        return steps[-1].image
+
+    x, y, w, h = box
+    centre = (slice(y + 10, y + h - 10), slice(x + 8, x + w - 8))
+    protected, plain = run(lambda img: [box]), run(None)
+    skin_ab = features.rgb_to_lab(content)[0, 0, 1:]
+
+    def chroma(img):
+        return features.rgb_to_lab(np.ascontiguousarray(img[centre])).reshape(-1, 3)[:, 1:].mean(0)
+
+    assert np.abs(chroma(protected) - skin_ab).max() < 4  # Lab units: the face keeps its skin tone
+    assert np.abs(chroma(plain) - skin_ab).max() > 20  # without a face, the region turns blue
+
+
+def test_faces_are_detected_once_per_content_analysis():
+    calls = []
+
+    def detector(img):
+        calls.append(1)
+        return []
+
+    engine = ClassicEngine(face_detector=detector)
+    settings = _settings()
+    tw = np.ones(1)
+    ca = engine.analyze(_content(), settings, tw)
+    sa = engine.analyze(_stripes(), settings, tw)
+    for _ in range(2):  # e.g. Generate, then Regenerate with other matches
+        list(engine.transfer(ca, np.zeros(ca.grid_shape, np.int32), [sa], [np.zeros(sa.grid_shape, np.int32)],
+                             [Match(0, 0, 0, 1.0, {})], settings))
+    assert len(calls) == 1
 
 
 def test_weight_map_rises_on_faces():

@@ -104,7 +104,9 @@ class ClassicEngine(Engine):
         cs = settings.classic
         content_px = upsample_labels(content_labels, image.shape[:2])
         styles_px = [upsample_labels(lab, st.image.shape[:2]) for st, lab in zip(styles, style_labels)]
-        boxes = self._detect_faces(image)
+        boxes = content.payload.get("faces")
+        if boxes is None:  # detected once per cached content analysis: a Regenerate skips it
+            boxes = content.payload["faces"] = self._detect_faces(image)
         weight = weight_map(image, cs.content_weight, cs.face_boost, boxes)
         protect = faces.face_mask(image.shape[:2], boxes) if boxes and cs.face_boost > 0 else None
 

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in px
+DETECT_SIDE = 384  # px: images are searched at most this large (the cascade's cost grows with the pixel count)
 
 
 def find_cascade() -> str | None:
@@ -56,10 +57,14 @@ def default_detector() -> Callable[[np.ndarray], list[Box]] | None:
 
     def detect(image: np.ndarray) -> list[Box]:
         gray = cv2.cvtColor((np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        scale = min(1.0, DETECT_SIDE / max(gray.shape))
+        if scale < 1.0:
+            gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
+                              interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
         min_side = max(16, min(gray.shape) // 20)
         boxes = classifier.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-        return [tuple(int(v) for v in b) for b in np.asarray(boxes).reshape(-1, 4)]
+        return [tuple(int(round(v / scale)) for v in b) for b in np.asarray(boxes).reshape(-1, 4)]
 
     return detect
 

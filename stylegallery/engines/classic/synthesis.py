@@ -13,7 +13,8 @@ Notation (code -> paper symbol):
                   where W is small, so that texture (strokes, dots) comes in but style OBJECTS (a flower, a
                   signature) do not get pasted into a smooth sky or sea
     protect    -> P in [0, 1]: where the content keeps its own colours (detected faces): C~ and every colour step
-                  are blended back to the content there
+                  are blended back there, and the result takes the content's chroma (Lab a, b) there at the end:
+                  the face keeps its skin tones while its luminance carries the style's texture
     index      -> R_ij, the patch-extraction operator, as flat pixel indices (N, n*n)
     z          -> z_ij, the nearest style patch of each grid patch (searched only in the matched style region)
     r          -> the robust exponent r (0.8), solved by IRLS with weights ||R_ij X - z_ij||^(r-2)
@@ -186,6 +187,15 @@ def fuse(x: np.ndarray, content: np.ndarray, weight: np.ndarray, low_weight: flo
                                 borderType=cv2.BORDER_REFLECT)
         x = x + (low_weight / (1.0 + low_weight)) * diff
     return x
+
+
+def protect_chroma(x: np.ndarray, original: np.ndarray, protect: np.ndarray | None) -> np.ndarray:
+    """X with its Lab chroma (a, b) blended to `original`'s where protect P (h, w) is high; X's luminance is kept."""
+    if protect is None:
+        return x
+    lab, ref = rgb_to_lab(x), rgb_to_lab(original)
+    lab[..., 1:] += protect[..., None] * (ref[..., 1:] - lab[..., 1:])
+    return lab_to_rgb(lab)
 
 
 def protect_colours(x: np.ndarray, original: np.ndarray, protect: np.ndarray | None) -> np.ndarray:
@@ -383,7 +393,7 @@ def synthesize(
         if s == params.scales - 1 and params.final_colour > 0:
             # 4. Final colour step (Frigo et al.'s closing colour transfer), per matched region pair
             coloured = lab_to_rgb(colour.regional_transfer(rgb_to_lab(x), masks_s, targets, rng, params.final_colour))
-            x = protect_colours(coloured, x, p_s)
+            x = protect_chroma(protect_colours(coloured, x, p_s), content, p_s)
         prev_shape, prev_styles = shape, [lv.image for lv in levels]
         yield s, np.clip(x, 0.0, 1.0)
 
