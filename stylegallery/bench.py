@@ -97,7 +97,9 @@ def bench_images(content: str | None, styles: Sequence[str] | None, n_max: int) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stylegallery bench", description=__doc__.split("\n\n")[0])
+    from stylegallery.cli import OneLineParser
+
+    parser = OneLineParser(prog="stylegallery bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=("classic", "diffusion"), default="classic")
     parser.add_argument("--preset", choices=("paper", "fast"), default="paper")
     parser.add_argument("--sizes", default="512", help="comma-separated long sides, e.g. 256,512,1024")
@@ -117,8 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
     args = parser.parse_args(argv)
 
-    sizes = [int(s) for s in args.sizes.split(",")]
-    counts = [int(s) for s in args.styles.split(",")]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        counts = [int(s) for s in args.styles.split(",")]
+    except ValueError:
+        parser.error(f"--sizes {args.sizes!r} and --styles {args.styles!r} must be comma-separated whole numbers, "
+                     "e.g. --sizes 256,512 --styles 1,3")
     if args.repeats < 1 or not sizes or not counts or min(counts) < 1:
         parser.error("--repeats, --sizes and --styles need positive values")
 

@@ -26,14 +26,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the whole usage by default)
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the CLI contract's errors: one line `error: ...` on stderr and exit 2."""
+
+    def error(self, message: str) -> None:  # argparse prints the whole usage by default
         self.exit(2, f"error: {message} (see `python -m stylegallery {self.prog.split()[-1]} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stylegallery", description="Region-aware style transfer from several style images.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="stylegallery", description="Region-aware style transfer from several style images.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="restyle CONTENT with one or more STYLE images")
     run.add_argument("content", metavar="CONTENT", help="the photo to restyle")
@@ -52,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--content-weight", type=float, metavar="W",
                      help="content vs style: diffusion lambda_c (default 0.26); classic fusion weight (default 1.0)")
     run.add_argument("--max-regions", type=int, metavar="K", help="upper bound of regions per image (default 10)")
+    run.add_argument("--assignment", choices=("auto", "argmax", "balanced"),
+                     help="stage 2: argmax (the paper: each region takes its best style region), balanced (spread "
+                          "over style regions and images), auto (default: diffusion argmax, classic balanced)")
+    run.add_argument("--face-boost", type=float, metavar="F",
+                     help="classic: extra content weight on detected faces (default 2.0; 0 turns face protection off)")
     run.add_argument("--mask-out", metavar="PNG", help="write the content region map as a colour PNG")
     run.add_argument("--matches-out", metavar="JSON", help="write the region matches as JSON")
     run.add_argument("--figure-out", metavar="PNG", help="write a talk-ready panel")
@@ -103,6 +110,9 @@ def settings_from_args(args: argparse.Namespace, engine_name: str | None = None)
         settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, aspect=args.aspect))
     if args.max_regions is not None:
         settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, k_max=args.max_regions))
+    if args.assignment is not None:
+        settings = dataclasses.replace(settings, matching=dataclasses.replace(settings.matching,
+                                                                              assignment=args.assignment))
     d = settings.diffusion
     changes: dict[str, object] = {}
     if args.sd_model:
@@ -124,12 +134,25 @@ def settings_from_args(args: argparse.Namespace, engine_name: str | None = None)
             changes["content_weight"] = args.content_weight
     settings = dataclasses.replace(settings, diffusion=dataclasses.replace(d, **changes))
     if engine_name == "classic":
-        c = {}
+        c: dict[str, object] = {}
         if args.steps is not None:
             c["iterations"] = args.steps
         if args.content_weight is not None:
             c["content_weight"] = args.content_weight
-        settings = dataclasses.replace(settings, classic=dataclasses.replace(settings.classic, **c))
+        if args.face_boost is not None:
+            c["face_boost"] = args.face_boost
+        try:
+            settings = dataclasses.replace(settings, classic=dataclasses.replace(settings.classic, **c))
+        except ValueError as exc:  # name the flag, not the field: --steps means iterations on this engine
+            flag = {"iterations": "--steps", "content_weight": "--content-weight", "face_boost": "--face-boost"}
+            field = next((f for f in c if str(exc).startswith(f"{f}=")), None)
+            if field is None:
+                raise
+            expected = str(exc).split(": expected ")[-1]
+            expected += " iterations per patch size" if field == "iterations" else ""
+            where = "; the classic engine runs here (no GPU)" if args.engine == "auto" else ""
+            raise InputError(f"{flag[field]} {c[field]} is out of range for the classic engine ({expected}){where}") \
+                from None
     if args.depth_model and args.depth_model.lower() == "none":
         settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, use_depth=False))
     return settings
@@ -172,6 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     engine_name, reason = pipe.resolve_engine(settings_from_args(args))
     settings = settings_from_args(args, engine_name)
     log = _Progress(quiet=args.quiet)
+    if args.engine == "auto" and args.quiet:  # which engine auto picked, and why, is said even with --quiet
+        print(f"note: engine {engine_name} ({reason})", file=sys.stderr, flush=True)
     log(f"engine: {engine_name} ({reason})")
 
     # 2. Run, printing progress from the events (and the engines' INFO logs: the diffusion inversion steps)

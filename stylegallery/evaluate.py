@@ -18,7 +18,6 @@ styles. All three are scored against the SAME region map and matches (those of t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -231,9 +230,10 @@ def format_table(rows: Sequence[Row]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m stylegallery eval CONTENT... --styles S1 S2 ...`: print the comparison table."""
+    from stylegallery.cli import OneLineParser
     from stylegallery.config import ClassicSettings, ImageSettings, Settings
 
-    parser = argparse.ArgumentParser(prog="stylegallery eval", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="stylegallery eval", description=__doc__.split("\n")[0])
     parser.add_argument("contents", nargs="+", help="content images")
     parser.add_argument("--styles", nargs="+", required=True, help="style images (one style set)")
     parser.add_argument("--size", type=int, default=512, help="working size, long side px")

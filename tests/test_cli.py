@@ -88,7 +88,10 @@ def test_bad_images_exit_2_and_write_nothing(files, tmp_path, capsys, case, posi
         (["-o", "{out}/o.png", "--size", "10"], "size"),
         (["-o", "{out}/o.png", "--max-regions", "1"], "k_max"),
         (["-o", "{out}/o.png", "--seed", "-1"], "seed"),
-        (["-o", "{out}/o.png", "--content-weight", "-2", "--engine", "classic"], "content_weight"),
+        (["-o", "{out}/o.png", "--content-weight", "-2", "--engine", "classic"], "--content-weight -2.0 is out of"),
+        (["-o", "{out}/o.png", "--steps", "50", "--engine", "classic"], "--steps 50 is out of range for the classic"),
+        (["-o", "{out}/o.png", "--face-boost", "-1", "--engine", "classic"], "--face-boost -1.0 is out of range"),
+        (["-o", "{out}/o.png", "--assignment", "greedy"], "invalid choice"),
         (["-o", "{out}/o.png", "--matches-out", "{out}/m.png"], "must end in .json"),
         (["-o", "{out}/o.png", "--mask-out", "{out}/o.png"], "share one path"),
         (["-o", "{out}/o.png", "--engine", "quantum"], "invalid choice"),
@@ -104,6 +107,38 @@ def test_bad_flags_exit_2_with_one_line(files, tmp_path, capsys, extra, pattern)
     _assert_one_line_error(code, err)
     assert pattern in err
     assert os.listdir(out_dir) == []
+
+
+def test_stage_flags_reach_the_settings() -> None:
+    args = cli.build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", "--assignment", "argmax",
+                                          "--face-boost", "0", "--steps", "5", "--content-weight", "2"])
+    classic = cli.settings_from_args(args, "classic")
+    assert classic.matching.assignment == "argmax"
+    assert (classic.classic.face_boost, classic.classic.iterations, classic.classic.content_weight) == (0.0, 5, 2.0)
+    diffusion = cli.settings_from_args(args, "diffusion")
+    assert (diffusion.diffusion.steps, diffusion.diffusion.content_weight) == (5, 2.0)
+    assert diffusion.classic.iterations == 3  # stage-3 flags go to the engine that runs
+
+
+def test_auto_says_which_engine_runs_even_when_quiet(files, tmp_path, capsys) -> None:
+    from stylegallery.pipeline import Pipeline
+
+    args = cli.build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png"])
+    engine, reason = Pipeline().resolve_engine(cli.settings_from_args(args))
+    if engine != "classic":
+        pytest.skip(f"auto picks {engine} here")
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(tmp_path / "out" / "o.png"),
+                      "--size", "96", "-q"], capsys)
+    assert code == 0, err
+    assert err.strip() == f"note: engine classic ({reason})"
+
+
+@pytest.mark.parametrize("argv", [["eval", "c.png"], ["eval", "c.png", "--styles"], ["bench", "--sizes", "x"],
+                                  ["bench", "--repeats", "0"], ["bench", "--engine", "quantum"]])
+def test_eval_and_bench_bad_arguments_exit_2_with_one_line(capsys, argv) -> None:
+    code, err = _run(argv, capsys)
+    _assert_one_line_error(code, err)
+    assert f"stylegallery {argv[0]} --help" in err
 
 
 def test_classic_end_to_end_writes_every_output(files, tmp_path, capsys) -> None:
