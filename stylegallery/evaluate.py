@@ -1,4 +1,4 @@
-"""Weight-free quality metrics and the comparison of the classic engine against two references (research/classic.md 6).
+"""Weight-free quality metrics and the comparison of the classic engine against simple references (research/classic.md 6).
 
 Content structure (output vs content):
     ssim     -> SSIM on luminance (skimage.metrics.structural_similarity, data_range 1)
@@ -11,9 +11,12 @@ averaged over the content regions weighted by their area:
 Lower is better for both style metrics. No metric uses learned weights.
 
 `evaluate` runs, for every content x style set: the classic engine (through stylegallery.pipeline.Pipeline),
-reference (a) "colour": the content colour-matched (Lab quantiles) to the POOLED pixels of all styles, and
+reference (a) "colour": the content colour-matched (Lab quantiles) to the POOLED pixels of all styles,
 reference (b) "one-region": the classic engine with a single content region drawing from the POOLED patches of all
-styles. All three are scored against the SAME region map and matches (those of the classic run).
+styles, and reference (c) "region-colour": the classic run's own per-region colour transfer without any texture
+synthesis (its C~). All are scored against the SAME region map and matches (those of the classic run), so SW-Lab
+favours the classic run and region-colour by construction (they match exactly those colour distributions):
+patch-NN against region-colour is the measure of what the texture synthesis adds.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ def style_fidelity(
 class Row:
     content: str
     styles: str
-    method: str  # "classic", "colour" (reference a), "one-region" (reference b), "content" (no stylisation)
+    method: str  # "classic", "colour" (a), "one-region" (b), "region-colour" (c), "content" (no stylisation)
     ssim: float
     grad_r: float
     sw_lab: float
@@ -181,6 +184,28 @@ def one_region_transfer(content: np.ndarray, styles: Sequence[np.ndarray], setti
     return steps[-1].image
 
 
+def region_colour_transfer(content: np.ndarray, content_labels: np.ndarray, styles: Sequence[np.ndarray],
+                           style_labels: Sequence[np.ndarray], matches: Sequence[Match]) -> np.ndarray:
+    """Reference (c): each content region colour-matched (Lab quantiles) to its matched style region, no texture."""
+    from stylegallery.engines.classic import colour
+    from stylegallery.engines.classic.engine import pairing_from_matches
+    from stylegallery.engines.classic.features import lab_to_rgb, rgb_to_lab
+
+    rng = np.random.default_rng(SEED)
+    labels = _upsample(content_labels, content.shape[:2])
+    styles_px = [_upsample(lab, img.shape[:2]) for img, lab in zip(styles, style_labels)]
+    n = int(labels.max()) + 1
+    pairing = pairing_from_matches(matches, n, [int(lab.max()) + 1 for lab in styles_px])
+    style_labs = [rgb_to_lab(s) for s in styles]
+    targets = []
+    for src in pairing.sources:
+        pix = (np.concatenate([lab.reshape(-1, 3) for lab in style_labs]) if src is None
+               else style_labs[src[0]][styles_px[src[0]] == src[1]])
+        targets.append(colour.quantiles(pix, rng))
+    masks = colour.soft_masks(labels, n, max(1.0, 0.01 * max(content.shape[:2])))
+    return lab_to_rgb(colour.regional_transfer(rgb_to_lab(content), masks, targets, rng))
+
+
 def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], settings: Any = None,
              pipeline: Any = None, names: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
     """Score the classic engine and the two references for every content x style set (see the module docstring).
@@ -210,8 +235,13 @@ def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], setti
             t0 = time.perf_counter()
             one_img = one_region_transfer(c_img, s_imgs, settings)
             t_one = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            region_img = region_colour_transfer(c_img, result.content_labels, s_imgs, result.style_labels,
+                                                result.matches)
+            t_region = time.perf_counter() - t0
             for method, img, secs in (("classic", result.image, t_classic), ("colour", colour_img, t_colour),
-                                      ("one-region", one_img, t_one), ("content", c_img, 0.0)):
+                                      ("one-region", one_img, t_one), ("region-colour", region_img, t_region),
+                                      ("content", c_img, 0.0)):
                 fid = style_fidelity(img, result.content_labels, s_imgs, result.style_labels, result.matches)
                 rows.append(Row(c_name, s_name, method, ssim_luminance(img, c_img), gradient_correlation(img, c_img),
                                 fid["sw_lab"], fid["patch_nn"], secs))
@@ -219,13 +249,26 @@ def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], setti
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    head = (f"{'content':<14} {'styles':<28} {'method':<11} {'SSIM':>6} {'gradR':>6} {'SW-Lab':>7} {'patch-NN':>9} "
+    """One line per row, then (for several content x style pairs) the mean of each method over the pairs."""
+    head = (f"{'content':<14} {'styles':<28} {'method':<13} {'SSIM':>6} {'gradR':>6} {'SW-Lab':>7} {'patch-NN':>9} "
             f"{'s':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.content[:14]:<14} {r.styles[:28]:<28} {r.method:<11} {r.ssim:6.3f} {r.grad_r:6.3f} "
-                     f"{r.sw_lab:7.2f} {r.patch_nn:9.4f} {r.seconds:6.2f}")
+        lines.append(_format_row(r.content, r.styles, r))
+    pairs = {(r.content, r.styles) for r in rows}
+    if len(pairs) > 1:
+        lines.append("-" * len(head))
+        for method in dict.fromkeys(r.method for r in rows):
+            of = [r for r in rows if r.method == method]
+            mean = Row("", "", method, *(float(np.mean([getattr(r, f) for r in of]))
+                                         for f in ("ssim", "grad_r", "sw_lab", "patch_nn", "seconds")))
+            lines.append(_format_row("mean", f"{len(of)} pairs", mean))
     return "\n".join(lines)
+
+
+def _format_row(content: str, styles: str, r: Row) -> str:
+    return (f"{content[:14]:<14} {styles[:28]:<28} {r.method:<13} {r.ssim:6.3f} {r.grad_r:6.3f} {r.sw_lab:7.2f} "
+            f"{r.patch_nn:9.4f} {r.seconds:6.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,15 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = OneLineParser(prog="stylegallery eval", description=__doc__.split("\n")[0])
     parser.add_argument("contents", nargs="+", help="content images")
-    parser.add_argument("--styles", nargs="+", required=True, help="style images (one style set)")
+    parser.add_argument("--styles", nargs="+", required=True, action="append",
+                        help="style images of one style set; repeat --styles for more sets")
     parser.add_argument("--size", type=int, default=512, help="working size, long side px")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--content-weight", type=float, default=ClassicSettings().content_weight)
     args = parser.parse_args(argv)
     settings = Settings(engine="classic", seed=args.seed, image=ImageSettings(size=args.size),
                         classic=ClassicSettings(content_weight=args.content_weight))
-    names = ([Path(c).stem for c in args.contents], ["+".join(Path(s).stem.split("_")[-1] for s in args.styles)])
-    rows = evaluate(args.contents, [args.styles], settings, names=names)
+    names = ([Path(c).stem for c in args.contents],
+             ["+".join(Path(s).stem.split("_")[-1] for s in style_set) for style_set in args.styles])
+    rows = evaluate(args.contents, args.styles, settings, names=names)
     print(format_table(rows))
     return 0
 

@@ -75,16 +75,17 @@ FAST = Settings(engine="classic", image=ImageSettings(size=64),
 
 def test_evaluate_table_on_arrays():
     rows = evaluate.evaluate([(_smooth() * 255).astype(np.uint8)], [[_stripes(), _smooth(seed=3)]], FAST)
-    assert [r.method for r in rows] == ["classic", "colour", "one-region", "content"]
+    assert [r.method for r in rows] == ["classic", "colour", "one-region", "region-colour", "content"]
     for r in rows:
         assert all(np.isfinite([r.ssim, r.grad_r, r.sw_lab, r.patch_nn]))
     content_row = rows[-1]
     assert content_row.ssim == pytest.approx(1.0) and content_row.grad_r == pytest.approx(1.0)
     # the classic output is closer to its matched style regions than the unstylised content and the colour-only
     # reference (the references are scored against the classic run's matches, so they need not beat the content)
-    classic, colour_ref = rows[0], rows[1]
+    classic, colour_ref, region_ref = rows[0], rows[1], rows[3]
     assert classic.patch_nn < content_row.patch_nn and classic.patch_nn < colour_ref.patch_nn
     assert classic.sw_lab < content_row.sw_lab
+    assert classic.patch_nn < region_ref.patch_nn  # what the texture synthesis adds beyond colour
     table = evaluate.format_table(rows)
     assert "SW-Lab" in table and "one-region" in table
 
@@ -96,6 +97,18 @@ def test_main_prints_the_table(gallery_dev, capsys):
     out = capsys.readouterr().out
     lines = [ln.split() for ln in out.splitlines() if ln.startswith("kodim21")]
     by_method = {ln[2]: [float(v) for v in ln[3:7]] for ln in lines}
-    assert set(by_method) == {"classic", "colour", "one-region", "content"}
+    assert set(by_method) == {"classic", "colour", "one-region", "region-colour", "content"}
     # region-restricted synthesis is closer to the matched style regions' textures than a global colour transfer
     assert by_method["classic"][3] < by_method["colour"][3]
+    assert "mean" not in out  # one pair: no summary
+
+
+def test_several_style_sets_print_a_mean_per_method(gallery_dev, capsys):
+    content = str(gallery_dev / "content" / "kodim21.png")
+    style = str(gallery_dev / "style" / "vangogh_starry_night.jpg")
+    other = str(gallery_dev / "style" / "hokusai_great_wave.png")
+    assert evaluate.main([content, "--styles", style, "--styles", other, "--size", "96"]) == 0
+    out = capsys.readouterr().out
+    means = [ln.split() for ln in out.splitlines() if ln.startswith("mean")]
+    assert [m[3] for m in means] == ["classic", "colour", "one-region", "region-colour", "content"]
+    assert all(m[1:3] == ["2", "pairs"] for m in means)
