@@ -1,4 +1,4 @@
-"""Weight-free quality metrics and the comparison of the classic engine against simple references (research/classic.md 6).
+"""Weight-free quality metrics; the classic engine against simple references (research/classic.md 6).
 
 Content structure (output vs content):
     ssim     -> SSIM on luminance (skimage.metrics.structural_similarity, data_range 1)
