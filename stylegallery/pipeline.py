@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from stylegallery import images, matching, regions
-from stylegallery.config import MatchSettings, RegionSettings, Settings
+from stylegallery.config import MatchSettings, RegionSettings, Settings, parse_bytes
 from stylegallery.engines.base import Engine
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
 from stylegallery.types import Analysis, Match, RegionDescriptor
@@ -37,7 +37,7 @@ from stylegallery.types import Analysis, Match, RegionDescriptor
 logger = logging.getLogger(__name__)
 
 MAX_STYLES = 16
-DEFAULT_CACHE_BYTES = int(os.environ.get("STYLEGALLERY_CACHE_BYTES", 1_500_000_000))
+DEFAULT_CACHE_BYTES = 1_500_000_000  # unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB")
 
 # Engines by key, imported lazily so the classic path never imports torch.
 ENGINE_REGISTRY: dict[str, str] = {
@@ -189,8 +189,8 @@ class ByteLRU:
 class Pipeline:
     """StyleGallery, built once and reused: `run` streams events, `__call__` returns the `Result`."""
 
-    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self.cache = ByteLRU(cache_bytes)
+    def __init__(self, cache_bytes: int | None = None) -> None:
+        self.cache = ByteLRU(cache_bytes_from_env() if cache_bytes is None else cache_bytes)
         self._engines: dict[Hashable, Engine] = {}
         self._engine_lock = threading.Lock()
         self._aggregators: dict[Hashable, Any] = {}
@@ -389,6 +389,12 @@ class Pipeline:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def cache_bytes_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """The cache bound: $STYLEGALLERY_CACHE_BYTES ("1500000000", "1.5GB", "512MB", "2GiB"), else the default."""
+    text = environ.get("STYLEGALLERY_CACHE_BYTES", "").strip()
+    return parse_bytes(text, "STYLEGALLERY_CACHE_BYTES") if text else DEFAULT_CACHE_BYTES
 
 
 def gpu_available(device: str = "cpu") -> tuple[bool, str]:
