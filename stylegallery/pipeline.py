@@ -244,7 +244,7 @@ class Pipeline:
         def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray, float, float]:
             _raise_if(stop)
             t0 = time.perf_counter()
-            analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights)
+            analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights, stop)
             t1 = time.perf_counter()
             labels = self._segment(analysis, (key, analysis_key, region_key), region_settings)
             return analysis, labels, t1 - t0, time.perf_counter() - t1
@@ -353,10 +353,10 @@ class Pipeline:
     # -- cached stage work -----------------------------------------------------------------------
 
     def _analyze(self, engine: Engine, image: np.ndarray, key: Hashable, settings: Settings,
-                 time_weights: np.ndarray) -> Analysis:
+                 time_weights: np.ndarray, stop: Callable[[], bool]) -> Analysis:
         analysis = self.cache.get("analysis", key)
         if analysis is None:
-            analysis = engine.analyze(image, settings, time_weights)
+            analysis = engine.analyze(image, settings, time_weights, should_stop=stop)
             self.cache.put("analysis", key, analysis, analysis.nbytes)
         return analysis
 

@@ -26,7 +26,8 @@ class FakeEngine(Engine):
     def analysis_key(self, settings: Settings) -> tuple:
         return (settings.image.size,)
 
-    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray,
+                should_stop=lambda: False) -> Analysis:
         self.calls["analyze"] += 1
         h, w = image.shape[0] // 8, image.shape[1] // 8
         cells = image[: h * 8, : w * 8].reshape(h, 8, w, 8, 3).mean(axis=(1, 3)).astype(np.float32)  # (h, w, 3)
