@@ -24,6 +24,7 @@ from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelL
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+OUTPUT_FLAGS = {"output": "-o", "mask": "--mask-out", "figure": "--figure-out", "matches": "--matches-out"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -187,6 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     for path in (args.content, *args.styles):
         if not Path(path).is_file():
             raise InputError(f"{path!r} is not a file; check the path")
+    _check_outputs_spare_inputs(outputs, args.content, args.styles)
 
     from stylegallery import images, viz
     from stylegallery.pipeline import ContentSegmented, Done, Matched, Pipeline, Preview, Segmented
@@ -225,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     assert result is not None
     log(f"stage 3: done ({result.timings['transfer']:.1f} s); total {result.timings['total']:.1f} s")
 
-    # 3. Render everything in memory, then write each file atomically; on a failure remove what this run wrote
+    # 3. Render everything in memory, then write all files or none (a failure leaves the user's files as they were)
     out_image = result.to_pil()
     rendered: list[tuple[Path, bytes]] = [(outputs["output"], _encode(out_image, outputs["output"]))]
     if "mask" in outputs:
@@ -235,15 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         rendered.append((outputs["figure"], _encode(viz.panel(result), outputs["figure"])))
     if "matches" in outputs:
         rendered.append((outputs["matches"], (json.dumps(result.matches_json(), indent=2) + "\n").encode()))
-    written: list[Path] = []
-    try:
-        for path, data in rendered:
-            images.write_atomic(path, lambda handle, data=data: handle.write(data))
-            written.append(path)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    images.write_files_atomic([(path, lambda handle, data=data: handle.write(data)) for path, data in rendered])
     log(f"wrote {', '.join(str(p) for p, _ in rendered)}")
     return 0
 
@@ -267,6 +261,18 @@ def _check_outputs(args: argparse.Namespace) -> dict[str, Path]:
     if len(set(outputs.values())) != len(outputs):
         raise InputError("two outputs share one path; give each output its own file")
     return outputs
+
+
+def _check_outputs_spare_inputs(outputs: dict[str, Path], content: str, styles: Sequence[str]) -> None:
+    """No output may be one of the input images (the same file by any path): writing it would destroy the input."""
+    inputs = [("the content image", content), *((f"style image {i + 1}", s) for i, s in enumerate(styles))]
+    for key, out in outputs.items():
+        if not out.exists():
+            continue
+        for what, path in inputs:
+            if os.path.samefile(out, path):
+                raise InputError(f"{OUTPUT_FLAGS[key]} {str(out)!r} is {what} {path!r}: writing it would overwrite "
+                                 "your input; choose another output path")
 
 
 def _encode(image, path: Path) -> bytes:

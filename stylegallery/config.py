@@ -11,6 +11,8 @@ official behaviour is a plain bug (then the faithful value stays available, see 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,6 +26,24 @@ PRESETS: tuple[str, ...] = ("paper", "fast")
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_DINO_MODEL = "facebook/dinov2-base"
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Large-hf"
+
+
+BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str | int, name: str = "size") -> int:
+    """A byte count from "1500000000", "1.5GB", "512MB" or "2GiB" (case and spaces ignored; KB/MB/GB/TB are
+    powers of 10, KiB/MiB/GiB/TiB powers of 2). `name` labels the value in the ValueError."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        number, unit = float(text), ""
+    else:
+        found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*", str(text))
+        number, unit = (float(found[1]), found[2].lower()) if found else (math.nan, "?")
+    if unit not in BYTE_UNITS or not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name}={text!r} is invalid: expected a byte count such as 1500000000, 1.5GB, 512MB or "
+                         "2GiB")
+    return int(round(number * BYTE_UNITS[unit]))
 
 
 def _check(cond: bool, name: str, value: object, expect: str) -> None:

@@ -8,12 +8,14 @@ raises `InputError` with a one-line message saying what is wrong and how to fix 
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -120,28 +122,109 @@ def save_atomic(image: Image.Image, path: str | os.PathLike, **save_kwargs: obje
     write_atomic(path, lambda handle: image.save(handle, format=fmt, **save_kwargs))
 
 
-def write_atomic(path: str | os.PathLike, write: object) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call `write(handle)` on a temporary file next to `path`, then rename it over `path`; clean up on any error."""
+    write_files_atomic([(path, write)])
+
+
+def write_files_atomic(files: Sequence[tuple[str | os.PathLike, Callable[[BinaryIO], object]]]) -> None:
+    """Write every file or none: `write(handle)` fills a temporary file next to each path; only once all are written
+    (and synced) are they renamed into place. A failure leaves the files that existed before untouched (a file
+    already replaced is restored from a hard link kept until the end) and no new or temporary file behind.
+    New files get the umask's mode (0o666 & ~umask); a replaced file keeps its permission bits."""
+    targets = [Path(p) for p, _ in files]
+    for path in targets:
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise InputError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
+    temps: list[str] = []
+    backups: list[tuple[Path, str | None]] = []  # (path, its previous file kept as a link, or None if it was new)
+    path = targets[0] if targets else Path(".")
+    try:
+        # 1. Every file to its temporary file: nothing the user has is touched yet
+        for path, (_, write) in zip(targets, files):
+            temps.append(_write_temporary(path, write))
+        # 2. Rename them all into place, keeping each replaced file until every rename succeeded
+        for path, temp in zip(targets, temps):
+            backups.append((path, _keep_previous(path)))
+            os.replace(temp, path)
+    except BaseException as exc:
+        failed = path
+        for temp in temps:
+            _unlink_quietly(temp)  # the ones already renamed are gone: no-op
+        for done, previous in reversed(backups):
+            try:
+                if previous is None:
+                    done.unlink(missing_ok=True)
+                else:
+                    os.replace(previous, done)
+            except OSError:  # cannot undo: say what is left where, rather than lose a file silently
+                left = "remove it" if previous is None else f"its previous content is in {previous!r}"
+                raise InputError(f"cannot write {str(failed)!r} and could not undo {str(done)!r}; {left}") from None
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            raise InputError(f"cannot write {str(failed)!r}: {reason}; free some space or choose another "
+                             "location") from None
+        raise
+    for _, previous in backups:
+        if previous is not None:
+            _unlink_quietly(previous)
+
+
+def _write_temporary(path: Path, write: Callable[[BinaryIO], object]) -> str:
+    """`write` into a new temporary file next to `path`, synced, with the mode `path` will have; its name."""
     import tempfile
 
-    path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_umask()
+    except OSError:
+        mode = 0o666 & ~_umask()
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)  # mkstemp makes it 0o600
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
-            write(handle)  # type: ignore[operator]
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        _unlink_quietly(tmp_name)
-        reason = exc.strerror or str(exc)
-        raise InputError(f"cannot write {str(path)!r}: {reason}; free some space or choose another location") from None
     except BaseException:
-        _unlink_quietly(tmp_name)
+        _unlink_quietly(name)
         raise
+    return name
+
+
+def _keep_previous(path: Path) -> str | None:
+    """A hard link to the file at `path` (to put it back if a later output fails), or None when there is none."""
+    if not os.path.lexists(path):
+        return None
+    for _ in range(100):
+        name = str(path.parent / f".{path.name}.{os.urandom(4).hex()}.old")
+        try:
+            os.link(path, name, follow_symlinks=False)
+            return name
+        except FileExistsError:
+            continue
+        except OSError as exc:  # no hard links here (some network or FAT file systems): keep a copy
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            import shutil
+
+            shutil.copy2(path, name, follow_symlinks=False)
+            return name
+    raise FileExistsError(errno.EEXIST, "no free name for a backup file", str(path))
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _unlink_quietly(name: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from stylegallery import images, matching, regions
-from stylegallery.config import MatchSettings, RegionSettings, Settings
+from stylegallery.config import MatchSettings, RegionSettings, Settings, parse_bytes
 from stylegallery.engines.base import Engine
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
 from stylegallery.types import Analysis, Match, RegionDescriptor
@@ -37,7 +37,8 @@ from stylegallery.types import Analysis, Match, RegionDescriptor
 logger = logging.getLogger(__name__)
 
 MAX_STYLES = 16
-DEFAULT_CACHE_BYTES = int(os.environ.get("STYLEGALLERY_CACHE_BYTES", 1_500_000_000))
+LOAD_RETRY_SECONDS = 300.0  # a failed engine load is not retried for the same model settings within this time
+DEFAULT_CACHE_BYTES = 1_500_000_000  # unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB")
 
 # Engines by key, imported lazily so the classic path never imports torch.
 ENGINE_REGISTRY: dict[str, str] = {
@@ -189,9 +190,12 @@ class ByteLRU:
 class Pipeline:
     """StyleGallery, built once and reused: `run` streams events, `__call__` returns the `Result`."""
 
-    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self.cache = ByteLRU(cache_bytes)
+    def __init__(self, cache_bytes: int | None = None, load_retry_seconds: float = LOAD_RETRY_SECONDS) -> None:
+        self.cache = ByteLRU(cache_bytes_from_env() if cache_bytes is None else cache_bytes)
+        self.load_retry_seconds = load_retry_seconds
+        self.clock: Callable[[], float] = time.monotonic  # of the remembered load failures
         self._engines: dict[Hashable, Engine] = {}
+        self._failed_loads: dict[Hashable, tuple[float, ModelLoadError | EngineUnavailable]] = {}
         self._engine_lock = threading.Lock()
         self._aggregators: dict[Hashable, Any] = {}
 
@@ -245,7 +249,7 @@ class Pipeline:
             """(analysis, grid labels for matching, the region map stage 3 paints and the user sees, times)."""
             _raise_if(stop)
             t0 = time.perf_counter()
-            analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights)
+            analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights, stop)
             t1 = time.perf_counter()
             grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key), settings, region_settings)
             return analysis, grid, shown, t1 - t0, time.perf_counter() - t1
@@ -336,7 +340,11 @@ class Pipeline:
         return self.engine(name, settings), reason
 
     def engine(self, name: str, settings: Settings) -> Engine:
-        """The engine `name`, built once per set of model locations and kept."""
+        """The engine `name`, built once per set of model locations and kept.
+
+        A load that failed (ModelLoadError, EngineUnavailable) is remembered for `load_retry_seconds`: asking again
+        for the same model settings re-raises it at once instead of retrying a slow load on every run.
+        """
         if name not in ENGINE_REGISTRY:
             raise InputError(f"engine {name!r} is unknown; choose one of {', '.join(ENGINE_REGISTRY)} or auto")
         d = settings.diffusion
@@ -345,20 +353,36 @@ class Pipeline:
         with self._engine_lock:
             engine = self._engines.get(key)
             if engine is None:
-                engine = _build_engine(name, settings)
+                engine = self._build_or_recall_failure(key, name, settings)
                 if name == "diffusion":  # keep one set of diffusion models in memory at a time
                     for other in [k for k in self._engines if k[0] == "diffusion"]:
                         del self._engines[other]
                 self._engines[key] = engine
             return engine
 
+    def _build_or_recall_failure(self, key: Hashable, name: str, settings: Settings) -> Engine:
+        now = self.clock()
+        for old in [k for k, (when, _) in self._failed_loads.items() if now - when >= self.load_retry_seconds]:
+            del self._failed_loads[old]
+        if key in self._failed_loads:
+            when, exc = self._failed_loads[key]
+            raise type(exc)(f"{exc} (this load failed {now - when:.0f} s ago; it is retried "
+                            f"{self.load_retry_seconds - (now - when):.0f} s from now, or at once with other model "
+                            "settings)")
+        try:
+            engine = _build_engine(name, settings)
+        except (ModelLoadError, EngineUnavailable) as exc:
+            self._failed_loads[key] = (self.clock(), exc)
+            raise
+        return engine
+
     # -- cached stage work -----------------------------------------------------------------------
 
     def _analyze(self, engine: Engine, image: np.ndarray, key: Hashable, settings: Settings,
-                 time_weights: np.ndarray) -> Analysis:
+                 time_weights: np.ndarray, stop: Callable[[], bool]) -> Analysis:
         analysis = self.cache.get("analysis", key)
         if analysis is None:
-            analysis = engine.analyze(image, settings, time_weights)
+            analysis = engine.analyze(image, settings, time_weights, should_stop=stop)
             self.cache.put("analysis", key, analysis, analysis.nbytes)
         return analysis
 
@@ -395,6 +419,12 @@ class Pipeline:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def cache_bytes_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """The cache bound: $STYLEGALLERY_CACHE_BYTES ("1500000000", "1.5GB", "512MB", "2GiB"), else the default."""
+    text = environ.get("STYLEGALLERY_CACHE_BYTES", "").strip()
+    return parse_bytes(text, "STYLEGALLERY_CACHE_BYTES") if text else DEFAULT_CACHE_BYTES
 
 
 def gpu_available(device: str = "cpu") -> tuple[bool, str]:

@@ -204,3 +204,74 @@ def test_real_entry_point_runs_as_a_module(files, tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     assert os.listdir(tmp_path / "out") == []
+
+
+# ---- outputs: all or nothing, the user's files kept, the normal mode, inputs never overwritten ------------
+
+@pytest.mark.parametrize("call", ["fsync", "replace"])
+def test_a_failure_on_the_second_output_leaves_the_existing_first_one_untouched(files, tmp_path, capsys, monkeypatch,
+                                                                                 call) -> None:
+    """out.png existed; the panel fails with ENOSPC while written (fsync) or while renamed into place (replace)."""
+    pytest.importorskip("stylegallery.engines.classic")
+    import errno
+
+    out_dir = tmp_path / "out"
+    old = (out_dir / "out.png")
+    Image.new("RGB", (7, 5), (1, 2, 3)).save(old)
+    before = old.read_bytes()
+    real = getattr(os, call)
+    seen: list[object] = []
+
+    def failing(*args, **kwargs):
+        if call == "fsync" or str(out_dir) in str(args[-1]):  # count only the writes of the outputs
+            seen.append(args)
+            if len(seen) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, call, failing)
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(old), "--figure-out",
+                      str(out_dir / "panel.png"), "--engine", "classic", "--size", "64", "-q"], capsys)
+    monkeypatch.undo()
+    _assert_one_line_error(code, err)
+    assert "No space left on device" in err and "panel.png" in err
+    assert len(seen) >= 2
+    assert old.read_bytes() == before  # was deleted: the CLI unlinked outputs already renamed over the user's files
+    assert os.listdir(out_dir) == ["out.png"]  # no panel, no temporary or backup file
+
+
+def test_outputs_get_the_umask_mode_and_a_replaced_file_keeps_its_mode(files, tmp_path, capsys) -> None:
+    pytest.importorskip("stylegallery.engines.classic")
+    out_dir = tmp_path / "out"
+    kept = out_dir / "m.json"
+    kept.write_text("{}")
+    kept.chmod(0o604)
+    mask = os.umask(0o027)
+    try:
+        code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out_dir / "o.png"),
+                          "--matches-out", str(kept), "--engine", "classic", "--size", "64", "-q"], capsys)
+    finally:
+        os.umask(mask)
+    assert code == 0, err
+    assert (out_dir / "o.png").stat().st_mode & 0o777 == 0o640  # 0o666 & ~0o027, was 0o600 (mkstemp's)
+    assert kept.stat().st_mode & 0o777 == 0o604 and json.loads(kept.read_text())["engine"] == "classic"
+
+
+@pytest.mark.parametrize(("flag", "target", "what"), [
+    ("-o", "content", "the content image"),
+    ("--mask-out", "style1", "style image 1"),
+    ("--figure-out", "style2_via_dots", "style image 2"),
+])
+def test_an_output_that_is_an_input_is_refused(files, tmp_path, capsys, flag, target, what) -> None:
+    paths = {"content": files["content"], "style1": files["style1"],
+             "style2_via_dots": tmp_path / "out" / ".." / "style2.png"}
+    before = {p: p.read_bytes() for p in files.values()}
+    argv = ["run", str(files["content"]), str(files["style1"]), str(files["style2"]), "--engine", "classic",
+            "--size", "64"]
+    argv += [flag, str(paths[target])] if flag == "-o" else ["-o", str(tmp_path / "out" / "o.png"), flag,
+                                                             str(paths[target])]
+    code, err = _run(argv, capsys)
+    _assert_one_line_error(code, err)
+    assert f"{flag} {str(paths[target])!r} is {what}" in err and "would overwrite your input" in err
+    assert {p: p.read_bytes() for p in files.values()} == before
+    assert os.listdir(tmp_path / "out") == []

@@ -117,6 +117,50 @@ def test_unusable_model_location_exits_2(tiny, files, tmp_path, capsys, monkeypa
     assert os.listdir(out) == []
 
 
+@pytest.mark.parametrize("broken", ["dino_weights", "depth_weights", "empty_tokenizer"])
+def test_a_damaged_model_folder_exits_2_with_one_line(tiny, files, tmp_path, capsys, broken) -> None:
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny.sd.parent, models)
+    if broken == "empty_tokenizer":
+        for path in (models / "sd" / "tokenizer").iterdir():
+            path.unlink()
+    else:
+        weights = models / broken.split("_")[0] / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"),
+                      "--engine", "diffusion", "--size", "64", "--steps", "1", "--sd-model", str(models / "sd"),
+                      "--dino-model", str(models / "dino"), "--depth-model", str(models / "depth"),
+                      "--matches-out", str(out / "m.json")], capsys)
+    _assert_one_line_error(code, err)  # was a SafetensorError traceback (exit 1), or OverflowError at the first run
+    field = {"dino_weights": "dino_model", "depth_weights": "depth_model", "empty_tokenizer": "sd_model"}[broken]
+    assert f"error: {field} '{models}/" in err
+    assert ("tokenizer/ is unusable" if broken == "empty_tokenizer" else "damaged or incomplete") in err
+    assert os.listdir(out) == []
+
+
+def test_auto_falls_back_to_classic_when_a_model_file_is_damaged(tiny, files, tmp_path, capsys, monkeypatch) -> None:
+    import shutil
+
+    from stylegallery.pipeline import Pipeline
+
+    dino = shutil.copytree(tiny.dino, tmp_path / "dino")
+    (dino / "model.safetensors").write_bytes(b"\x00" * 100)
+    monkeypatch.setattr(Pipeline, "resolve_engine", lambda self, settings: ("diffusion", "GPU found: test"))
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"), "--engine", "auto",
+                      "--size", "64", "--steps", "1", "--sd-model", str(tiny.sd), "--dino-model", str(dino),
+                      "--depth-model", "none"], capsys)
+    assert code == 0, err
+    fallback = [line for line in err.splitlines() if "engine: classic" in line]
+    assert len(fallback) == 1, err
+    assert f"the diffusion models could not be loaded (dino_model '{dino}': the model could not be loaded " \
+           "(SafetensorError" in fallback[0]
+    assert os.listdir(out) == ["o.png"]
+
+
 def test_wrong_dino_folder_exits_2(tiny, files, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"),

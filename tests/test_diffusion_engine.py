@@ -195,6 +195,40 @@ def test_transfer_raises_cancelled_when_asked_and_restores_the_unet(engine, cont
     assert all(engine.sd.unet.attn_processors[name] is before[name] for name in before)
 
 
+@pytest.mark.parametrize("stop_after", [0, 1, 7, 15])
+def test_analysis_stops_within_one_unet_call_of_a_stop(engine, stop_after):
+    """Stage 1 inverts each image in 15 UNet calls: a stop is honoured before the next call, not after the image."""
+    unet_calls = []
+    handle = engine.sd.unet.register_forward_hook(lambda *args: unet_calls.append(1))
+    engine.reset_stats()
+    try:
+        with pytest.raises(Cancelled, match="analysis cancelled"):
+            engine.analyze(random_image(64, 64, seed=7), tiny_settings(), time_weights(),
+                           should_stop=lambda: len(unet_calls) >= stop_after)
+    finally:
+        handle.remove()
+    assert len(unet_calls) == stop_after  # no UNet call after the stop
+    assert engine.stats["depth_calls"] == engine.stats["dino_calls"] == 0
+    assert not engine.sd.unet.up_blocks[2]._forward_hooks  # the feature-capture hook is gone
+
+
+def test_a_pipeline_run_stopped_in_stage_1_ends_at_the_next_unet_call(engine):
+    from stylegallery.pipeline import Pipeline
+
+    pipe = Pipeline(cache_bytes=0)
+    pipe._engine_for = lambda settings: (engine, "test")  # the tiny engine, already loaded
+    unet_calls = []
+    handle = engine.sd.unet.register_forward_hook(lambda *args: unet_calls.append(1))
+    settings = dataclasses.replace(tiny_settings(), image=dataclasses.replace(tiny_settings().image, size=64))
+    try:
+        with pytest.raises(Cancelled, match="inversion step 4 of 15"):
+            list(pipe.run(random_image(64, 64, seed=8), [random_image(64, 64, seed=9)], settings,
+                          should_stop=lambda: len(unet_calls) >= 3))
+    finally:
+        handle.remove()
+    assert len(unet_calls) == 3
+
+
 def test_regional_loss_gradient_reaches_the_latent(engine, content, style):
     unet, emb = engine.sd.unet, engine.text_embedding
     state = AttentionState()

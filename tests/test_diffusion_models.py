@@ -147,3 +147,129 @@ def test_a_lora_is_fused_only_around_a_fast_transfer(tmp_path):
     assert engine.notes(tiny_settings("fast")) == ()
     (note,) = engine.notes(tiny_settings("paper"))  # loaded, but the paper preset never fuses it: say so
     assert f"lora {str(tmp_path / 'lora')!r} is loaded but not used" in note and "--preset fast" in note
+
+
+# ---- broken model folders: every failure is one ModelLoadError line naming the component, location and fix ----
+
+def _copy(tmp_path, name: str):
+    return shutil.copytree(getattr(tiny_paths(), name), tmp_path / name)
+
+
+def _truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(("model", "weights", "component"), [
+    ("dino", "model.safetensors", "the model"),
+    ("depth", "model.safetensors", "the model"),
+    ("sd", "text_encoder/model.safetensors", "text_encoder/"),
+    ("sd", "unet/diffusion_pytorch_model.safetensors", "unet/"),
+])
+def test_a_truncated_safetensors_file_is_a_model_load_error(tmp_path, model, weights, component):
+    folder = _copy(tmp_path, model)
+    _truncate(folder / weights)  # a raw SafetensorError from transformers, an OSError from diffusers
+    loader = {"dino": load_dino, "depth": load_depth, "sd": load_sd}[model]
+    with pytest.raises(ModelLoadError) as excinfo:
+        loader(str(folder))
+    text = _message(excinfo)
+    field = {"dino": "dino_model", "depth": "depth_model", "sd": "sd_model"}[model]
+    assert text.startswith(f"{field} {str(folder)!r}: {component} could not be loaded (")
+    assert "damaged or incomplete" in text and "download it again" in text
+
+
+@pytest.mark.parametrize("case", ["empty", "no_config"])
+def test_a_broken_tokenizer_is_refused_when_loading_not_at_the_first_run(tmp_path, case):
+    folder = _copy(tmp_path, "sd")
+    files = list((folder / "tokenizer").iterdir()) if case == "empty" else [folder / "tokenizer/tokenizer_config.json"]
+    for path in files:
+        path.unlink()
+    with pytest.raises(ModelLoadError) as excinfo:  # loaded before, then OverflowError: int too big to convert
+        load_sd(str(folder))
+    text = _message(excinfo)
+    assert text.startswith(f"sd_model {str(folder)!r}: tokenizer/ is unusable (")
+    assert ("holds no vocabulary" if case == "empty" else "model_max_length") in text
+    assert "restore tokenizer/" in text
+
+
+def test_a_truncated_lora_is_a_model_load_error(tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import save_file
+
+    path = tmp_path / "lora.safetensors"
+    save_file({"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(4, 32)}, path)
+    _truncate(path)
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_lora(load_sd(str(tiny_paths().sd)).unet, str(path))
+    text = _message(excinfo)
+    assert text.startswith(f"lora {str(path)!r}: the LoRA could not be loaded (SafetensorError")
+    assert "damaged or incomplete" in text
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """torch.load and pickle.load fail the test if anything calls them."""
+    import pickle
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a pickle was opened")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+
+
+@pytest.mark.parametrize("layout", ["file", "folder", "missing_file"])
+def test_a_pickle_lora_is_refused_before_it_is_opened(tmp_path, no_unpickling, layout):
+    pickle_file = tmp_path / "lora" / "pytorch_lora_weights.bin"
+    pickle_file.parent.mkdir()
+    if layout != "missing_file":
+        pickle_file.write_bytes(b"\x80\x04 not opened")
+    location = str(pickle_file.parent if layout == "folder" else pickle_file)
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_lora(tiny_engine().sd.unet, location)
+    text = _message(excinfo)
+    assert text.startswith(f"lora {location!r}")
+    expected = "holds only pickle weights (pytorch_lora_weights.bin)" if layout == "folder" else \
+        "is not a .safetensors file"
+    assert expected in text and "only as safetensors" in text
+
+
+def test_a_lora_folder_with_several_safetensors_files_asks_which(tmp_path):
+    for name in ("a.safetensors", "b.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_lora(tiny_engine().sd.unet, str(tmp_path))
+    assert "holds several .safetensors files (a.safetensors, b.safetensors)" in _message(excinfo)
+
+
+def test_models_load_without_unpickling_anything(tmp_path, no_unpickling):
+    paths = tiny_paths()
+    load_sd(str(paths.sd))
+    load_dino(str(paths.dino))
+    load_depth(str(paths.depth))
+
+
+def test_every_from_pretrained_call_is_safetensors_only_and_never_runs_remote_code():
+    """Static check of models.py: every weights loader passes use_safetensors=True, Auto* classes
+    trust_remote_code=False, and nothing passes trust_remote_code=True."""
+    import ast
+    import inspect
+
+    from stylegallery.engines.diffusion import models
+
+    tree = ast.parse(inspect.getsource(models))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr == "from_pretrained"]
+    assert len(calls) >= 6  # unet, vae, text encoder, DINOv2, depth, image processor
+    for call in calls:
+        owner = ast.unparse(call.func.value)
+        keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
+        assert keywords.get("trust_remote_code", "False") == "False", owner
+        if not owner.endswith(("Processor", "Tokenizer", "Scheduler")):  # these load no weights
+            assert keywords.get("use_safetensors") == "True", owner
+        if owner.startswith("Auto") and owner != "AutoencoderKL":  # transformers' Auto classes can run hub code
+            assert keywords.get("trust_remote_code") == "False", owner
+    # from_pretrained passed by reference (not called here): only classes without weights or remote code
+    references = [ast.unparse(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                  and node.attr == "from_pretrained" and node not in [c.func for c in calls]]
+    assert set(references) <= {"CLIPTokenizer", "DDIMScheduler"}, references

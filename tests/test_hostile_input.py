@@ -5,13 +5,17 @@ The fuzz cases are counted by hypothesis; `FUZZ_EXAMPLES` raises their number fo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
+import tempfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -131,6 +135,61 @@ def test_cli_with_odd_file_names(tmp_path, capsys, name: str) -> None:
     code = cli.main(["run", "--engine", "classic", "--size", "64", "-o", str(out), "--", str(content), str(style)])
     assert code == 0, capsys.readouterr().err
     assert Image.open(out).size == (64, 48)  # 80x64 at long side 64 (rounded to multiples of 8)
+
+
+# Names a user may give: non-ASCII, quotes, shell characters, path separators, a newline, an RTL override.
+NAME_ALPHABET = list("abcXYZ019 -_.'\"$;*?:\\/\néü图像✓🎨\u202e")
+TEMPORARY = re.compile(r"^\..*\.(tmp|old)$")  # images.write_files_atomic's temporary and kept files
+
+
+@st.composite
+def relative_name(draw: st.DrawFn, suffixes: tuple[str, ...]) -> str:
+    """A file name of random characters; "/" makes subfolders ("..", "." and empty parts are dropped)."""
+    text = draw(st.text(alphabet=st.sampled_from(NAME_ALPHABET), min_size=1, max_size=12))
+    parts = [p for p in text.split("/") if p not in ("", ".", "..")] or ["x"]
+    return "/".join(parts) + draw(st.sampled_from(suffixes))
+
+
+@settings(max_examples=max(8, FUZZ_EXAMPLES // 6), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(content=st.one_of(mutated_image_bytes(), st.sampled_from(list(SEEDS.values()))),
+       style=st.one_of(st.sampled_from(list(SEEDS.values())), mutated_image_bytes()),
+       content_name=relative_name((".png", ".jpg", "", ".webp")),
+       style_name=relative_name((".gif", ".tiff", "")),
+       out_name=relative_name((".png", ".png", ".jpg", ".webp", ".txt", "")),
+       make_out_folder=st.booleans())
+def test_cli_fuzz_ends_in_an_output_or_one_error_line_and_leaves_nothing_else(
+        content: bytes, style: bytes, content_name: str, style_name: str, out_name: str,
+        make_out_folder: bool) -> None:
+    """cli.main on mutated image files under odd names: exit 0 with the output, or exit 2 with one `error:` line and
+    no output; never a traceback, a changed input or a temporary file."""
+    pytest.importorskip("stylegallery.engines.classic")
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, outputs = Path(tmp) / "in", Path(tmp) / "out"
+        content_path, style_path = inputs / "c" / content_name, inputs / "s" / style_name
+        for path, data in ((content_path, content), (style_path, style)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        out = outputs / out_name
+        (out.parent if make_out_folder else outputs).mkdir(parents=True, exist_ok=True)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(["run", str(content_path), str(style_path), "-o", str(out), "--engine", "classic",
+                                 "--size", "64", "--max-regions", "3", "-q"])
+            except SystemExit as exc:  # argparse's own errors
+                code = exc.code
+        lines = err.getvalue().splitlines()
+        event(f"exit {code}")
+        if code == 0:
+            assert lines == [] and out.is_file() and Image.open(out).size[0] > 0
+        else:
+            assert code == 2, err.getvalue()
+            assert len(lines) == 1 and lines[0].startswith("error: "), err.getvalue()
+            assert not out.exists()
+        assert content_path.read_bytes() == content and style_path.read_bytes() == style
+        left = [p.name for p in Path(tmp).rglob("*") if TEMPORARY.match(p.name)]
+        assert left == []
 
 
 def test_cli_refuses_an_output_path_through_a_file(tmp_path, capsys) -> None:

@@ -26,7 +26,8 @@ class FakeEngine(Engine):
     def analysis_key(self, settings: Settings) -> tuple:
         return (settings.image.size,)
 
-    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray,
+                should_stop=lambda: False) -> Analysis:
         self.calls["analyze"] += 1
         h, w = image.shape[0] // 8, image.shape[1] // 8
         cells = image[: h * 8, : w * 8].reshape(h, 8, w, 8, 3).mean(axis=(1, 3)).astype(np.float32)  # (h, w, 3)
@@ -202,6 +203,44 @@ def test_auto_engine_is_classic_without_a_gpu() -> None:
 def test_unknown_engine_is_refused() -> None:
     with pytest.raises(InputError, match="unknown"):
         pl.Pipeline().engine("quantum", Settings())
+
+
+def test_a_failed_model_load_is_remembered_until_it_is_due_or_the_models_change(monkeypatch) -> None:
+    """The app falls back to classic at once instead of re-trying a slow failing load on every run."""
+    from stylegallery.errors import ModelLoadError
+
+    loads: list[str] = []
+
+    def build(name, settings):
+        loads.append(name)
+        if name == "diffusion":
+            raise ModelLoadError(f"sd_model {settings.diffusion.sd_model!r} could not be loaded: fix it")
+        return FakeEngine()
+
+    monkeypatch.setattr(pl, "_build_engine", build)
+    pipe = pl.Pipeline(load_retry_seconds=60)
+    now = [1000.0]
+    pipe.clock = lambda: now[0]
+    auto = dataclasses.replace(SMALL, engine="auto")
+    monkeypatch.setattr(pipe, "resolve_engine", lambda settings: ("diffusion", "GPU found: test"))
+
+    first = pipe._engine_for(auto)
+    assert loads == ["diffusion", "classic"]
+    assert "the diffusion models could not be loaded (sd_model" in first[1]
+    now[0] += 30
+    engine, reason = pipe._engine_for(auto)
+    assert loads == ["diffusion", "classic"]  # no second load attempt: classic at once
+    assert engine is first[0] and "this load failed 30 s ago; it is retried 30 s from now" in reason
+    with pytest.raises(ModelLoadError, match="could not be loaded: fix it \\(this load failed 30 s ago"):
+        pipe.engine("diffusion", auto)  # an explicit diffusion run gets the same error without a load
+    assert loads == ["diffusion", "classic"]
+
+    other = dataclasses.replace(auto, diffusion=dataclasses.replace(auto.diffusion, sd_model="/other/sd"))
+    pipe._engine_for(other)  # other model settings: tried at once
+    assert loads == ["diffusion", "classic", "diffusion"]
+    now[0] += 31  # the first failure is due again
+    pipe._engine_for(auto)
+    assert loads == ["diffusion", "classic", "diffusion", "diffusion"]
 
 
 def test_engine_resolves_its_region_settings(fake_pipe, monkeypatch) -> None:

@@ -28,11 +28,14 @@ class Engine(abc.ABC):
         """The settings (and model identities) that change `analyze`'s result; part of the cache key."""
 
     @abc.abstractmethod
-    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray,
+                should_stop: Callable[[], bool] = lambda: False) -> Analysis:
         """Extract features of one working-size image, (H, W, 3) float32 in [0, 1].
 
         time_weights: (T,) normalised logistic weights of F_mix (paper 2.1) for T inversion steps
-        (diffusion engine); engines without a time axis ignore them.
+        (diffusion engine); engines without a time axis ignore them. An analysis of several model calls
+        raises `stylegallery.errors.Cancelled` within one call after `should_stop()` turns true; a quick
+        one may ignore it (the pipeline asks before each image).
         """
 
     @abc.abstractmethod

@@ -49,7 +49,9 @@ class ClassicEngine(Engine):
     def analysis_key(self, settings: Settings) -> Hashable:
         return ("classic", FEATURE_VERSION, settings.classic.grid_cell, settings.image.size, settings.image.multiple)
 
-    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray,
+                should_stop: Callable[[], bool] = lambda: False) -> Analysis:
+        # quick (well under a second at 512 px): the pipeline's check before each image is enough
         _check_image(image, "image")
         g = settings.classic.grid_cell
         hh, ww = image.shape[:2]

@@ -124,8 +124,12 @@ class DiffusionEngine(Engine):
         )
 
     @torch.no_grad()
-    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray) -> Analysis:
-        """Paper 2.2: z0, 15-step DDIM inversion -> F_mix and C15; depth (2.2); DINOv2 tokens (3.2b)."""
+    def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray,
+                should_stop: Callable[[], bool] = lambda: False) -> Analysis:
+        """Paper 2.2: z0, 15-step DDIM inversion -> F_mix and C15; depth (2.2); DINOv2 tokens (3.2b).
+
+        `should_stop` is asked before every UNet call of the inversion and before depth and DINOv2.
+        """
         d = settings.diffusion
         image = _check_image(image)
         weights = np.asarray(time_weights, dtype=np.float64)
@@ -144,10 +148,12 @@ class DiffusionEngine(Engine):
             logger.info("stage 1: inversion step %d/%d of a %dx%d image", i, total, width, height)
 
         result = ddim_invert(self.sd.unet, z0, self.text_embedding, self.alphas_cumprod, timesteps,
-                             [float(w) for w in weights], scheduler.config.num_train_timesteps, on_step)
+                             [float(w) for w in weights], scheduler.config.num_train_timesteps, on_step, should_stop)
         self.stats["unet_forward_analyze"] += len(timesteps)
         # 3. Depth and semantic tokens
+        _raise_if(should_stop, "the depth model")
         depth = self._depth(image, grid) if settings.regions.use_depth and self.depth is not None else None
+        _raise_if(should_stop, "DINOv2")
         tokens = self._tokens(image, d)
         return Analysis(
             image=image,
@@ -402,6 +408,11 @@ def _height_width(size: object) -> tuple[int, int] | None:
     get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
     height, width = get("height"), get("width")
     return (int(height), int(width)) if height and width else None
+
+
+def _raise_if(should_stop: Callable[[], bool], before: str) -> None:
+    if should_stop():
+        raise Cancelled(f"analysis cancelled before {before}")
 
 
 def _check_device(device: str) -> torch.device:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from stylegallery.errors import Cancelled
+
 
 @dataclass
 class InversionResult:
@@ -49,11 +51,13 @@ def ddim_invert(
     weights: Sequence[float],
     num_train_timesteps: int = 1000,
     on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> InversionResult:
     """Invert z0 along `timesteps`, capturing `unet.up_blocks[2]`'s output at each step into F_mix.
 
     The forward hook is removed before returning, even on error. Runs in the dtype of z0 (float32).
-    `on_step(i, T)`, if given, is called after step i (1-based) of T, for progress reports.
+    `on_step(i, T)`, if given, is called after step i (1-based) of T, for progress reports. `should_stop()`, if
+    given, is asked before every UNet call: `Cancelled` is raised at once when it answers True.
     """
     if len(weights) != len(timesteps):
         raise ValueError(f"{len(weights)} time weights given for {len(timesteps)} inversion steps; "
@@ -69,6 +73,8 @@ def ddim_invert(
         z = z0
         f_mix = None
         for i, (t, w) in enumerate(zip(timesteps, weights)):
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"analysis cancelled at inversion step {i + 1} of {len(timesteps)}")
             alpha_prev = alphas_cumprod[max(0, t - stride)]
             alpha_t = alphas_cumprod[t]
             eps = unet(z, t, encoder_hidden_states=text_embedding).sample  # (1, 4, h, w)

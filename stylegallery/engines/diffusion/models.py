@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -31,6 +32,10 @@ SD_FILES = [
 TRANSFORMERS_FILES = ["config.json", "preprocessor_config.json", "model.safetensors*", "model-*.safetensors"]
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_ADAPTER = "stylegallery_fast"
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name, chosen when a LoRA folder holds several files
+SD_FIX = "check that the folder is a complete SD 1.5 pipeline with safetensors weights"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+T = TypeVar("T")
 
 # DINOv2's documented preprocessing (facebook/dinov2-*): resize the short side to 256, crop 224, ImageNet norm.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,6 +64,45 @@ def quiet_libraries() -> None:
 def _one_line(exc: BaseException, limit: int = 240) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_text(exc: BaseException) -> str:
+    """The exception's one-line text, prefixed by its type where the text alone does not say what failed."""
+    text = _one_line(exc)
+    kind = type(exc).__name__
+    return text if kind in ("OSError", "ValueError") or text.startswith(kind) else f"{kind}: {text}"
+
+
+def _safetensors_error(exc: BaseException) -> BaseException | None:
+    """The SafetensorError behind `exc` (diffusers wraps it in an OSError naming the file twice), if any."""
+    for _ in range(8):
+        if type(exc).__name__ == "SafetensorError":
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        if exc is None:
+            break
+    return None
+
+
+def _within(folder: Path, location: str) -> str:
+    """" in '<folder>'" when `location` (e.g. a hub id) does not already name the folder."""
+    return "" if folder == Path(location).expanduser() else f" in {str(folder)!r}"
+
+
+def _loaded(field: str, location: str, component: str, fix: str, load: Callable[[], T]) -> T:
+    """`load()`, with any failure of the library call turned into one ModelLoadError line: the setting, the
+    component (and where it is), what went wrong, and how to fix it (a damaged weights file is told apart)."""
+    try:
+        return load()
+    except (ModelLoadError, MemoryError):
+        raise
+    except Exception as exc:  # from_pretrained raises many types on broken files: SafetensorError, OSError, ...
+        damaged = _safetensors_error(exc)
+        if damaged is not None:
+            exc, fix = damaged, ("a weights file is damaged or incomplete (e.g. an interrupted download): download "
+                                 "it again or pass a complete copy")
+        raise ModelLoadError(f"{field} {location!r}: {component} could not be loaded ({_error_text(exc)}): "
+                             f"{fix}") from None
 
 
 def _offline() -> bool:
@@ -171,15 +215,16 @@ def load_sd(location: str, device: str | torch.device = "cpu") -> SDModels:
 
     root = resolve_location(location, "sd_model", SD_FILES)
     _check_sd_folder(root, location)
-    try:
-        unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", use_safetensors=True)
-        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=True)
-        text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", use_safetensors=True)
-        tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
-        scheduler = DDIMScheduler.from_pretrained(root, subfolder="scheduler")
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"sd_model {location!r} could not be loaded ({_one_line(exc)}): check that the folder "
-                             "is a complete SD 1.5 pipeline with safetensors weights") from None
+
+    def part(name: str, load: Callable[[Path], T]) -> T:
+        return _loaded("sd_model", location, f"{name}/{_within(root, location)}", SD_FIX, lambda: load(root / name))
+
+    unet = part("unet", lambda f: UNet2DConditionModel.from_pretrained(f, use_safetensors=True))
+    vae = part("vae", lambda f: AutoencoderKL.from_pretrained(f, use_safetensors=True))
+    text_encoder = part("text_encoder", lambda f: CLIPTextModel.from_pretrained(f, use_safetensors=True))
+    tokenizer = part("tokenizer", CLIPTokenizer.from_pretrained)  # no weights: vocab.json/merges.txt or tokenizer.json
+    scheduler = part("scheduler", DDIMScheduler.from_pretrained)
+    _check_tokenizer(tokenizer, text_encoder.config, location, root)
     if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
         raise ModelLoadError(f"sd_model {location!r}: the UNet expects {unet.config.cross_attention_dim}-d text "
                              f"features but the text encoder gives {text_encoder.config.hidden_size}: pass an SD 1.5 "
@@ -189,11 +234,35 @@ def load_sd(location: str, device: str | torch.device = "cpu") -> SDModels:
     return SDModels(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
+def _check_tokenizer(tokenizer, text_config, location: str, root: Path) -> None:
+    """The tokenizer must encode the empty prompt into ids the text encoder has: a broken tokenizer/ (e.g. an empty
+    folder) loads without error and only fails at the first run (OverflowError on its unset model_max_length)."""
+    limit, vocab = int(text_config.max_position_embeddings), int(text_config.vocab_size)
+    problem = None
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        problem = f"it holds no vocabulary, only {len(tokenizer)} special tokens"
+    elif not 1 <= tokenizer.model_max_length <= limit:
+        problem = f"its model_max_length {tokenizer.model_max_length} is not in 1..{limit}, the text encoder's length"
+    else:
+        try:
+            ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
+        except Exception as exc:  # noqa: BLE001 (any failure here means the tokenizer is unusable)
+            problem = f"encoding the empty prompt failed: {_error_text(exc)}"
+        else:
+            outside = [i for i in ids if not 0 <= i < vocab]
+            if outside:
+                problem = f"it gives token id {outside[0]}, outside the text encoder's vocabulary of {vocab}"
+    if problem:
+        raise ModelLoadError(f"sd_model {location!r}: tokenizer/{_within(root, location)} is unusable ({problem}): "
+                             "restore tokenizer/ from the same SD 1.5 pipeline (vocab.json and merges.txt, or "
+                             "tokenizer.json)")
+
+
 def _image_processor(root: Path, fallback):
     from transformers import AutoImageProcessor
 
     if (root / "preprocessor_config.json").exists():
-        return AutoImageProcessor.from_pretrained(root, backend="pil")
+        return AutoImageProcessor.from_pretrained(root, backend="pil", trust_remote_code=False)
     return fallback()
 
 
@@ -205,14 +274,13 @@ def load_dino(location: str, device: str | torch.device = "cpu") -> tuple[Any, A
     root = resolve_location(location, "dino_model", TRANSFORMERS_FILES)
     _check_transformers_folder(root, "dino_model", location, ("dinov2", "dinov2_with_registers"),
                                "a DINOv2 model", "facebook/dinov2-base")
-    try:
-        model = AutoModel.from_pretrained(root, use_safetensors=True)
-        processor = _image_processor(root, lambda: BitImageProcessorPil(
-            size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
-            resample=3, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD)))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"dino_model {location!r} could not be loaded ({_one_line(exc)}): check that the "
-                             "folder is a DINOv2 model with safetensors weights") from None
+    fix = "check that the folder is a complete DINOv2 model with safetensors weights"
+    model = _loaded("dino_model", location, f"the model{_within(root, location)}", fix,
+                    lambda: AutoModel.from_pretrained(root, use_safetensors=True, trust_remote_code=False))
+    processor = _loaded("dino_model", location, f"the image processor{_within(root, location)}", fix,
+                        lambda: _image_processor(root, lambda: BitImageProcessorPil(
+                            size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
+                            resample=3, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))))
     model.to(device).float().eval().requires_grad_(False)
     return model, processor
 
@@ -225,14 +293,13 @@ def load_depth(location: str, device: str | torch.device = "cpu") -> tuple[Any, 
     root = resolve_location(location, "depth_model", TRANSFORMERS_FILES)
     _check_transformers_folder(root, "depth_model", location, ("depth_anything",), "a Depth-Anything model",
                                "depth-anything/Depth-Anything-V2-Small-hf")
-    try:
-        model = DepthAnythingForDepthEstimation.from_pretrained(root, use_safetensors=True)
-        processor = _image_processor(root, lambda: DPTImageProcessorPil(
-            size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
-            image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD)))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"depth_model {location!r} could not be loaded ({_one_line(exc)}): check that the "
-                             "folder is a Depth-Anything model with safetensors weights") from None
+    fix = "check that the folder is a complete Depth-Anything model with safetensors weights"
+    model = _loaded("depth_model", location, f"the model{_within(root, location)}", fix,
+                    lambda: DepthAnythingForDepthEstimation.from_pretrained(root, use_safetensors=True))
+    processor = _loaded("depth_model", location, f"the image processor{_within(root, location)}", fix,
+                        lambda: _image_processor(root, lambda: DPTImageProcessorPil(
+                            size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                            resample=3, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))))
     model.to(device).float().eval().requires_grad_(False)
     return model, processor
 
@@ -248,24 +315,52 @@ def load_lora(unet, location: str) -> str:
                              "`pip install peft`, or drop the LoRA (the fast preset then runs without it)")
     from diffusers import StableDiffusionPipeline
 
-    path = Path(location).expanduser()
-    if path.is_file():
-        folder, weight_name = path.parent, path.name
-    else:
-        folder, weight_name = resolve_location(location, "lora", ["*.safetensors"]), None
-    try:
+    weights = lora_file(location)  # a .safetensors file: diffusers never sees a pickle (it would torch.load one)
+
+    def load() -> None:
         state_dict, alphas = StableDiffusionPipeline.lora_state_dict(
-            str(folder), weight_name=weight_name, use_safetensors=True, unet_config=unet.config)
+            str(weights.parent), weight_name=weights.name, use_safetensors=True, unet_config=unet.config)
         StableDiffusionPipeline.load_lora_into_unet(state_dict, alphas, unet, adapter_name=LORA_ADAPTER)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"lora {location!r} could not be loaded into the UNet ({_one_line(exc)}): pass an "
-                             "SD 1.5 LoRA in safetensors, e.g. latent-consistency/lcm-lora-sdv1-5") from None
+
+    _loaded("lora", location, f"the LoRA{_within(weights, location)}", "pass an SD 1.5 UNet LoRA in safetensors, e.g. "
+            "latent-consistency/lcm-lora-sdv1-5", load)
     if LORA_ADAPTER not in (getattr(unet, "peft_config", None) or {}):  # diffusers skips a file without UNet keys
         raise ModelLoadError(f"lora {location!r} holds no UNet LoRA weights (e.g. a text-encoder-only LoRA or another "
                              "kind of file): pass an SD 1.5 UNet LoRA in safetensors, e.g. "
                              "latent-consistency/lcm-lora-sdv1-5")
     unet.disable_adapters()
     return LORA_ADAPTER
+
+
+def lora_file(location: str) -> Path:
+    """The one .safetensors file a LoRA location names: the file itself, or the one in a folder or hub snapshot.
+
+    Anything else (a .bin/.pt pickle, a folder without safetensors) is refused before any file is opened.
+    """
+    path = Path(location).expanduser()
+    suffix = path.suffix.lower()
+    if not path.is_dir() and (suffix in PICKLE_SUFFIXES or (path.is_file() and suffix != ".safetensors")):
+        raise ModelLoadError(f"lora {location!r} is not a .safetensors file: StyleGallery loads LoRAs only as "
+                             "safetensors (a pickle can run code when loaded); use the LoRA's .safetensors release "
+                             "or convert it")
+    if suffix == ".safetensors" and not path.is_dir():
+        if not path.is_file():
+            raise ModelLoadError(f"lora file {location!r} does not exist: check the path, or pass a hub id")
+        return path
+    folder = path if path.is_dir() else resolve_location(location, "lora", ["*.safetensors"])
+    files = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+    if len(files) > 1 and (folder / LORA_FILE) in files:
+        files = [folder / LORA_FILE]
+    if len(files) == 1:
+        return files[0]
+    if files:
+        names = ", ".join(p.name for p in files)
+        raise ModelLoadError(f"lora {location!r} holds several .safetensors files ({names}): pass the path of the one "
+                             "to load")
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    what = f"only pickle weights ({pickles[0]})" if pickles else "no .safetensors file"
+    raise ModelLoadError(f"lora {location!r} holds {what}: StyleGallery loads LoRAs only as safetensors; pass an SD "
+                         "1.5 LoRA in safetensors, e.g. latent-consistency/lcm-lora-sdv1-5")
 
 
 def _ddim_timesteps(config, steps: int):
