@@ -229,6 +229,11 @@ class ClassicSettings:
     # hand-made features the silhouette favours k=2 (e.g. "sky" vs "everything else"), too few for several
     # styles to show; the merge rule still joins regions of the same colour; 2..32
     min_regions: int = 3
+    # share of each region's mean lightness that the per-region colour steps take from the style (1 = Elad-Milanfar's
+    # full match): 0.25 keeps most of the content's light-and-dark layout between regions (a light sky and dark ground
+    # matched to two dark style regions stay apart); hue, saturation and the style's light-dark texture within each
+    # region come in full; 0..1
+    colour_luminance: float = 0.25
 
     def __post_init__(self) -> None:
         _check(4 <= self.grid_cell <= 32, "grid_cell", self.grid_cell, "4..32")
@@ -247,6 +252,7 @@ class ClassicSettings:
         _check(256 <= self.max_db <= 65536, "max_db", self.max_db, "256..65536")
         _check(1 <= self.kmeans_restarts <= 20, "kmeans_restarts", self.kmeans_restarts, "1..20")
         _check(2 <= self.min_regions <= 32, "min_regions", self.min_regions, "2..32")
+        _check(0 <= self.colour_luminance <= 1, "colour_luminance", self.colour_luminance, "0..1")
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,30 @@ def test_face_boost_keeps_the_face_structure():
     assert _ssim(boosted[face], content[face]) > _ssim(plain[face], content[face]) + 0.1
 
 
+def test_regions_keep_their_light_and_dark_order():
+    """A light region and a dark one, both matched to dark style regions, stay apart in lightness (colour_luminance)."""
+    content = np.full((H, W, 3), 0.9, np.float32)
+    content[:, W // 2:] = 0.1
+    labels = np.zeros((H // 8, W // 8), np.int32)
+    labels[:, labels.shape[1] // 2:] = 1
+    dark = np.clip(np.random.default_rng(2).normal(0.2, 0.05, (48, 48, 3)), 0, 1).astype(np.float32)
+    darker = np.clip(np.random.default_rng(3).normal(0.12, 0.05, (48, 48, 3)), 0, 1).astype(np.float32)
+
+    def run(share):
+        engine = ClassicEngine(face_detector=None)
+        settings = _settings(colour_luminance=share)
+        tw = np.ones(1)
+        ca = engine.analyze(content, settings, tw)
+        sa = [engine.analyze(dark, settings, tw), engine.analyze(darker, settings, tw)]
+        zeros = [np.zeros(a.grid_shape, np.int32) for a in sa]
+        out = list(engine.transfer(ca, labels, sa, zeros, [Match(0, 0, 0, 1.0, {}), Match(1, 1, 0, 1.0, {})],
+                                   settings))[-1].image
+        return out[:, : W // 2 - 8].mean() - out[:, W // 2 + 8:].mean()
+
+    assert run(0.25) > 0.3  # the light half stays clearly lighter
+    assert run(1.0) < 0.15  # a full lightness match makes both halves dark
+
+
 def test_a_detected_face_keeps_its_colours():
     """Faces keep their own chroma: a skin-toned face region matched to a blue style stays skin-toned."""
     content = np.full((H, W, 3), (0.85, 0.65, 0.55), np.float32)  # one skin-toned region

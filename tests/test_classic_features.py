@@ -226,6 +226,21 @@ def test_quantile_map_matches_the_target_distribution():
     assert np.corrcoef(src[:, 0], out[:, 0])[0, 1] > 0.95  # monotone: the order is kept
 
 
+def test_anchor_lightness_shifts_each_targets_lightness_towards_its_content_region():
+    lab = np.zeros((4, 8, 3), np.float32)
+    lab[:, :4, 0], lab[:, 4:, 0] = 80.0, 20.0  # a light region 0 and a dark region 1
+    labels = np.zeros((4, 8), np.int32)
+    labels[:, 4:] = 1
+    dark = np.stack([np.linspace(20, 40, 8), np.full(8, 5.0), np.full(8, -5.0)], -1).astype(np.float32)  # mean L 30
+    full, anchored = synthesis.anchor_lightness([dark, dark], lab, labels, 1.0), synthesis.anchor_lightness(
+        [dark, dark], lab, labels, 0.25)
+    np.testing.assert_array_equal(full[0], dark)
+    assert anchored[0][:, 0].mean() == pytest.approx(0.25 * 30 + 0.75 * 80)
+    assert anchored[1][:, 0].mean() == pytest.approx(0.25 * 30 + 0.75 * 20)
+    np.testing.assert_allclose(np.ptp(anchored[0][:, 0]), np.ptp(dark[:, 0]))  # the style's spread is kept
+    np.testing.assert_array_equal(anchored[0][:, 1:], dark[:, 1:])  # hue from the style
+
+
 def test_regional_transfer_matches_each_region_to_its_target():
     rng = np.random.default_rng(0)
     lab = np.zeros((20, 40, 3), np.float32)

@@ -136,7 +136,7 @@ def synthesis_params(settings: Settings) -> synthesis.SynthesisParams:
         scales=cs.scales, patch_sizes=tuple(cs.patch_sizes), iterations=cs.iterations, irls_steps=cs.irls_steps,
         robust_r=cs.robust_r, pca_dims=cs.pca_dims, init_noise=cs.init_noise, denoise_sigma_s=cs.denoise_sigma_s,
         denoise_sigma_r=cs.denoise_sigma_r, max_db=cs.max_db, low_weight=cs.content_weight * LOW_BAND,
-        low_sigma=LOW_SIGMA,
+        low_sigma=LOW_SIGMA, colour_luminance=cs.colour_luminance,
     )
 
 

@@ -64,6 +64,9 @@ class SynthesisParams:
     style_stride: int = 2  # px between candidate style patches (before the random cap)
     colour_strength: float = 1.0  # in-loop per-region colour transfer, 0..1
     final_colour: float = 1.0  # strength of the closing per-region colour transfer, 0..1
+    # share of each region's mean lightness taken from its style region (1 = Elad-Milanfar's full match): the colour
+    # targets' lightness is shifted towards the content region's mean by the rest (see anchor_lightness); 0..1
+    colour_luminance: float = 1.0
     field_upsampling: bool = True  # start each finer scale from the upsampled NN field (sharp), not resize(X)
     low_weight: float = 0.5  # V, weight of the content's low band (0 = Elad-Milanfar's fusion only)
     low_sigma: float = 6.0  # px (at 512) of the low-band blur G
@@ -351,7 +354,9 @@ def synthesize(
     targets = _colour_targets(pairing, style_labs, style_labels, rng)
     soft_sigma = max(1.0, 0.01 * max(hh, ww))
     masks_full = colour.soft_masks(content_labels, n_regions, soft_sigma)
-    content_tilde = lab_to_rgb(colour.regional_transfer(rgb_to_lab(content), masks_full, targets, rng))
+    content_lab = rgb_to_lab(content)
+    targets = anchor_lightness(targets, content_lab, content_labels, params.colour_luminance)
+    content_tilde = lab_to_rgb(colour.regional_transfer(content_lab, masks_full, targets, rng))
     content_tilde = protect_colours(content_tilde, content, protect)
 
     x: np.ndarray | None = None
@@ -396,6 +401,27 @@ def synthesize(
             x = protect_chroma(protect_colours(coloured, x, p_s), content, p_s)
         prev_shape, prev_styles = shape, [lv.image for lv in levels]
         yield s, np.clip(x, 0.0, 1.0)
+
+
+def anchor_lightness(targets: Sequence[np.ndarray], content_lab: np.ndarray, labels: np.ndarray,
+                     share: float) -> list[np.ndarray]:
+    """Colour targets whose lightness keeps (1 - share) of each content region's own mean lightness.
+
+    targets: K arrays (Q, 3) of Lab quantiles (region k's matched style colours); content_lab: (H, W, 3); labels:
+    (H, W) regions 0..K-1. Region k's L quantiles are shifted by (1 - share) * (content mean L - target mean L),
+    so the style's light-dark spread (its texture) is kept and the regions' light-dark layout follows the content.
+    """
+    if share >= 1.0:
+        return list(targets)
+    sums = np.bincount(labels.ravel(), weights=content_lab[..., 0].ravel(), minlength=len(targets))
+    counts = np.bincount(labels.ravel(), minlength=len(targets))
+    out = []
+    for k, target in enumerate(targets):
+        t = target.copy()
+        if counts[k] > 0:
+            t[:, 0] = np.clip(t[:, 0] + (1.0 - share) * (sums[k] / counts[k] - t[:, 0].mean()), 0.0, 100.0)
+        out.append(t)
+    return out
 
 
 def _colour_targets(
