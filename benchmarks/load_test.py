@@ -269,11 +269,24 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
 
 
+def _edges(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Blurred gradient magnitude of the luminance: the layout of a picture's block edges, whatever their colours."""
+    import cv2
+
+    lum = _luminance(rgb, height, width)
+    gx, gy = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), 3.0)
+
+
 def identify(result: np.ndarray, contents: list[np.ndarray]) -> list[float]:
-    """Correlation of the result's luminance with each content's (resized to the result's size)."""
+    """Correlation of the result's edge layout with each content's (resized to the result's size).
+
+    Edges, not luminance: the engine recolours each region from its matched style region, which may turn a dark
+    block light (luminance correlation then goes negative), but the blocks' edges stay where the content has them.
+    """
     height, width = result.shape[:2]
-    lum = _luminance(result, height, width)
-    return [_correlation(lum, _luminance(c, height, width)) for c in contents]
+    edges = _edges(result, height, width)
+    return [_correlation(edges, _edges(c, height, width)) for c in contents]
 
 
 @dataclass

@@ -197,7 +197,7 @@ def test_face_boost_keeps_the_face_structure():
 
 
 def test_regions_keep_their_light_and_dark_order():
-    """A light region and a dark one, both matched to dark style regions, stay apart in lightness (colour_luminance)."""
+    """A light and a dark region, both matched to dark style regions, stay apart in lightness (colour_luminance)."""
     content = np.full((H, W, 3), 0.9, np.float32)
     content[:, W // 2:] = 0.1
     labels = np.zeros((H // 8, W // 8), np.int32)
