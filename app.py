@@ -26,7 +26,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Container, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -54,6 +54,7 @@ from stylegallery.pipeline import (  # noqa: E402
     Segmented,
     gpu_available,
 )
+from stylegallery.serving import FileGate, Refused, blocked_beside  # noqa: E402
 
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
@@ -80,23 +81,75 @@ TARGET = re.compile(r"Style (\d+) · region (\d+)")
 _STOP: dict[str, threading.Event] = {}  # session -> its Stop flag
 
 
-def clear_upload_errors(widget: gr.Image) -> gr.Image:
-    """Make the widget's unreadable uploads end in a clear page error (gradio's own message for them is generic).
+def file_gate(items: list[GalleryItem], uploads: Callable[[], Container[str]]) -> FileGate:
+    """The files a client may name: its uploads (`uploads()`, the server's record) and the gallery's images, by the
+    exact paths the page holds for them (the original, or the copy gradio serves it from)."""
+    gallery = {}
+    for item in items:
+        held = (item.path, item.title)
+        gallery[str(item.path)] = gallery[_served_copy(item.path)] = held
+    return FileGate(gr.utils.get_upload_folder(), uploads, gallery)
+
+
+def _served_copy(path: Path) -> str:
+    """Where gradio's postprocess puts its copy of a file the app returns (processing_utils.save_file_to_cache)."""
+    from gradio import processing_utils
+    from gradio_client.utils import strip_invalid_filename_characters
+
+    folder = Path(gr.utils.get_upload_folder()) / processing_utils.hash_file(path)
+    return os.path.abspath(folder / strip_invalid_filename_characters(path.name))
+
+
+def guard_content(widget: gr.Image, gate: FileGate) -> gr.Image:
+    """Only an upload or a gallery image reaches the content widget's decoder, and unreadable ones end in a clear
+    page error (gradio's own message for them is generic).
 
     Wraps the instance's preprocess: a gr.Image subclass would make gradio write an app.pyi stub next to this file.
     """
     preprocess = widget.preprocess
 
     def checked(payload: Any) -> Any:
+        if payload is None:
+            return None
+        try:
+            named = gate.check(payload.path, payload.url, "The content image")
+        except Refused as exc:
+            raise gr.Error(str(exc)) from None
+        payload = payload.model_copy(update={"path": str(named.path), "url": None})
         try:
             return preprocess(payload)
         except gr.Error:
             raise
         except Exception as exc:  # Pillow raises many types on hostile files
-            path = getattr(payload, "path", None)
-            reason = _named_as_uploaded(str(exc), [path] if path else [])
+            reason = _named_as_uploaded(str(exc), [payload.path])
             reason = " ".join(reason.split())[:200] or type(exc).__name__
             raise gr.Error(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP image.") from None
+
+    widget.preprocess = checked
+    return widget
+
+
+def guard_styles(widget: gr.Gallery, gate: FileGate) -> gr.Gallery:
+    """Only uploads and gallery images enter (and are sent back out of) the chosen-styles gallery: gradio's gallery
+    checks only a name's extension, and would copy and serve any server file an event returns."""
+    preprocess = widget.preprocess
+
+    def checked(payload: Any) -> list[tuple[str, str]] | None:
+        if payload is None or not payload.root:
+            return None
+        named = []
+        for i, element in enumerate(payload.root):
+            image = getattr(element, "image", None)
+            try:
+                if image is None:
+                    raise Refused(f"Style image {i + 1} is not an image: upload a PNG, JPEG or WebP image.")
+                named.append(gate.check(image.path, image.url, f"Style image {i + 1}"))
+            except Refused as exc:
+                raise gr.Error(str(exc)) from None
+        for element, name in zip(payload.root, named):
+            element.image = element.image.model_copy(update={"path": str(name.path), "url": None})
+        preprocess(payload)  # gradio's own checks (the file type)
+        return [(str(name.path), name.name) for name in named]
 
     widget.preprocess = checked
     return widget
@@ -244,9 +297,6 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
     if len(style_paths) > MAX_STYLES:
         raise gr.Error(f"{len(style_paths)} style images chosen: use at most {MAX_STYLES} (click one to remove it).")
-    uploads = Path(gr.utils.get_upload_folder()).resolve()  # uploads and gallery picks are stored there
-    if not all(Path(p).resolve().is_relative_to(uploads) for p in (content, *style_paths)):
-        raise gr.Error("An image was named by a path on the server instead of uploaded: upload the file itself.")
     device, why = gpu_device()
     if engine == "diffusion" and device is None and os.environ.get("STYLEGALLERY_ALLOW_CPU_DIFFUSION") != "1":
         raise gr.Error(f"The diffusion engine needs a GPU and this machine has none ({why}): choose the classic "
@@ -405,11 +455,12 @@ def _thumbs(items: list[GalleryItem], chosen: set[str]) -> list[tuple[str, str]]
 
 
 def _titles(styles: list | None) -> list[str]:
-    return [(caption or "").split(": ", 1)[-1] for _, caption in styles or []]
+    """The names of the chosen styles (guard_styles names each by its gallery title or its upload's file name)."""
+    return [caption or "" for _, caption in styles or []]
 
 
 def _numbered(styles: list) -> list[tuple[str, str]]:
-    return [(path, f"{i + 1}: {(cap or Path(path).name).split(': ', 1)[-1]}") for i, (path, cap) in enumerate(styles)]
+    return [(path, f"{i + 1}: {cap or Path(path).name}") for i, (path, cap) in enumerate(styles)]
 
 
 def _overrides_text(overrides: dict) -> str:
@@ -484,6 +535,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             flag.set()
 
     with gr.Blocks(title="StyleGallery", delete_cache=(1800, 3600)) as demo:
+        gate = file_gate(items, lambda: demo.upload_file_set)  # the paths gradio's upload route stored
         notice = ("" if engine_name == "diffusion" else f"<p class='sg-notice'>Running on CPU ({engine_reason}): "
                   "the weight-free classic engine paints the result.</p>")
         gr.HTML(f"<div class='sg-hero'><h1>StyleGallery</h1><p class='sg-sub'>Restyle a photo region by region "
@@ -495,19 +547,19 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                         "<p class='sg-hint'>Click a photo, or drop your own below.</p>")
                 content_gallery = gr.Gallery(_thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
                                              object_fit="cover", show_label=False, elem_id="content-gallery")
-                content = clear_upload_errors(gr.Image(  # image_mode=None: no full decode before the size check
+                content = guard_content(gr.Image(  # image_mode=None: no full decode before the size check
                     type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
-                    label="Content photo", elem_id="content-image"))
+                    label="Content photo", elem_id="content-image"), gate)
             with gr.Column(scale=7, elem_classes="sg-card"):
                 gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>"
                         "<p class='sg-hint'>Click a style to choose it; click it again, or under Chosen styles, to "
                         "remove it. Or upload your own below.</p>")
                 style_gallery = gr.Gallery(_thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],
                                            object_fit="cover", show_label=False, elem_id="style-gallery")
-                styles = gr.Gallery([], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
-                                    object_fit="cover", file_types=["image"], fit_columns=False,
-                                    label="Chosen styles",
-                                    elem_id="chosen-styles")
+                styles = guard_styles(gr.Gallery(
+                    [], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
+                    object_fit="cover", file_types=["image"], fit_columns=False, label="Chosen styles",
+                    elem_id="chosen-styles"), gate)
         with gr.Row(elem_classes="sg-actions"):
             run = gr.Button("Generate", variant="primary", size="lg", elem_id="generate", scale=4)
             stop = gr.Button("Stop", variant="stop", size="lg", elem_id="stop", scale=1)
@@ -595,7 +647,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
 
 
 def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
-    """Everything `launch` needs besides host and port: theme, CSS, and the only folders the server may read."""
+    """Everything `launch` needs besides host and port: theme, CSS, the only folders the server may read, and the
+    app's own files it must never serve (gradio serves files under its working directory that an event returns)."""
     folders = folders_of(load_gallery(extra_galleries or []))
     fonts = [gr.themes.LocalFont("Source Sans Pro"), gr.themes.LocalFont("Lora"), "sans-serif"]  # bundled: offline
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate", font=fonts).set(
@@ -603,6 +656,7 @@ def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
         button_primary_text_color="white")
     return {"theme": theme, "css_paths": [ASSETS / "style.css"], "js": (ASSETS / "chosen.js").read_text(),
             "allowed_paths": [str(ASSETS), *map(str, folders)], "max_file_size": MAX_UPLOAD,
+            "blocked_paths": blocked_beside(ASSETS.parent, [ASSETS, *folders]),
             "favicon_path": ASSETS / "favicon.png", "footer_links": ["api", "gradio"]}
 
 

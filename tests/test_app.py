@@ -271,22 +271,83 @@ def test_bad_inputs_become_page_errors(fake, kwargs, message):
     assert fake.runs == []
 
 
-def test_a_path_outside_the_upload_folder_is_refused(fake, tmp_path):
+# ---- the files a client may name ------------------------------------------------------------
+
+def _gate(tmp_path, uploads=(), items=()):
+    """A gate over the upload folder tmp_path/uploads, with `uploads` recorded as uploaded."""
+    folder = tmp_path / "uploads"
+    folder.mkdir(exist_ok=True)
+    return app.FileGate(folder, lambda: set(uploads), {str(i.path): (i.path, i.title) for i in items})
+
+
+def test_the_gate_takes_recorded_uploads_and_gallery_images_only(tmp_path):
+    from stylegallery.serving import Named, Refused
+
+    item = by_kind(load_gallery(), "style")[0]
+    (tmp_path / "uploads" / "ab12").mkdir(parents=True)
+    upload, planted = tmp_path / "uploads" / "ab12" / "cat.png", tmp_path / "uploads" / "ab12" / "planted.png"
+    for path in (upload, planted, tmp_path / "private.png"):
+        Image.new("RGB", (64, 48)).save(path)
+    link = tmp_path / "uploads" / "ab12" / "link.png"
+    link.symlink_to(tmp_path / "private.png")
+    gate = _gate(tmp_path, uploads={str(upload), str(link), str(tmp_path / "uploads" / "gone.png")}, items=[item])
+    assert gate.check(str(upload), None, "The content image") == Named(upload, "cat.png")
+    assert gate.check(str(item.path), None, "Style image 1") == Named(item.path, item.title)
+    url = f"http://127.0.0.1:1/gradio_api/file={str(upload).replace(' ', '%20')}"
+    assert gate.check(str(upload), url, "Style image 1").path == upload  # the server's own address of the file
+    refusals = {
+        (str(tmp_path / "private.png"), None): "Style image 1 was named by a path on the server instead of uploaded",
+        (str(planted), None): "named by a path on the server",  # in the folder, but never uploaded
+        (str(tmp_path / "uploads" / ".." / "private.png"), None): "named by a path on the server",
+        (str(link), None): "named by a path on the server",  # recorded, but a symlink out of the folder
+        (str(tmp_path / "uploads" / "gone.png"), None): "is no longer on the server",
+        (None, "data:image/png;base64,iVBORw0KGgo="): "sent inline as a data: URL",
+        (str(upload), "data:image/png;base64,iVBORw0KGgo="): "sent inline as a data: URL",
+        (str(upload), "http://evil.example/cat.png"): "names an address, not a file uploaded",
+        (str(upload), f"http://h/gradio_api/file={planted}"): "names an address",
+        ("", None): "names no uploaded file",
+        (("/etc/passwd",), None): "names no uploaded file",
+    }
+    for (path, url), message in refusals.items():
+        with pytest.raises(Refused, match=message) as info:
+            gate.check(path, url, "Style image 1")
+        assert str(tmp_path) not in str(info.value)  # never a server path in the page error
+
+
+def test_the_file_widgets_refuse_what_the_gate_refuses_before_reading_it(tmp_path, monkeypatch):
+    from gradio.components.gallery import GalleryData
+    from gradio.data_classes import ImageData
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    demo = app.build_demo()
+    content, styles = _component(demo, "content-image"), _component(demo, "chosen-styles")
     Image.new("RGB", (64, 48)).save(tmp_path / "private.png")
-    with pytest.raises(gr.Error, match="named by a path on the server"):
-        _generate(content=str(tmp_path / "private.png"))
-    with pytest.raises(gr.Error, match="named by a path on the server"):
-        _generate(styles=[(str(Path(gr.utils.get_upload_folder()) / ".." / "private.png"), None)])
-    assert fake.runs == []
+    private = str(tmp_path / "private.png")
+    with pytest.raises(gr.Error, match="The content image was named by a path on the server instead of uploaded"):
+        content.preprocess(ImageData(path=private))
+    with pytest.raises(gr.Error, match="Style image 2 was named by a path on the server"):
+        styles.preprocess(GalleryData.model_validate([{"image": {"path": str(STYLES[0])}},
+                                                      {"image": {"path": private}}]))
+    (tmp_path / "uploads" / "ab").mkdir(parents=True)
+    upload = tmp_path / "uploads" / "ab" / "cat.png"
+    shutil.copy(CONTENT, upload)
+    demo.upload_file_set.add(str(upload))  # what gradio's upload route records
+    assert content.preprocess(ImageData(path=str(upload))) == str(upload)
+    gallery_copy = app._served_copy(STYLES[0])  # where gradio serves a gallery pick from
+    assert styles.preprocess(GalleryData.model_validate([{"image": {"path": gallery_copy}},
+                                                         {"image": {"path": str(upload)}}])) == [
+        (str(STYLES[0]), "Starry swirls"), (str(upload), "cat.png")]
 
 
 def test_an_unreadable_content_upload_is_a_clear_page_error(tmp_path):
     from gradio.data_classes import ImageData
 
-    (tmp_path / "notes.png").write_text("not a picture")
-    widget = app.clear_upload_errors(gr.Image(type="filepath", image_mode=None))
+    (tmp_path / "uploads").mkdir()
+    (tmp_path / "uploads" / "notes.png").write_text("not a picture")
+    gate = _gate(tmp_path, uploads={str(tmp_path / "uploads" / "notes.png")}, items=by_kind(load_gallery(), "content"))
+    widget = app.guard_content(gr.Image(type="filepath", image_mode=None), gate)
     with pytest.raises(gr.Error, match="The content image cannot be read .*; upload a PNG, JPEG or WebP image"):
-        widget.preprocess(ImageData(path=str(tmp_path / "notes.png"), orig_name="notes.png"))
+        widget.preprocess(ImageData(path=str(tmp_path / "uploads" / "notes.png"), orig_name="notes.png"))
     assert widget.preprocess(ImageData(path=str(CONTENT), orig_name="chelsea.jpg")) == str(CONTENT)
 
 
@@ -309,10 +370,11 @@ def test_page_errors_name_uploads_by_their_file_name_not_the_servers_copy(fake):
 def test_an_unreadable_content_upload_is_named_by_its_file_name(tmp_path):
     from gradio.data_classes import ImageData
 
-    folder = tmp_path / "0123abcd"
-    folder.mkdir()
+    folder = tmp_path / "uploads" / "0123abcd"
+    folder.mkdir(parents=True)
     (folder / "my notes.png").write_text("not a picture")
-    widget = app.clear_upload_errors(gr.Image(type="filepath", image_mode=None))
+    widget = app.guard_content(gr.Image(type="filepath", image_mode=None),
+                               _gate(tmp_path, uploads={str(folder / "my notes.png")}))
     with pytest.raises(gr.Error) as info:
         widget.preprocess(ImageData(path=str(folder / "my notes.png"), orig_name="my notes.png"))
     assert "my notes.png" in info.value.message and str(folder) not in info.value.message
@@ -480,9 +542,17 @@ def test_after_a_run_the_dropdowns_keep_the_users_choice(fake):
 
 
 def test_launch_serves_only_the_gallery_and_assets():
+    from gradio.utils import is_allowed_file
+
     kwargs = app.launch_kwargs()
     assert sorted(kwargs["allowed_paths"]) == sorted([str(app.ASSETS), str(GALLERY.resolve())])
     assert kwargs["max_file_size"] and Path(kwargs["css_paths"][0]).is_file()
+    # what gradio's postprocess would copy from its working directory, were an event to return it: blocked
+    blocked, allowed = kwargs["blocked_paths"], [*kwargs["allowed_paths"], str(REPO), "/tmp"]
+    for code in (REPO / "app.py", REPO / "stylegallery" / "pipeline.py", REPO / "tests" / "test_app.py"):
+        assert is_allowed_file(code, blocked, allowed, [])[0] is False, code
+    for served in (STYLES[0], app.ASSETS / "style.css"):
+        assert is_allowed_file(served, blocked, allowed, [])[0] is True, served
 
 
 def test_extra_gallery_folder_is_shown_and_served(fake, tmp_path):
