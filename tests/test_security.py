@@ -9,6 +9,7 @@ the server's routes, as a browser or a prober would send it.
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
 import importlib.util
 import io
@@ -420,6 +421,36 @@ def test_an_uploads_path_cannot_be_derived_from_its_bytes(server):
     assert status == 200
     folder = Path(answer[0]).parent.name
     assert folder not in {hashlib.new(name, data).hexdigest() for name in ("sha256", "sha1", "md5", "blake2b")}
+
+
+
+
+# ---- data: URLs ---------------------------------------------------------------------------------------
+# gradio's gr.Image decodes a payload's `url` when it starts with data:, before the app sees it: a 16 KB data URL
+# of a 10000 x 10000 1-bit PNG took the server from 0.6 to 1.4 GB, past the upload cap and the loader's pixel limit.
+
+def _data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+@pytest.mark.parametrize(("event", "slot"), [(("generate", "click"), "content"), (("generate", "click"), "style"),
+                                             (("chosen-styles", "upload"), "style")], ids=["content", "style",
+                                                                                          "style-upload"])
+def test_a_data_url_bomb_is_refused_before_it_is_decoded(server, config, event, slot):
+    bomb = {"path": None, "url": _data_url(bomb_png(10_000)), "orig_name": "bomb.png", "meta": META}
+    mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    content, styles = (bomb, [{"image": mine, "caption": None}]) if slot == "content" else (
+        mine, [{"image": bomb, "caption": None}])
+    files_before = sorted(server.upload_dir.rglob("*"))
+    before = server.memory_mb()
+    message = _event_call(server, config, event, content, styles)
+    after = server.memory_mb()
+    grown = {key: round(after[key] - before[key]) for key in ("VmRSS", "VmHWM")}
+    assert max(grown.values()) < 200, f"the server's memory grew by {grown} MB for a {len(bomb['url'])} B data URL"
+    assert sorted(server.upload_dir.rglob("*")) == files_before  # nothing decoded into gradio's cache
+    assert message.get("success") is False
+    assert "sent inline as a data: URL" in str(message["output"].get("error")), message
+    assert _serving(server)
 
 
 # ---- hostile uploads through gradio_client ------------------------------------------------------------
