@@ -100,6 +100,23 @@ def _served_copy(path: Path) -> str:
     return os.path.abspath(folder / strip_invalid_filename_characters(path.name))
 
 
+class _Payload:
+    """A widget's data model that answers a payload of the wrong shape with a clear page error (gradio's own answer
+    is an empty "error: None"); everything else is the model's."""
+
+    def __init__(self, model: Any, message: str) -> None:
+        self.model, self.message = model, message
+
+    def model_validate(self, value: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.model.model_validate(value, *args, **kwargs)
+        except ValueError:  # pydantic's ValidationError
+            raise gr.Error(f"{self.message}, not {_described(value)}.") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
 def guard_content(widget: gr.Image, gate: FileGate) -> gr.Image:
     """Only an upload or a gallery image reaches the content widget's decoder, and unreadable ones end in a clear
     page error (gradio's own message for them is generic).
@@ -107,6 +124,8 @@ def guard_content(widget: gr.Image, gate: FileGate) -> gr.Image:
     Wraps the instance's preprocess: a gr.Image subclass would make gradio write an app.pyi stub next to this file.
     """
     preprocess = widget.preprocess
+    widget.data_model = _Payload(widget.data_model, 'The content image must be an uploaded file, {"path": <the path '
+                                 "the upload route returned>} (gradio_client: handle_file(path))")
 
     def checked(payload: Any) -> Any:
         if payload is None:
@@ -133,6 +152,9 @@ def guard_styles(widget: gr.Gallery, gate: FileGate) -> gr.Gallery:
     """Only uploads and gallery images enter (and are sent back out of) the chosen-styles gallery: gradio's gallery
     checks only a name's extension, and would copy and serve any server file an event returns."""
     preprocess = widget.preprocess
+    widget.data_model = _Payload(widget.data_model, 'The styles must be a list of uploaded files, [{"image": '
+                                 '{"path": <the path the upload route returned>}}] (gradio_client: [{"image": '
+                                 "handle_file(path)}])")
 
     def checked(payload: Any) -> list[tuple[str, str]] | None:
         if payload is None or not payload.root:
@@ -231,21 +253,43 @@ def steps_setting(engine: str, preset_name: str) -> dict:
 
 
 def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
-    """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices)."""
+    """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices).
+
+    A malformed choice is described, not echoed (a client's string would come back quoted and escaped)."""
+    example = 'expected e.g. {"2": [1, 3]}: region R2 painted like region 3 of style 1'
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise gr.Error(f"Region choices are malformed: got {_described(overrides)}, {example}.")
     parsed: dict[int, tuple[int, int]] = {}
-    try:
-        for key, value in (overrides or {}).items():
-            if value:  # None, [] or "": automatic
-                if not isinstance(value, (list, tuple)) or len(value) != 2:
-                    raise ValueError(value)
-                parsed[int(key)] = (int(value[0]), int(value[1]))
-    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
-        raise gr.Error(f'Region choices {overrides!r} are malformed: expected e.g. {{"2": [1, 3]}}.') from None
+    for key, value in overrides.items():
+        if value in (None, [], ""):  # automatic
+            continue
+        if not str(key).isdigit():
+            shown = "".join(c for c in str(key) if c.isprintable())[:20]
+            raise gr.Error(f"Region choices are malformed: the key {shown or 'given'} is not a region number; "
+                           f"{example}.")
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_whole(v) for v in value):
+            raise gr.Error(f"Region choices are malformed: region {key} takes [style, style region] (two whole "
+                           f"numbers), got {_described(value)}; {example}.")
+        parsed[int(key)] = (int(value[0]), int(value[1]))
     for region, (style, style_region) in parsed.items():
         if min(region, style, style_region) < 1:
             raise gr.Error(f"Region choice R{region} → Style {style} · region {style_region} is invalid: regions and "
                            "styles are numbered from 1.")
     return {k - 1: (v[0] - 1, v[1] - 1) for k, v in parsed.items()}
+
+
+def _is_whole(value: object) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+
+
+def _described(value: object) -> str:
+    """What a client sent, by its JSON kind: "a string", "a list of 3 items"."""
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    kinds = {bool: "true or false", str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), "null")
 
 
 def _override_message(exc: OverrideError) -> str:
@@ -301,6 +345,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     if engine == "diffusion" and device is None and os.environ.get("STYLEGALLERY_ALLOW_CPU_DIFFUSION") != "1":
         raise gr.Error(f"The diffusion engine needs a GPU and this machine has none ({why}): choose the classic "
                        "or auto engine.")
+    chosen = parse_overrides(overrides)
     seed = random.randint(0, MAX_SEED) if randomize else int(seed or 0)
     try:
         settings = make_settings(engine, preset_name, size, k_max, content_weight, steps, seed)
@@ -315,10 +360,11 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
                region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
-        chosen = parse_overrides(overrides)
         yield from _stream(_run(content, style_paths, settings, chosen, stop), session, keep_picks=bool(chosen))
     except Cancelled:
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
+    except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
+        raise
     except OverrideError as exc:
         raise gr.Error(_override_message(exc)) from None
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:

@@ -197,6 +197,23 @@ def test_parse_overrides_turns_page_numbers_into_library_indices():
         app.parse_overrides({"0": [1, 1]})
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    ('{"2": [1, "C:\\x"]}', "Region choices are malformed: got a string, expected e.g. {\"2\": [1, 3]}: region R2 "
+                              "painted like region 3 of style 1."),
+    ({"2": "13"}, "Region choices are malformed: region 2 takes [style, style region] (two whole numbers), got a "
+                  "string; expected e.g."),
+    ({"2": [1.5, 3]}, "region 2 takes [style, style region] (two whole numbers), got a list of 2 items;"),
+    ({"2": [1]}, "got a list of 1 item;"),
+    ({"R\\2\x00": [1, 3]}, "Region choices are malformed: the key R\\2 is not a region number; expected e.g."),
+    (["2"], "Region choices are malformed: got a list of 1 item, expected"),
+])
+def test_malformed_region_choices_are_described_not_echoed(bad, message):
+    with pytest.raises(gr.Error) as info:
+        app.parse_overrides(bad)
+    assert message in info.value.message
+    assert "'" not in info.value.message and "\\\\" not in info.value.message
+
+
 def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):
     from stylegallery.errors import OverrideError
 

@@ -425,6 +425,32 @@ def test_an_uploads_path_cannot_be_derived_from_its_bytes(server):
 
 
 
+@pytest.mark.parametrize(("event", "content", "styles", "overrides", "message"), [
+    ("generate", "/etc/passwd.png", None, {}, "The content image must be an uploaded file, {\"path\": <the path the "
+     "upload route returned>} (gradio_client: handle_file(path)), not a string."),
+    ("generate", 42, None, {}, "The content image must be an uploaded file"),
+    ("generate", None, "gallery/style/moss-grass.png", {}, "The styles must be a list of uploaded files, [{\"image\": "
+     "{\"path\": <the path the upload route returned>}}] (gradio_client: [{\"image\": handle_file(path)}]), not a "
+     "string."),
+    ("generate", None, ["a.png", "b.png"], {}, "The styles must be a list of uploaded files"),
+    ("generate", None, None, '{"2": [1, "C:\\x"]}', "Region choices are malformed: got a string, expected e.g."),
+    ("upload", None, "a.png", {}, "The styles must be a list of uploaded files"),
+], ids=["content-string", "content-number", "styles-string", "styles-strings", "overrides-string", "upload-string"])
+def test_a_malformed_payload_gets_a_clear_message(server, config, event, content, styles, overrides, message):
+    mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    content = mine if content is None else content
+    styles = [{"image": mine, "caption": None}] if styles is None else styles
+    if event == "generate":
+        fn, data = _file_events(config)[("generate", "click")], _args(content, styles)
+        data[2] = overrides
+    else:
+        fn, data = _file_events(config)[("chosen-styles", "upload")], [styles]
+    answer = bench.raw_run(server.url, fn, data)
+    error = answer.get("output", {}).get("error")
+    assert answer.get("success") is False and error is not None, answer
+    assert message in error and "\n" not in error and "\\\\" not in error and not error.startswith("'"), error
+
+
 # ---- data: URLs ---------------------------------------------------------------------------------------
 # gradio's gr.Image decodes a payload's `url` when it starts with data:, before the app sees it: a 16 KB data URL
 # of a 10000 x 10000 1-bit PNG took the server from 0.6 to 1.4 GB, past the upload cap and the loader's pixel limit.
