@@ -21,19 +21,14 @@ import functools  # noqa: E402
 import html  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
 from collections.abc import Callable, Container, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from stylegallery import viz  # noqa: E402
+from stylegallery import images, viz  # noqa: E402
 from stylegallery.config import DiffusionSettings, Settings, preset  # noqa: E402
 from stylegallery.errors import (  # noqa: E402
     Cancelled,
@@ -43,18 +38,16 @@ from stylegallery.errors import (  # noqa: E402
     OverrideError,
 )
 from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
-from stylegallery.images import save_atomic, to_uint8  # noqa: E402
 from stylegallery.pipeline import (  # noqa: E402
     ContentSegmented,
     Done,
     Matched,
     Pipeline,
     Preview,
-    Result,
     Segmented,
     gpu_available,
 )
-from stylegallery.serving import FileGate, Refused, blocked_beside  # noqa: E402
+from stylegallery.serving import CannotSave, FileGate, Refused, RunPictures, blocked_beside  # noqa: E402
 
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
@@ -70,8 +63,7 @@ MAX_STYLES = 5
 MAX_SEED = 2**31 - 1
 QUEUE_SIZE = int(os.environ.get("STYLEGALLERY_QUEUE_SIZE", 16))
 MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15mb")
-EXPORT_DIR = Path(tempfile.gettempdir()) / "stylegallery-app"
-EXPORT_MAX_AGE = 3600  # s; export folders of older sessions are removed
+PICTURES_MAX_AGE = 3600  # s; the pictures of sessions idle for longer are removed
 PAPER = ("StyleGallery: Training-free and Semantic-aware Personalized Style Transfer from Arbitrary Image "
          "References (He et al., CVPR 2026)")
 DOWNLOADS = {"result": "Result PNG", "regions": "Region map", "matches": "Match figure", "panel": "Talk panel"}
@@ -360,11 +352,17 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
                region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
-        yield from _stream(_run(content, style_paths, settings, chosen, stop), session, keep_picks=bool(chosen))
+        pictures = RunPictures(_pictures_root(), session, max_age=PICTURES_MAX_AGE)
+        yield from _stream(_run(content, style_paths, settings, chosen, stop), pictures, keep_picks=bool(chosen))
     except Cancelled:
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
     except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
         raise
+    except CannotSave as exc:
+        if exc.disk_full:
+            raise gr.Error("The server's disk is full, so this run's pictures could not be saved; try again later.") \
+                from None
+        raise gr.Error(f"The server could not save this run's pictures ({exc.reason}); try again later.") from None
     except OverrideError as exc:
         raise gr.Error(_override_message(exc)) from None
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
@@ -412,69 +410,58 @@ def _with_reason(events: Iterator, reason: str) -> Iterator:
         yield ev
 
 
-def _stream(events: Iterator, session: str, keep_picks: bool = False) -> Iterator[tuple]:
-    """Pipeline events -> page updates. `keep_picks`: the run has region choices, so the Personalise dropdowns keep
-    showing the user's last choice (the browser keeps a value that is still among the new choices)."""
-    region_map = None
+def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[tuple]:
+    """Pipeline events -> page updates. Every picture goes out as a PNG the app wrote itself (`pictures`), whole or
+    not at all. `keep_picks`: the run has region choices, so the Personalise dropdowns keep showing the user's last
+    choice (the browser keeps a value that is still among the new choices)."""
+    shown: dict[str, str] = {}  # key -> the file of a picture on the page
     for ev in events:
         if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
             engine, n = f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
-            region_map = viz.region_overlay(ev.content_image, ev.content_labels)
-            yield _out(region_map=region_map, timings=_timings(ev.timings),
+            shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
+            yield _out(region_map=shown["regions"], timings=_timings(ev.timings),
                        status=_status(f"{engine}: {n} content regions found; segmenting the styles…"))
         elif isinstance(ev, Segmented):
             seg, engine, n = ev, f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
-            style_maps = [(viz.region_overlay(img, lab, alpha=0.45, legend=False), f"Style {i + 1}")
-                          for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))]
+            style_maps = pictures.save({f"style{i + 1}-regions": viz.region_overlay(img, lab, alpha=0.45, legend=False)
+                                        for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))})
             targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
                                   for r in range(int(lab.max()) + 1)]
-            shown = {}
-            if region_map is None:
-                region_map = shown["region_map"] = viz.region_overlay(ev.content_image, ev.content_labels)
+            update = {}
+            if "regions" not in shown:
+                shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
+                update["region_map"] = shown["regions"]
             regions = [f"R{i + 1}" for i in range(n)]
             if keep_picks:
                 picks = {"region_pick": gr.update(choices=regions), "target_pick": gr.update(choices=targets)}
             else:
                 picks = {"region_pick": gr.update(choices=regions, value="R1"),
                          "target_pick": gr.update(choices=targets, value="auto")}
-            yield _out(**shown, **picks, style_regions=style_maps, timings=_timings(ev.timings),
+            yield _out(**update, **picks, timings=_timings(ev.timings),
+                       style_regions=[(path, f"Style {i + 1}") for i, path in enumerate(style_maps.values())],
                        status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))
         elif isinstance(ev, Matched):
             rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
                      round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
-            figure = viz.match_figure(seg.content_image, seg.content_labels, seg.style_images, seg.style_labels,
-                                      ev.matches)
-            yield _out(match_figure=figure, match_table=rows, timings=_timings(ev.timings),
+            shown.update(pictures.save({"matches": viz.match_figure(
+                seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches)}))
+            yield _out(match_figure=shown["matches"], match_table=rows, timings=_timings(ev.timings),
                        status=_status(f"{engine}: regions matched; painting…"))
         elif isinstance(ev, Preview):
-            yield _out(result=to_uint8(ev.image), timings=_timings(ev.timings),
+            preview = pictures.save({f"preview{ev.step}": images.to_pil(ev.image)})
+            yield _out(result=preview[f"preview{ev.step}"], timings=_timings(ev.timings),
                        status=_status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
-        elif isinstance(ev, Done):
-            files = _export(ev.result, session, {"regions": region_map, "matches": figure})
-            yield _out(result=to_uint8(ev.result.image), timings=_timings(ev.result.timings),
+        elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
+            files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)})}
+            yield _out(result=files["result"], timings=_timings(ev.result.timings),
                        status=_status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
                                       "below, or download the pictures."),
-                       **{f"dl_{k}": gr.update(value=str(files[k]), interactive=True) for k in DOWNLOADS})
+                       **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
 
 
-def _export(result: Result, session: str, shown: dict[str, Image.Image]) -> dict[str, Path]:
-    """Full-resolution PNGs of this run (`shown`: pictures already drawn) in the session's own temp folder;
-    the session's earlier files are removed."""
-    if EXPORT_DIR.is_dir():
-        for old in EXPORT_DIR.iterdir():
-            if old.name == session or time.time() - old.stat().st_mtime > EXPORT_MAX_AGE:
-                shutil.rmtree(old, ignore_errors=True)
-    folder = EXPORT_DIR / session
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    pictures = {"result": result.to_pil(), **shown, "panel": viz.panel(result)}
-    try:
-        for key, picture in pictures.items():  # compress_level=1: fast, these are temporary downloads
-            save_atomic(picture, folder / f"{stem}-{key}.png", compress_level=1)
-    except InputError:  # e.g. a full disk: leave no half of the downloads behind
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return {key: folder / f"{stem}-{key}.png" for key in pictures}
+def _pictures_root() -> Path:
+    """Where runs put their pictures: inside gradio's cache, which it serves from without copying."""
+    return Path(gr.utils.get_upload_folder()) / "stylegallery-runs"
 
 
 def _out(**updates: object) -> tuple:
@@ -631,12 +618,12 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 randomize = gr.Checkbox(False, label="Randomise seed")
         status = gr.HTML(_status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
         with gr.Row(equal_height=True):
-            region_map = gr.Image(label="3 · Semantic regions of the content", type="pil", format="png",
+            region_map = gr.Image(label="3 · Semantic regions of the content", type="filepath", format="png",
                                   interactive=False, elem_id="region-map", min_width=300)
             result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result",
                               min_width=300)
-        match_figure = gr.Image(label="Region matches", show_label=False, type="pil", format="png", interactive=False,
-                                elem_id="match-figure")
+        match_figure = gr.Image(label="Region matches", show_label=False, type="filepath", format="png",
+                                interactive=False, elem_id="match-figure")
         with gr.Row():
             style_regions = gr.Gallery(label="Regions of each style", columns=5, height=240, object_fit="contain",
                                        elem_id="style-regions", scale=3)

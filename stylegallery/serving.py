@@ -4,15 +4,24 @@
   gallery's images, named by their exact paths; anything else (a path on the server, a data: URL, another
   address) is refused before a byte of it is read.
 - `blocked_beside`: what gradio must never serve from the app's own folder.
+- `RunPictures`: every picture the page shows, written by the app itself as a whole file or not at all (a full
+  disk leaves no truncated PNG behind and is reported as such), in a per-session folder that gradio serves as is.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import tempfile
+import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from stylegallery.errors import InputError
 
@@ -89,3 +98,76 @@ def blocked_beside(folder: str | os.PathLike, served: list[str | os.PathLike]) -
         if not any(entry == s or entry in s.parents or s in entry.parents for s in served_paths):
             blocked.append(str(entry))
     return blocked
+
+
+class CannotSave(Exception):
+    """A picture could not be written (`disk_full`: no space or quota left); nothing of it was left behind."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.disk_full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        self.reason = error.strerror or type(error).__name__
+
+
+def save_picture(picture: Image.Image, path: Path) -> Path:
+    """`picture` as a PNG at `path`, through a temporary file in the same folder and a rename: a reader never sees
+    half a file, and a failed write leaves nothing. No fsync: these are pictures for the page and its downloads,
+    to be redrawn by another run, not outputs that must survive a power cut."""
+    try:
+        fd, part = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise CannotSave(exc) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            picture.save(handle, format="PNG", compress_level=1)  # fast: the page waits for it
+        os.replace(part, path)
+    except OSError as exc:
+        _remove(Path(part))
+        raise CannotSave(exc) from None
+    except BaseException:
+        _remove(Path(part))
+        raise
+    return path
+
+
+class RunPictures:
+    """The pictures of one run, as PNG files in its session's folder under `root` (inside gradio's cache, so that
+    gradio serves them without copying them).
+
+    Starting a run removes the session's earlier pictures, and the folders of sessions idle for `max_age` seconds.
+    """
+
+    def __init__(self, root: str | os.PathLike, session: str, max_age: float = 3600.0) -> None:
+        root = Path(root)
+        if root.is_dir():
+            for old in root.iterdir():
+                try:
+                    if old.name == session or time.time() - old.stat().st_mtime > max_age:
+                        shutil.rmtree(old, ignore_errors=True)
+                except OSError:  # removed meanwhile by another run
+                    pass
+        self.folder = root / session
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CannotSave(exc) from None
+        self.stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    def save(self, pictures: Mapping[str, Image.Image]) -> dict[str, str]:
+        """{key: picture} -> {key: path of its PNG}: all of them, or none (CannotSave)."""
+        written: dict[str, str] = {}
+        try:
+            for key, picture in pictures.items():
+                written[key] = str(save_picture(picture, self.folder / f"{self.stem}-{key}.png"))
+        except BaseException:
+            for path in written.values():
+                _remove(Path(path))
+            raise
+        return written
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

@@ -96,8 +96,7 @@ class FakePipeline:
 def fake(monkeypatch, tmp_path):
     pipe = FakePipeline()
     monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
-    monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
-    uploads = tmp_path / "uploads"  # the handler reads only files in gradio's upload folder
+    uploads = tmp_path / "uploads"  # gradio's upload folder (and cache: the run's pictures go there too)
     uploads.mkdir()
     for path in (CONTENT, *STYLES):
         shutil.copy(path, uploads / path.name)
@@ -247,14 +246,21 @@ def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
 
     assert outputs[0][OUT["seed"]] == 7 and "classic" in outputs[0][OUT["status"]]
     assert first("region_map") < first("match_figure") < first("result")
-    assert isinstance(outputs[first("region_map")][OUT["region_map"]], Image.Image)
+    cache = Path(gr.utils.get_upload_folder()).resolve()
+    for name in ("region_map", "match_figure", "result"):  # files the app wrote, which gradio serves as they are
+        path = Path(outputs[first(name)][OUT[name]])
+        assert path.resolve().is_relative_to(cache) and path.suffix == ".png", path
     final = outputs[-1]
-    assert final[OUT["result"]].shape == (48, 64, 3) and final[OUT["result"]].dtype == np.uint8
+    with Image.open(final[OUT["result"]]) as shown:
+        assert shown.size == (64, 48) and shown.mode == "RGB"
+    maps = next(o[OUT["style_regions"]] for o in outputs if _shows(o[OUT["style_regions"]]))
+    assert [caption for _, caption in maps] == ["Style 1", "Style 2"] and all(Path(p).is_file() for p, _ in maps)
     assert "done in" in final[OUT["status"]] and "| Total | 0.61 s |" in final[OUT["timings"]]
     rows = outputs[first("match_table")][OUT["match_table"]]
     assert [r[0] for r in rows] == ["R1", "R2"] and rows[1][1] == "Style 2"
     files = [Path(final[OUT[f"dl_{k}"]]["value"]) for k in app.DOWNLOADS]
     assert len({f.name for f in files}) == 4 and all(f.suffix == ".png" for f in files)
+    assert str(files[0]) == final[OUT["result"]] and str(files[1]) == outputs[first("region_map")][OUT["region_map"]]
     with Image.open(files[0]) as result_png:
         assert result_png.size == (64, 48)
     assert fake.runs[0]["settings"].seed == 7 and fake.runs[0]["settings"].image.size == 256
