@@ -19,9 +19,10 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import html  # noqa: E402
+import math  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
-import threading  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Callable, Container, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -70,7 +71,7 @@ DOWNLOADS = {"result": "Result PNG", "regions": "Region map", "matches": "Match 
 OUTPUTS = ("seed", "status", "region_map", "result", "match_figure", "style_regions", "timings", "match_table",
            "region_pick", "target_pick", *(f"dl_{k}" for k in DOWNLOADS))
 TARGET = re.compile(r"Style (\d+) · region (\d+)")
-_STOP: dict[str, threading.Event] = {}  # session -> its Stop flag
+_STOPPED_AT: dict[str, float] = {}  # session -> time.monotonic() of its last Stop: stops the runs queued before it
 
 
 def file_gate(items: list[GalleryItem], uploads: Callable[[], Container[str]]) -> FileGate:
@@ -326,6 +327,14 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
 def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
               request: gr.Request) -> Iterator[tuple]:
+    session, queued_at = _session(request), _queued_at()
+
+    def stopped() -> bool:  # Stop was pressed for this session since this run was submitted
+        return _STOPPED_AT.get(session, -math.inf) >= queued_at
+
+    if stopped():  # while the run waited in the queue
+        yield _out(status=_status("Stopped before it started. Press <b>Generate</b> to run again."))
+        return
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
     style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
@@ -343,9 +352,6 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         settings = make_settings(engine, preset_name, size, k_max, content_weight, steps, seed)
     except ValueError as exc:
         raise gr.Error(f"Invalid setting: {exc}") from None
-    session = re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous"
-    stop = _STOP.setdefault(session, threading.Event())
-    stop.clear()
     name, reason = get_pipeline().resolve_engine(settings)
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
     yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({reason}): finding regions…"),
@@ -353,7 +359,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
         pictures = RunPictures(_pictures_root(), session, max_age=PICTURES_MAX_AGE)
-        yield from _stream(_run(content, style_paths, settings, chosen, stop), pictures, keep_picks=bool(chosen))
+        yield from _stream(_run(content, style_paths, settings, chosen, stopped), pictures, keep_picks=bool(chosen))
     except Cancelled:
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
     except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
@@ -367,8 +373,22 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error(_override_message(exc)) from None
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         raise gr.Error(_named_as_uploaded(str(exc), [content, *style_paths])) from None
-    finally:
-        _STOP.pop(session, None)  # only running sessions keep a flag
+
+
+def _session(request: gr.Request) -> str:
+    """The browser tab's (or gradio_client's) session, safe as a folder name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous"
+
+
+def _queued_at() -> float:
+    """When the running event joined gradio's queue (time.monotonic, as gradio's queue), so that a Stop pressed while
+    it waited stops it; now, when there is no queued event (a direct call). gradio 6.31 has no public way to ask: this
+    reads its queue's record of the event (tests/test_faults.py checks it through a real server)."""
+    from gradio.context import LocalContext
+
+    queue = getattr(LocalContext.blocks.get(None), "_queue", None)
+    event = getattr(queue, "event_ids_to_events", {}).get(LocalContext.event_id.get(None))
+    return getattr(event, "enqueue_time", None) or time.monotonic()
 
 
 def _named_as_uploaded(message: str, paths: list[str]) -> str:
@@ -379,14 +399,14 @@ def _named_as_uploaded(message: str, paths: list[str]) -> str:
     return message
 
 
-def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: threading.Event) -> Iterator:
+def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: Callable[[], bool]) -> Iterator:
     """`Pipeline.run`; an explicitly chosen diffusion engine whose models cannot be loaded paints with classic.
 
     For engine "auto" the pipeline itself falls back to classic and says why in the events' engine_reason. An
     explicit "diffusion" that cannot load is an error in the library (the CLI exits 2 on it); the page paints with
     the classic engine instead, warns, and gives the reason the same way.
     """
-    events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop.is_set)
+    events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop)
     if settings.engine != "diffusion":
         yield from events
         return
@@ -395,7 +415,7 @@ def _run(content: str, styles: list[str], settings: Settings, overrides: dict, s
     except (ModelLoadError, EngineUnavailable) as exc:
         gr.Warning(f"The diffusion models could not be loaded, so the classic engine paints instead: {exc}")
         classic = dataclasses.replace(settings, engine="classic")
-        events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop.is_set),
+        events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop),
                               f"the diffusion models could not be loaded: {exc}")
         first = next(events)
     yield first
@@ -563,9 +583,12 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         return _target((overrides or {}).get((region or "").lstrip("R")))
 
     def stop_run(request: gr.Request) -> None:
-        flag = _STOP.get(re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous")
-        if flag is not None:
-            flag.set()
+        """Stops the session's run at its next step, and its runs still waiting in the queue before they start."""
+        now = time.monotonic()
+        for session, at in list(_STOPPED_AT.items()):  # forget Stops older than any wait in the queue
+            if now - at > PICTURES_MAX_AGE:
+                _STOPPED_AT.pop(session, None)
+        _STOPPED_AT[_session(request)] = now
 
     with gr.Blocks(title="StyleGallery", delete_cache=(1800, 3600)) as demo:
         gate = file_gate(items, lambda: demo.upload_file_set)  # the paths gradio's upload route stored

@@ -196,6 +196,45 @@ def test_stop_button_stops_its_own_sessions_run_and_no_other(server, client):
     assert bench.get(server.url + "/")[0] == 200
 
 
+
+def _submit(client, size: int = 256):
+    from gradio_client import handle_file
+
+    return client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(p)), "caption": None} for p in STYLES],
+                         {}, "classic", "paper", size, 6, 1.0, 3, 0, False, api_name="/generate")
+
+
+def test_stop_pressed_while_a_run_waits_in_the_queue_stops_it_before_it_starts(server, client, tmp_path):
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    config = bench.api_config(server.url)
+    at = bench.output_positions(config)
+    stop_fn = bench.fn_index(config, elem_id="stop")
+    waiting = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
+    try:
+        first = _submit(client, size=512)  # one run at a time: B waits behind it
+        _wait_for(first, lambda o: "finding regions" in str(o[at["status"]]) or isinstance(o[at["region-map"]], str))
+        second = _submit(waiting)
+        deadline = time.monotonic() + 30
+        while second.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.status().code == Status.IN_QUEUE and not first.done(), "B should wait while A runs"
+        assert bench.call_direct(server.url, stop_fn, [], session_hash=waiting.session_hash) == 200  # B's Stop
+        done = first.result(timeout=180)
+        assert "done in" in str(done[at["status"]])  # A is not someone else's Stop
+        stopped = second.result(timeout=180)
+        statuses = [str(o[at["status"]]) for o in second.outputs()]
+        assert "Stopped" in str(stopped[at["status"]]) and not any("done in" in s for s in statuses), statuses
+        assert not any("finding regions" in s or "painting" in s for s in statuses), statuses  # never started
+        assert not any(isinstance(o[at["result"]], str) for o in second.outputs())  # no result, not even a preview
+        # A Stop is for the runs submitted before it: the session's next run is not stopped by it.
+        again = _submit(waiting).result(timeout=180)
+        assert "done in" in str(again[at["status"]])
+    finally:
+        waiting.close()
+
+
 # ---- (b) models that cannot load ------------------------------------------------------------------------
 
 def test_unloadable_diffusion_models_fall_back_to_classic_with_a_clear_status(server, client):
