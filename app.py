@@ -354,7 +354,8 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error(f"Invalid setting: {exc}") from None
     name, reason = get_pipeline().resolve_engine(settings)
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
-    yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({reason}): finding regions…"),
+    yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
+                                         "finding regions…"),
                region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
@@ -435,14 +436,28 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
     not at all. `keep_picks`: the run has region choices, so the Personalise dropdowns keep showing the user's last
     choice (the browser keeps a value that is still among the new choices)."""
     shown: dict[str, str] = {}  # key -> the file of a picture on the page
+    noted: list[str] = []  # the run's notes (settings it does not honour as asked): with the engine line throughout
+
+    def note(notes: tuple[str, ...]) -> None:
+        for line in notes:
+            if line not in noted:
+                noted.append(line)
+                gr.Warning(line)
+
+    def status(text: str) -> str:
+        return _status(text + "".join(f"<br><span class='sg-note'>Note: {html.escape(line, quote=False)}</span>"
+                                      for line in noted))
+
     for ev in events:
         if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
-            engine, n = f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
+            note(ev.notes)
+            engine, n = _engine_line(ev), int(ev.content_labels.max()) + 1
             shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
             yield _out(region_map=shown["regions"], timings=_timings(ev.timings),
-                       status=_status(f"{engine}: {n} content regions found; segmenting the styles…"))
+                       status=status(f"{engine}: {n} content regions found; segmenting the styles…"))
         elif isinstance(ev, Segmented):
-            seg, engine, n = ev, f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
+            note(ev.notes)
+            seg, engine, n = ev, _engine_line(ev), int(ev.content_labels.max()) + 1
             style_maps = pictures.save({f"style{i + 1}-regions": viz.region_overlay(img, lab, alpha=0.45, legend=False)
                                         for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))})
             targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
@@ -459,24 +474,29 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
                          "target_pick": gr.update(choices=targets, value="auto")}
             yield _out(**update, **picks, timings=_timings(ev.timings),
                        style_regions=[(path, f"Style {i + 1}") for i, path in enumerate(style_maps.values())],
-                       status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))
+                       status=status(f"{engine}: {n} content regions found; matching them to the styles…"))
         elif isinstance(ev, Matched):
             rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
                      round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
             shown.update(pictures.save({"matches": viz.match_figure(
                 seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches)}))
             yield _out(match_figure=shown["matches"], match_table=rows, timings=_timings(ev.timings),
-                       status=_status(f"{engine}: regions matched; painting…"))
+                       status=status(f"{engine}: regions matched; painting…"))
         elif isinstance(ev, Preview):
             preview = pictures.save({f"preview{ev.step}": images.to_pil(ev.image)})
             yield _out(result=preview[f"preview{ev.step}"], timings=_timings(ev.timings),
-                       status=_status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
+                       status=status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
         elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
+            note(ev.result.notes)
             files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)})}
             yield _out(result=files["result"], timings=_timings(ev.result.timings),
-                       status=_status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
+                       status=status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
                                       "below, or download the pictures."),
                        **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
+
+
+def _engine_line(ev: ContentSegmented | Segmented) -> str:
+    return f"<b>{ev.engine}</b> engine ({html.escape(ev.engine_reason, quote=False)})"
 
 
 def _pictures_root() -> Path:

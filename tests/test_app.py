@@ -63,6 +63,8 @@ class FakePipeline:
 
     def __init__(self, fail: tuple[str, ...] = (), error: Exception | None = None) -> None:
         self.fail, self.error, self.runs = fail, error, []
+        self.notes: tuple[str, ...] = ()  # on ContentSegmented and Segmented; Result.notes adds `late_notes`
+        self.late_notes: tuple[str, ...] = ()
 
     def resolve_engine(self, settings):
         if settings.engine == "auto":
@@ -77,8 +79,9 @@ class FakePipeline:
         image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
         labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8), two regions
         timings = {"analyze": 0.1, "segment": 0.2}
-        yield ContentSegmented(name, reason, image, labels, dict(timings))
-        yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings))
+        yield ContentSegmented(name, reason, image, labels, dict(timings), self.notes)
+        yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings),
+                        self.notes)
         matches = [Match(0, 0, 0, 0.5, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3}),
                    Match(1, len(styles) - 1, 1, 0.25, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3},
                          source="user" if overrides else "auto")]
@@ -89,7 +92,7 @@ class FakePipeline:
         yield Preview(1, 2, image * 0.5, dict(timings, transfer=0.1))
         timings.update(transfer=0.3, total=0.61)
         yield Done(Result(1 - image, image, [image] * len(styles), labels, [labels] * len(styles), matches, timings,
-                          name, reason, settings))
+                          name, reason, settings, self.notes + self.late_notes))
 
 
 @pytest.fixture
@@ -264,6 +267,22 @@ def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
     with Image.open(files[0]) as result_png:
         assert result_png.size == (64, 48)
     assert fake.runs[0]["settings"].seed == 7 and fake.runs[0]["settings"].image.size == 256
+
+
+def test_the_pipelines_notes_show_with_the_engine_line_from_the_first_event(fake):
+    fake.notes = ("the fast preset needs a LoRA: none given, running the paper schedule <on the plain UNet>",)
+    fake.late_notes = ("auto picked classic: no GPU",)
+    with pytest.warns(UserWarning) as warned:  # gr.Warning outside a request
+        outputs = _generate()
+    first = next(i for i, o in enumerate(outputs) if _shows(o[OUT["region_map"]]))  # ContentSegmented
+    note = "Note: the fast preset needs a LoRA: none given, running the paper schedule &lt;on the plain UNet&gt;"
+    statuses = [o[OUT["status"]] for o in outputs[first:] if _is_set(o[OUT["status"]])]
+    assert note in outputs[first][OUT["status"]] and "<b>classic</b> engine (no GPU found)" in outputs[first][
+        OUT["status"]]
+    assert all(note in status for status in statuses)  # it stays with the engine line to the end
+    assert statuses[-1].count("Note:") == 2 and "Note: auto picked classic: no GPU" in statuses[-1]
+    notes = [*fake.notes, *fake.late_notes]
+    assert [str(w.message) for w in warned if str(w.message) in notes] == notes  # each once, as it arrives
 
 
 def test_second_run_of_a_session_replaces_its_exports(fake):
