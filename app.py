@@ -28,6 +28,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from stylegallery import images, viz  # noqa: E402
 from stylegallery.config import DiffusionSettings, Settings, preset  # noqa: E402
@@ -48,7 +49,15 @@ from stylegallery.pipeline import (  # noqa: E402
     Segmented,
     gpu_available,
 )
-from stylegallery.serving import CannotSave, FileGate, Refused, RunPictures, blocked_beside  # noqa: E402
+from stylegallery.serving import (  # noqa: E402
+    BodyCap,
+    CannotSave,
+    FileGate,
+    Refused,
+    RunPictures,
+    blocked_beside,
+    parse_size,
+)
 
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
@@ -63,7 +72,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 MAX_STYLES = 5
 MAX_SEED = 2**31 - 1
 QUEUE_SIZE = int(os.environ.get("STYLEGALLERY_QUEUE_SIZE", 16))
-MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15mb")
+MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15mb")  # per file (gradio's max_file_size)
+MAX_REQUEST = os.environ.get("STYLEGALLERY_MAX_REQUEST", "32mb")  # per request: all the files of one upload
 PICTURES_MAX_AGE = 3600  # s; the pictures of sessions idle for longer are removed
 PAPER = ("StyleGallery: Training-free and Semantic-aware Personalized Style Transfer from Arbitrary Image "
          "References (He et al., CVPR 2026)")
@@ -722,6 +732,15 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     return demo
 
 
+def request_cap() -> Middleware:
+    """gradio caps each uploaded file (max_file_size), not a request: one upload of many files is capped here."""
+    limit, per_file = parse_size(MAX_REQUEST, "STYLEGALLERY_MAX_REQUEST"), parse_size(MAX_UPLOAD,
+                                                                                      "STYLEGALLERY_MAX_UPLOAD")
+    message = (f"This upload is too large: at most {limit / 2**20:g} MB per upload and {per_file / 2**20:g} MB per "
+               "file. Upload fewer or smaller images at once.")
+    return Middleware(BodyCap, limit=limit, message=message)
+
+
 def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
     """Everything `launch` needs besides host and port: theme, CSS, the only folders the server may read, and the
     app's own files it must never serve (gradio serves files under its working directory that an event returns)."""
@@ -733,6 +752,7 @@ def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
     return {"theme": theme, "css_paths": [ASSETS / "style.css"], "js": (ASSETS / "chosen.js").read_text(),
             "allowed_paths": [str(ASSETS), *map(str, folders)], "max_file_size": MAX_UPLOAD,
             "blocked_paths": blocked_beside(ASSETS.parent, [ASSETS, *folders]),
+            "app_kwargs": {"middleware": [request_cap()]},
             "favicon_path": ASSETS / "favicon.png", "footer_links": ["api", "gradio"]}
 
 

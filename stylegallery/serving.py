@@ -6,6 +6,7 @@
 - `blocked_beside`: what gradio must never serve from the app's own folder.
 - `RunPictures`: every picture the page shows, written by the app itself as a whole file or not at all (a full
   disk leaves no truncated PNG behind and is reported as such), in a per-session folder that gradio serves as is.
+- `BodyCap`: ASGI middleware refusing any request whose body is larger than a total (gradio caps each file only).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -171,3 +173,84 @@ def _remove(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}  # as gradio's max_file_size
+
+
+def parse_size(text: str, name: str) -> int:
+    """"15mb" -> 15728640 (units b, kb, mb, gb, powers of 1024, as gradio's max_file_size); `name` for the error."""
+    number = text.strip().lower().rstrip("bkmg")
+    unit = text.strip().lower()[len(number):] or "b"
+    if not number.isdigit() or unit not in UNITS or int(number) == 0:
+        raise ValueError(f"{name}={text!r} is not a size: use e.g. 15mb, 500kb or 1gb")
+    return int(number) * UNITS[unit]
+
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyCap:
+    """ASGI middleware: a request whose body holds more than `limit` bytes is answered 413 with `message`.
+
+    By its Content-Length before the app sees it; a body sent without one is counted as it arrives, and refused
+    when it passes the limit (the app has not answered yet: it is still reading it). Nothing of the body is kept.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int, message: str) -> None:
+        self.app, self.limit, self.message = app, limit, message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.strip().isdigit() and int(length) > self.limit:
+            await self._drain(receive)
+            await self._refuse(send)
+            return
+        received, answered = 0, False
+
+        async def counting() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def watching(message: dict[str, Any]) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting, watching)
+        except _TooLarge:
+            if not answered:
+                await self._drain(receive)
+                await self._refuse(send)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read (and drop) the rest of the body, up to 8 x the limit: a client still sending it would otherwise
+        meet a closed connection instead of the answer."""
+        drained = 0
+        while drained <= 8 * self.limit:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+
+    async def _refuse(self, send: Send) -> None:
+        body = self.message.encode("utf-8")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode("ascii")), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

@@ -597,6 +597,16 @@ def test_launch_serves_only_the_gallery_and_assets():
         assert is_allowed_file(served, blocked, allowed, [])[0] is True, served
 
 
+def test_sizes_read_like_gradios_max_file_size():
+    from stylegallery.serving import parse_size
+
+    assert parse_size("15mb", "X") == 15 * 2**20 and parse_size("32MB", "X") == 32 * 2**20
+    assert parse_size("500kb", "X") == 500 * 1024 and parse_size("2048", "X") == 2048
+    for bad in ("1.5mb", "mb", "15 tb", "0mb", ""):
+        with pytest.raises(ValueError, match=f"STYLEGALLERY_MAX_REQUEST={bad!r} is not a size: use e.g. 15mb"):
+            parse_size(bad, "STYLEGALLERY_MAX_REQUEST")
+
+
 def test_extra_gallery_folder_is_shown_and_served(fake, tmp_path):
     (tmp_path / "drop" / "style").mkdir(parents=True)
     Image.new("RGB", (64, 48), "red").save(tmp_path / "drop" / "style" / "my_red_square.png")

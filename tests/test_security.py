@@ -218,6 +218,28 @@ def test_uploads_are_capped_and_land_in_the_upload_folder(server):
     assert _serving(server)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["with-length", "chunked"])
+def test_one_upload_request_is_capped_in_total(server, chunked):
+    # gradio's max_file_size caps each file: three files just under it made one 42 MB request
+    import httpx
+
+    cap = bench.api_config(server.url)["max_file_size"]
+    files = [("files", (f"part{i}.png", b"\0" * (cap - 2**20))) for i in range(3)]
+    request = httpx.Request("POST", server.url + "/gradio_api/upload", files=files)
+    body = request.read()
+    if chunked:  # no Content-Length: counted as it arrives
+        content, headers = (body[i:i + 2**20] for i in range(0, len(body), 2**20)), {}
+    else:
+        content, headers = body, {"content-length": str(len(body))}
+    headers["content-type"] = request.headers["content-type"]
+    before = sorted(server.upload_dir.glob("*/part*.png"))
+    answer = httpx.post(server.url + "/gradio_api/upload", content=content, headers=headers, timeout=60)
+    assert answer.status_code == 413, answer.text[:200]
+    assert answer.text.startswith("This upload is too large: at most 32 MB per upload and 15 MB per file.")
+    assert sorted(server.upload_dir.glob("*/part*.png")) == before  # none of the files was stored
+    assert _serving(server)
+
+
 @pytest.mark.parametrize("name", ["../../../../etc/evil.png", "/etc/evil.png", "a/../../b\\..\\c.png", "..",
                                   "CON.png\x00.txt"])
 def test_uploaded_file_names_cannot_leave_the_upload_folder(server, name):
