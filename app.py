@@ -19,21 +19,18 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import html  # noqa: E402
+import math  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Container, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
-from PIL import Image  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
-from stylegallery import viz  # noqa: E402
+from stylegallery import images, viz  # noqa: E402
 from stylegallery.config import DiffusionSettings, Settings, preset  # noqa: E402
 from stylegallery.errors import (  # noqa: E402
     Cancelled,
@@ -43,16 +40,23 @@ from stylegallery.errors import (  # noqa: E402
     OverrideError,
 )
 from stylegallery.gallery import GalleryItem, by_kind, folders_of, load_gallery  # noqa: E402
-from stylegallery.images import save_atomic, to_uint8  # noqa: E402
 from stylegallery.pipeline import (  # noqa: E402
     ContentSegmented,
     Done,
     Matched,
     Pipeline,
     Preview,
-    Result,
     Segmented,
     gpu_available,
+)
+from stylegallery.serving import (  # noqa: E402
+    BodyCap,
+    CannotSave,
+    FileGate,
+    Refused,
+    RunPictures,
+    blocked_beside,
+    parse_size,
 )
 
 
@@ -68,35 +72,109 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 MAX_STYLES = 5
 MAX_SEED = 2**31 - 1
 QUEUE_SIZE = int(os.environ.get("STYLEGALLERY_QUEUE_SIZE", 16))
-MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15mb")
-EXPORT_DIR = Path(tempfile.gettempdir()) / "stylegallery-app"
-EXPORT_MAX_AGE = 3600  # s; export folders of older sessions are removed
+MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15mb")  # per file (gradio's max_file_size)
+MAX_REQUEST = os.environ.get("STYLEGALLERY_MAX_REQUEST", "32mb")  # per request: all the files of one upload
+PICTURES_MAX_AGE = 3600  # s; the pictures of sessions idle for longer are removed
 PAPER = ("StyleGallery: Training-free and Semantic-aware Personalized Style Transfer from Arbitrary Image "
          "References (He et al., CVPR 2026)")
 DOWNLOADS = {"result": "Result PNG", "regions": "Region map", "matches": "Match figure", "panel": "Talk panel"}
 OUTPUTS = ("seed", "status", "region_map", "result", "match_figure", "style_regions", "timings", "match_table",
            "region_pick", "target_pick", *(f"dl_{k}" for k in DOWNLOADS))
 TARGET = re.compile(r"Style (\d+) · region (\d+)")
-_STOP: dict[str, threading.Event] = {}  # session -> its Stop flag
+_STOPPED_AT: dict[str, float] = {}  # session -> time.monotonic() of its last Stop: stops the runs queued before it
 
 
-def clear_upload_errors(widget: gr.Image) -> gr.Image:
-    """Make the widget's unreadable uploads end in a clear page error (gradio's own message for them is generic).
+def file_gate(items: list[GalleryItem], uploads: Callable[[], Container[str]]) -> FileGate:
+    """The files a client may name: its uploads (`uploads()`, the server's record) and the gallery's images, by the
+    exact paths the page holds for them (the original, or the copy gradio serves it from)."""
+    gallery = {}
+    for item in items:
+        held = (item.path, item.title)
+        gallery[str(item.path)] = gallery[_served_copy(item.path)] = held
+    return FileGate(gr.utils.get_upload_folder(), uploads, gallery)
+
+
+def _served_copy(path: Path) -> str:
+    """Where gradio's postprocess puts its copy of a file the app returns (processing_utils.save_file_to_cache)."""
+    from gradio import processing_utils
+    from gradio_client.utils import strip_invalid_filename_characters
+
+    folder = Path(gr.utils.get_upload_folder()) / processing_utils.hash_file(path)
+    return os.path.abspath(folder / strip_invalid_filename_characters(path.name))
+
+
+class _Payload:
+    """A widget's data model that answers a payload of the wrong shape with a clear page error (gradio's own answer
+    is an empty "error: None"); everything else is the model's."""
+
+    def __init__(self, model: Any, message: str) -> None:
+        self.model, self.message = model, message
+
+    def model_validate(self, value: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.model.model_validate(value, *args, **kwargs)
+        except ValueError:  # pydantic's ValidationError
+            raise gr.Error(f"{self.message}, not {_described(value)}.") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def guard_content(widget: gr.Image, gate: FileGate) -> gr.Image:
+    """Only an upload or a gallery image reaches the content widget's decoder, and unreadable ones end in a clear
+    page error (gradio's own message for them is generic).
 
     Wraps the instance's preprocess: a gr.Image subclass would make gradio write an app.pyi stub next to this file.
     """
     preprocess = widget.preprocess
+    widget.data_model = _Payload(widget.data_model, 'The content image must be an uploaded file, {"path": <the path '
+                                 "the upload route returned>} (gradio_client: handle_file(path))")
 
     def checked(payload: Any) -> Any:
+        if payload is None:
+            return None
+        try:
+            named = gate.check(payload.path, payload.url, "The content image")
+        except Refused as exc:
+            raise gr.Error(str(exc)) from None
+        payload = payload.model_copy(update={"path": str(named.path), "url": None})
         try:
             return preprocess(payload)
         except gr.Error:
             raise
         except Exception as exc:  # Pillow raises many types on hostile files
-            path = getattr(payload, "path", None)
-            reason = _named_as_uploaded(str(exc), [path] if path else [])
+            reason = _named_as_uploaded(str(exc), [payload.path])
             reason = " ".join(reason.split())[:200] or type(exc).__name__
             raise gr.Error(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP image.") from None
+
+    widget.preprocess = checked
+    return widget
+
+
+def guard_styles(widget: gr.Gallery, gate: FileGate) -> gr.Gallery:
+    """Only uploads and gallery images enter (and are sent back out of) the chosen-styles gallery: gradio's gallery
+    checks only a name's extension, and would copy and serve any server file an event returns."""
+    preprocess = widget.preprocess
+    widget.data_model = _Payload(widget.data_model, 'The styles must be a list of uploaded files, [{"image": '
+                                 '{"path": <the path the upload route returned>}}] (gradio_client: [{"image": '
+                                 "handle_file(path)}])")
+
+    def checked(payload: Any) -> list[tuple[str, str]] | None:
+        if payload is None or not payload.root:
+            return None
+        named = []
+        for i, element in enumerate(payload.root):
+            image = getattr(element, "image", None)
+            try:
+                if image is None:
+                    raise Refused(f"Style image {i + 1} is not an image: upload a PNG, JPEG or WebP image.")
+                named.append(gate.check(image.path, image.url, f"Style image {i + 1}"))
+            except Refused as exc:
+                raise gr.Error(str(exc)) from None
+        for element, name in zip(payload.root, named):
+            element.image = element.image.model_copy(update={"path": str(name.path), "url": None})
+        preprocess(payload)  # gradio's own checks (the file type)
+        return [(str(name.path), name.name) for name in named]
 
     widget.preprocess = checked
     return widget
@@ -178,21 +256,43 @@ def steps_setting(engine: str, preset_name: str) -> dict:
 
 
 def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
-    """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices)."""
+    """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices).
+
+    A malformed choice is described, not echoed (a client's string would come back quoted and escaped)."""
+    example = 'expected e.g. {"2": [1, 3]}: region R2 painted like region 3 of style 1'
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise gr.Error(f"Region choices are malformed: got {_described(overrides)}, {example}.")
     parsed: dict[int, tuple[int, int]] = {}
-    try:
-        for key, value in (overrides or {}).items():
-            if value:  # None, [] or "": automatic
-                if not isinstance(value, (list, tuple)) or len(value) != 2:
-                    raise ValueError(value)
-                parsed[int(key)] = (int(value[0]), int(value[1]))
-    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
-        raise gr.Error(f'Region choices {overrides!r} are malformed: expected e.g. {{"2": [1, 3]}}.') from None
+    for key, value in overrides.items():
+        if value in (None, [], ""):  # automatic
+            continue
+        if not str(key).isdigit():
+            shown = "".join(c for c in str(key) if c.isprintable())[:20]
+            raise gr.Error(f"Region choices are malformed: the key {shown or 'given'} is not a region number; "
+                           f"{example}.")
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_whole(v) for v in value):
+            raise gr.Error(f"Region choices are malformed: region {key} takes [style, style region] (two whole "
+                           f"numbers), got {_described(value)}; {example}.")
+        parsed[int(key)] = (int(value[0]), int(value[1]))
     for region, (style, style_region) in parsed.items():
         if min(region, style, style_region) < 1:
             raise gr.Error(f"Region choice R{region} → Style {style} · region {style_region} is invalid: regions and "
                            "styles are numbered from 1.")
     return {k - 1: (v[0] - 1, v[1] - 1) for k, v in parsed.items()}
+
+
+def _is_whole(value: object) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+
+
+def _described(value: object) -> str:
+    """What a client sent, by its JSON kind: "a string", "a list of 3 items"."""
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    kinds = {bool: "true or false", str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), "null")
 
 
 def _override_message(exc: OverrideError) -> str:
@@ -237,6 +337,14 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
 def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
               request: gr.Request) -> Iterator[tuple]:
+    session, queued_at = _session(request), _queued_at()
+
+    def stopped() -> bool:  # Stop was pressed for this session since this run was submitted
+        return _STOPPED_AT.get(session, -math.inf) >= queued_at
+
+    if stopped():  # while the run waited in the queue
+        yield _out(status=_status("Stopped before it started. Press <b>Generate</b> to run again."))
+        return
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
     style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
@@ -244,37 +352,54 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
     if len(style_paths) > MAX_STYLES:
         raise gr.Error(f"{len(style_paths)} style images chosen: use at most {MAX_STYLES} (click one to remove it).")
-    uploads = Path(gr.utils.get_upload_folder()).resolve()  # uploads and gallery picks are stored there
-    if not all(Path(p).resolve().is_relative_to(uploads) for p in (content, *style_paths)):
-        raise gr.Error("An image was named by a path on the server instead of uploaded: upload the file itself.")
     device, why = gpu_device()
     if engine == "diffusion" and device is None and os.environ.get("STYLEGALLERY_ALLOW_CPU_DIFFUSION") != "1":
         raise gr.Error(f"The diffusion engine needs a GPU and this machine has none ({why}): choose the classic "
                        "or auto engine.")
+    chosen = parse_overrides(overrides)
     seed = random.randint(0, MAX_SEED) if randomize else int(seed or 0)
     try:
         settings = make_settings(engine, preset_name, size, k_max, content_weight, steps, seed)
     except ValueError as exc:
         raise gr.Error(f"Invalid setting: {exc}") from None
-    session = re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous"
-    stop = _STOP.setdefault(session, threading.Event())
-    stop.clear()
     name, reason = get_pipeline().resolve_engine(settings)
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
-    yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({reason}): finding regions…"),
+    yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
+                                         "finding regions…"),
                region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
-        chosen = parse_overrides(overrides)
-        yield from _stream(_run(content, style_paths, settings, chosen, stop), session, keep_picks=bool(chosen))
+        pictures = RunPictures(_pictures_root(), session, max_age=PICTURES_MAX_AGE)
+        yield from _stream(_run(content, style_paths, settings, chosen, stopped), pictures, keep_picks=bool(chosen))
     except Cancelled:
         yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
+    except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
+        raise
+    except CannotSave as exc:
+        if exc.disk_full:
+            raise gr.Error("The server's disk is full, so this run's pictures could not be saved; try again later.") \
+                from None
+        raise gr.Error(f"The server could not save this run's pictures ({exc.reason}); try again later.") from None
     except OverrideError as exc:
         raise gr.Error(_override_message(exc)) from None
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         raise gr.Error(_named_as_uploaded(str(exc), [content, *style_paths])) from None
-    finally:
-        _STOP.pop(session, None)  # only running sessions keep a flag
+
+
+def _session(request: gr.Request) -> str:
+    """The browser tab's (or gradio_client's) session, safe as a folder name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous"
+
+
+def _queued_at() -> float:
+    """When the running event joined gradio's queue (time.monotonic, as gradio's queue), so that a Stop pressed while
+    it waited stops it; now, when there is no queued event (a direct call). gradio 6.31 has no public way to ask: this
+    reads its queue's record of the event (tests/test_faults.py checks it through a real server)."""
+    from gradio.context import LocalContext
+
+    queue = getattr(LocalContext.blocks.get(None), "_queue", None)
+    event = getattr(queue, "event_ids_to_events", {}).get(LocalContext.event_id.get(None))
+    return getattr(event, "enqueue_time", None) or time.monotonic()
 
 
 def _named_as_uploaded(message: str, paths: list[str]) -> str:
@@ -285,14 +410,14 @@ def _named_as_uploaded(message: str, paths: list[str]) -> str:
     return message
 
 
-def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: threading.Event) -> Iterator:
+def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: Callable[[], bool]) -> Iterator:
     """`Pipeline.run`; an explicitly chosen diffusion engine whose models cannot be loaded paints with classic.
 
     For engine "auto" the pipeline itself falls back to classic and says why in the events' engine_reason. An
     explicit "diffusion" that cannot load is an error in the library (the CLI exits 2 on it); the page paints with
     the classic engine instead, warns, and gives the reason the same way.
     """
-    events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop.is_set)
+    events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop)
     if settings.engine != "diffusion":
         yield from events
         return
@@ -301,7 +426,7 @@ def _run(content: str, styles: list[str], settings: Settings, overrides: dict, s
     except (ModelLoadError, EngineUnavailable) as exc:
         gr.Warning(f"The diffusion models could not be loaded, so the classic engine paints instead: {exc}")
         classic = dataclasses.replace(settings, engine="classic")
-        events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop.is_set),
+        events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop),
                               f"the diffusion models could not be loaded: {exc}")
         first = next(events)
     yield first
@@ -316,69 +441,77 @@ def _with_reason(events: Iterator, reason: str) -> Iterator:
         yield ev
 
 
-def _stream(events: Iterator, session: str, keep_picks: bool = False) -> Iterator[tuple]:
-    """Pipeline events -> page updates. `keep_picks`: the run has region choices, so the Personalise dropdowns keep
-    showing the user's last choice (the browser keeps a value that is still among the new choices)."""
-    region_map = None
+def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[tuple]:
+    """Pipeline events -> page updates. Every picture goes out as a PNG the app wrote itself (`pictures`), whole or
+    not at all. `keep_picks`: the run has region choices, so the Personalise dropdowns keep showing the user's last
+    choice (the browser keeps a value that is still among the new choices)."""
+    shown: dict[str, str] = {}  # key -> the file of a picture on the page
+    noted: list[str] = []  # the run's notes (settings it does not honour as asked): with the engine line throughout
+
+    def note(notes: tuple[str, ...]) -> None:
+        for line in notes:
+            if line not in noted:
+                noted.append(line)
+                gr.Warning(line)
+
+    def status(text: str) -> str:
+        return _status(text + "".join(f"<br><span class='sg-note'>Note: {html.escape(line, quote=False)}</span>"
+                                      for line in noted))
+
     for ev in events:
         if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
-            engine, n = f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
-            region_map = viz.region_overlay(ev.content_image, ev.content_labels)
-            yield _out(region_map=region_map, timings=_timings(ev.timings),
-                       status=_status(f"{engine}: {n} content regions found; segmenting the styles…"))
+            note(ev.notes)
+            engine, n = _engine_line(ev), int(ev.content_labels.max()) + 1
+            shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
+            yield _out(region_map=shown["regions"], timings=_timings(ev.timings),
+                       status=status(f"{engine}: {n} content regions found; segmenting the styles…"))
         elif isinstance(ev, Segmented):
-            seg, engine, n = ev, f"<b>{ev.engine}</b> engine ({ev.engine_reason})", int(ev.content_labels.max()) + 1
-            style_maps = [(viz.region_overlay(img, lab, alpha=0.45, legend=False), f"Style {i + 1}")
-                          for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))]
+            note(ev.notes)
+            seg, engine, n = ev, _engine_line(ev), int(ev.content_labels.max()) + 1
+            style_maps = pictures.save({f"style{i + 1}-regions": viz.region_overlay(img, lab, alpha=0.45, legend=False)
+                                        for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))})
             targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
                                   for r in range(int(lab.max()) + 1)]
-            shown = {}
-            if region_map is None:
-                region_map = shown["region_map"] = viz.region_overlay(ev.content_image, ev.content_labels)
+            update = {}
+            if "regions" not in shown:
+                shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
+                update["region_map"] = shown["regions"]
             regions = [f"R{i + 1}" for i in range(n)]
             if keep_picks:
                 picks = {"region_pick": gr.update(choices=regions), "target_pick": gr.update(choices=targets)}
             else:
                 picks = {"region_pick": gr.update(choices=regions, value="R1"),
                          "target_pick": gr.update(choices=targets, value="auto")}
-            yield _out(**shown, **picks, style_regions=style_maps, timings=_timings(ev.timings),
-                       status=_status(f"{engine}: {n} content regions found; matching them to the styles…"))
+            yield _out(**update, **picks, timings=_timings(ev.timings),
+                       style_regions=[(path, f"Style {i + 1}") for i, path in enumerate(style_maps.values())],
+                       status=status(f"{engine}: {n} content regions found; matching them to the styles…"))
         elif isinstance(ev, Matched):
             rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
                      round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
-            figure = viz.match_figure(seg.content_image, seg.content_labels, seg.style_images, seg.style_labels,
-                                      ev.matches)
-            yield _out(match_figure=figure, match_table=rows, timings=_timings(ev.timings),
-                       status=_status(f"{engine}: regions matched; painting…"))
+            shown.update(pictures.save({"matches": viz.match_figure(
+                seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches)}))
+            yield _out(match_figure=shown["matches"], match_table=rows, timings=_timings(ev.timings),
+                       status=status(f"{engine}: regions matched; painting…"))
         elif isinstance(ev, Preview):
-            yield _out(result=to_uint8(ev.image), timings=_timings(ev.timings),
-                       status=_status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
-        elif isinstance(ev, Done):
-            files = _export(ev.result, session, {"regions": region_map, "matches": figure})
-            yield _out(result=to_uint8(ev.result.image), timings=_timings(ev.result.timings),
-                       status=_status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
+            preview = pictures.save({f"preview{ev.step}": images.to_pil(ev.image)})
+            yield _out(result=preview[f"preview{ev.step}"], timings=_timings(ev.timings),
+                       status=status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
+        elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
+            note(ev.result.notes)
+            files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)})}
+            yield _out(result=files["result"], timings=_timings(ev.result.timings),
+                       status=status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
                                       "below, or download the pictures."),
-                       **{f"dl_{k}": gr.update(value=str(files[k]), interactive=True) for k in DOWNLOADS})
+                       **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
 
 
-def _export(result: Result, session: str, shown: dict[str, Image.Image]) -> dict[str, Path]:
-    """Full-resolution PNGs of this run (`shown`: pictures already drawn) in the session's own temp folder;
-    the session's earlier files are removed."""
-    if EXPORT_DIR.is_dir():
-        for old in EXPORT_DIR.iterdir():
-            if old.name == session or time.time() - old.stat().st_mtime > EXPORT_MAX_AGE:
-                shutil.rmtree(old, ignore_errors=True)
-    folder = EXPORT_DIR / session
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    pictures = {"result": result.to_pil(), **shown, "panel": viz.panel(result)}
-    try:
-        for key, picture in pictures.items():  # compress_level=1: fast, these are temporary downloads
-            save_atomic(picture, folder / f"{stem}-{key}.png", compress_level=1)
-    except InputError:  # e.g. a full disk: leave no half of the downloads behind
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return {key: folder / f"{stem}-{key}.png" for key in pictures}
+def _engine_line(ev: ContentSegmented | Segmented) -> str:
+    return f"<b>{ev.engine}</b> engine ({html.escape(ev.engine_reason, quote=False)})"
+
+
+def _pictures_root() -> Path:
+    """Where runs put their pictures: inside gradio's cache, which it serves from without copying."""
+    return Path(gr.utils.get_upload_folder()) / "stylegallery-runs"
 
 
 def _out(**updates: object) -> tuple:
@@ -405,11 +538,12 @@ def _thumbs(items: list[GalleryItem], chosen: set[str]) -> list[tuple[str, str]]
 
 
 def _titles(styles: list | None) -> list[str]:
-    return [(caption or "").split(": ", 1)[-1] for _, caption in styles or []]
+    """The names of the chosen styles (guard_styles names each by its gallery title or its upload's file name)."""
+    return [caption or "" for _, caption in styles or []]
 
 
 def _numbered(styles: list) -> list[tuple[str, str]]:
-    return [(path, f"{i + 1}: {(cap or Path(path).name).split(': ', 1)[-1]}") for i, (path, cap) in enumerate(styles)]
+    return [(path, f"{i + 1}: {cap or Path(path).name}") for i, (path, cap) in enumerate(styles)]
 
 
 def _overrides_text(overrides: dict) -> str:
@@ -479,11 +613,15 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         return _target((overrides or {}).get((region or "").lstrip("R")))
 
     def stop_run(request: gr.Request) -> None:
-        flag = _STOP.get(re.sub(r"[^A-Za-z0-9_-]", "", request.session_hash or "") or "anonymous")
-        if flag is not None:
-            flag.set()
+        """Stops the session's run at its next step, and its runs still waiting in the queue before they start."""
+        now = time.monotonic()
+        for session, at in list(_STOPPED_AT.items()):  # forget Stops older than any wait in the queue
+            if now - at > PICTURES_MAX_AGE:
+                _STOPPED_AT.pop(session, None)
+        _STOPPED_AT[_session(request)] = now
 
     with gr.Blocks(title="StyleGallery", delete_cache=(1800, 3600)) as demo:
+        gate = file_gate(items, lambda: demo.upload_file_set)  # the paths gradio's upload route stored
         notice = ("" if engine_name == "diffusion" else f"<p class='sg-notice'>Running on CPU ({engine_reason}): "
                   "the weight-free classic engine paints the result.</p>")
         gr.HTML(f"<div class='sg-hero'><h1>StyleGallery</h1><p class='sg-sub'>Restyle a photo region by region "
@@ -495,19 +633,19 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                         "<p class='sg-hint'>Click a photo, or drop your own below.</p>")
                 content_gallery = gr.Gallery(_thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
                                              object_fit="cover", show_label=False, elem_id="content-gallery")
-                content = clear_upload_errors(gr.Image(  # image_mode=None: no full decode before the size check
+                content = guard_content(gr.Image(  # image_mode=None: no full decode before the size check
                     type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
-                    label="Content photo", elem_id="content-image"))
+                    label="Content photo", elem_id="content-image"), gate)
             with gr.Column(scale=7, elem_classes="sg-card"):
                 gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>"
                         "<p class='sg-hint'>Click a style to choose it; click it again, or under Chosen styles, to "
                         "remove it. Or upload your own below.</p>")
                 style_gallery = gr.Gallery(_thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],
                                            object_fit="cover", show_label=False, elem_id="style-gallery")
-                styles = gr.Gallery([], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
-                                    object_fit="cover", file_types=["image"], fit_columns=False,
-                                    label="Chosen styles",
-                                    elem_id="chosen-styles")
+                styles = guard_styles(gr.Gallery(
+                    [], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
+                    object_fit="cover", file_types=["image"], fit_columns=False, label="Chosen styles",
+                    elem_id="chosen-styles"), gate)
         with gr.Row(elem_classes="sg-actions"):
             run = gr.Button("Generate", variant="primary", size="lg", elem_id="generate", scale=4)
             stop = gr.Button("Stop", variant="stop", size="lg", elem_id="stop", scale=1)
@@ -533,12 +671,12 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 randomize = gr.Checkbox(False, label="Randomise seed")
         status = gr.HTML(_status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
         with gr.Row(equal_height=True):
-            region_map = gr.Image(label="3 · Semantic regions of the content", type="pil", format="png",
+            region_map = gr.Image(label="3 · Semantic regions of the content", type="filepath", format="png",
                                   interactive=False, elem_id="region-map", min_width=300)
             result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result",
                               min_width=300)
-        match_figure = gr.Image(label="Region matches", show_label=False, type="pil", format="png", interactive=False,
-                                elem_id="match-figure")
+        match_figure = gr.Image(label="Region matches", show_label=False, type="filepath", format="png",
+                                interactive=False, elem_id="match-figure")
         with gr.Row():
             style_regions = gr.Gallery(label="Regions of each style", columns=5, height=240, object_fit="contain",
                                        elem_id="style-regions", scale=3)
@@ -594,8 +732,18 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     return demo
 
 
+def request_cap() -> Middleware:
+    """gradio caps each uploaded file (max_file_size), not a request: one upload of many files is capped here."""
+    limit, per_file = parse_size(MAX_REQUEST, "STYLEGALLERY_MAX_REQUEST"), parse_size(MAX_UPLOAD,
+                                                                                      "STYLEGALLERY_MAX_UPLOAD")
+    message = (f"This upload is too large: at most {limit / 2**20:g} MB per upload and {per_file / 2**20:g} MB per "
+               "file. Upload fewer or smaller images at once.")
+    return Middleware(BodyCap, limit=limit, message=message)
+
+
 def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
-    """Everything `launch` needs besides host and port: theme, CSS, and the only folders the server may read."""
+    """Everything `launch` needs besides host and port: theme, CSS, the only folders the server may read, and the
+    app's own files it must never serve (gradio serves files under its working directory that an event returns)."""
     folders = folders_of(load_gallery(extra_galleries or []))
     fonts = [gr.themes.LocalFont("Source Sans Pro"), gr.themes.LocalFont("Lora"), "sans-serif"]  # bundled: offline
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate", font=fonts).set(
@@ -603,6 +751,8 @@ def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
         button_primary_text_color="white")
     return {"theme": theme, "css_paths": [ASSETS / "style.css"], "js": (ASSETS / "chosen.js").read_text(),
             "allowed_paths": [str(ASSETS), *map(str, folders)], "max_file_size": MAX_UPLOAD,
+            "blocked_paths": blocked_beside(ASSETS.parent, [ASSETS, *folders]),
+            "app_kwargs": {"middleware": [request_cap()]},
             "favicon_path": ASSETS / "favicon.png", "footer_links": ["api", "gradio"]}
 
 

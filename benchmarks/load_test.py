@@ -196,16 +196,18 @@ def output_positions(config: dict[str, Any], api_name: str = "generate") -> dict
     return {ids.get(cid): i for i, cid in enumerate(dep["outputs"])}
 
 
-def raw_run(url: str, fn: int, data: list[Any], timeout: float = 120.0) -> dict[str, Any]:
-    """Join the queue with `data` as sent (no client-side upload or checks) and return the final message.
+def raw_run(url: str, fn: int, data: list[Any], timeout: float = 120.0, *, event_data: Any = None,
+            session_hash: str | None = None) -> dict[str, Any]:
+    """Join the queue with `data` (and `event_data`, e.g. a gallery click's {"index": 0}) as sent (no client-side
+    upload or checks) and return the final message.
 
     Returns {"join_status": int, "join": body} when the join is refused, else the `process_completed`
     message ({"success": bool, "output": {...}}).
     """
     import httpx
 
-    session = uuid.uuid4().hex[:12]
-    body = {"data": data, "event_data": None, "fn_index": fn, "trigger_id": None, "session_hash": session}
+    session = session_hash or uuid.uuid4().hex[:12]
+    body = {"data": data, "event_data": event_data, "fn_index": fn, "trigger_id": None, "session_hash": session}
     joined = httpx.post(url + "/gradio_api/queue/join", json=body, timeout=30)
     if joined.status_code != 200:
         return {"join_status": joined.status_code, "join": joined.text}

@@ -63,6 +63,8 @@ class FakePipeline:
 
     def __init__(self, fail: tuple[str, ...] = (), error: Exception | None = None) -> None:
         self.fail, self.error, self.runs = fail, error, []
+        self.notes: tuple[str, ...] = ()  # on ContentSegmented and Segmented; Result.notes adds `late_notes`
+        self.late_notes: tuple[str, ...] = ()
 
     def resolve_engine(self, settings):
         if settings.engine == "auto":
@@ -77,8 +79,9 @@ class FakePipeline:
         image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
         labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8), two regions
         timings = {"analyze": 0.1, "segment": 0.2}
-        yield ContentSegmented(name, reason, image, labels, dict(timings))
-        yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings))
+        yield ContentSegmented(name, reason, image, labels, dict(timings), self.notes)
+        yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings),
+                        self.notes)
         matches = [Match(0, 0, 0, 0.5, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3}),
                    Match(1, len(styles) - 1, 1, 0.25, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3},
                          source="user" if overrides else "auto")]
@@ -89,15 +92,14 @@ class FakePipeline:
         yield Preview(1, 2, image * 0.5, dict(timings, transfer=0.1))
         timings.update(transfer=0.3, total=0.61)
         yield Done(Result(1 - image, image, [image] * len(styles), labels, [labels] * len(styles), matches, timings,
-                          name, reason, settings))
+                          name, reason, settings, self.notes + self.late_notes))
 
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     pipe = FakePipeline()
     monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
-    monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
-    uploads = tmp_path / "uploads"  # the handler reads only files in gradio's upload folder
+    uploads = tmp_path / "uploads"  # gradio's upload folder (and cache: the run's pictures go there too)
     uploads.mkdir()
     for path in (CONTENT, *STYLES):
         shutil.copy(path, uploads / path.name)
@@ -197,6 +199,23 @@ def test_parse_overrides_turns_page_numbers_into_library_indices():
         app.parse_overrides({"0": [1, 1]})
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    ('{"2": [1, "C:\\x"]}', "Region choices are malformed: got a string, expected e.g. {\"2\": [1, 3]}: region R2 "
+                              "painted like region 3 of style 1."),
+    ({"2": "13"}, "Region choices are malformed: region 2 takes [style, style region] (two whole numbers), got a "
+                  "string; expected e.g."),
+    ({"2": [1.5, 3]}, "region 2 takes [style, style region] (two whole numbers), got a list of 2 items;"),
+    ({"2": [1]}, "got a list of 1 item;"),
+    ({"R\\2\x00": [1, 3]}, "Region choices are malformed: the key R\\2 is not a region number; expected e.g."),
+    (["2"], "Region choices are malformed: got a list of 1 item, expected"),
+])
+def test_malformed_region_choices_are_described_not_echoed(bad, message):
+    with pytest.raises(gr.Error) as info:
+        app.parse_overrides(bad)
+    assert message in info.value.message
+    assert "'" not in info.value.message and "\\\\" not in info.value.message
+
+
 def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):
     from stylegallery.errors import OverrideError
 
@@ -230,17 +249,40 @@ def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
 
     assert outputs[0][OUT["seed"]] == 7 and "classic" in outputs[0][OUT["status"]]
     assert first("region_map") < first("match_figure") < first("result")
-    assert isinstance(outputs[first("region_map")][OUT["region_map"]], Image.Image)
+    cache = Path(gr.utils.get_upload_folder()).resolve()
+    for name in ("region_map", "match_figure", "result"):  # files the app wrote, which gradio serves as they are
+        path = Path(outputs[first(name)][OUT[name]])
+        assert path.resolve().is_relative_to(cache) and path.suffix == ".png", path
     final = outputs[-1]
-    assert final[OUT["result"]].shape == (48, 64, 3) and final[OUT["result"]].dtype == np.uint8
+    with Image.open(final[OUT["result"]]) as shown:
+        assert shown.size == (64, 48) and shown.mode == "RGB"
+    maps = next(o[OUT["style_regions"]] for o in outputs if _shows(o[OUT["style_regions"]]))
+    assert [caption for _, caption in maps] == ["Style 1", "Style 2"] and all(Path(p).is_file() for p, _ in maps)
     assert "done in" in final[OUT["status"]] and "| Total | 0.61 s |" in final[OUT["timings"]]
     rows = outputs[first("match_table")][OUT["match_table"]]
     assert [r[0] for r in rows] == ["R1", "R2"] and rows[1][1] == "Style 2"
     files = [Path(final[OUT[f"dl_{k}"]]["value"]) for k in app.DOWNLOADS]
     assert len({f.name for f in files}) == 4 and all(f.suffix == ".png" for f in files)
+    assert str(files[0]) == final[OUT["result"]] and str(files[1]) == outputs[first("region_map")][OUT["region_map"]]
     with Image.open(files[0]) as result_png:
         assert result_png.size == (64, 48)
     assert fake.runs[0]["settings"].seed == 7 and fake.runs[0]["settings"].image.size == 256
+
+
+def test_the_pipelines_notes_show_with_the_engine_line_from_the_first_event(fake):
+    fake.notes = ("the fast preset needs a LoRA: none given, running the paper schedule <on the plain UNet>",)
+    fake.late_notes = ("auto picked classic: no GPU",)
+    with pytest.warns(UserWarning) as warned:  # gr.Warning outside a request
+        outputs = _generate()
+    first = next(i for i, o in enumerate(outputs) if _shows(o[OUT["region_map"]]))  # ContentSegmented
+    note = "Note: the fast preset needs a LoRA: none given, running the paper schedule &lt;on the plain UNet&gt;"
+    statuses = [o[OUT["status"]] for o in outputs[first:] if _is_set(o[OUT["status"]])]
+    assert note in outputs[first][OUT["status"]] and "<b>classic</b> engine (no GPU found)" in outputs[first][
+        OUT["status"]]
+    assert all(note in status for status in statuses)  # it stays with the engine line to the end
+    assert statuses[-1].count("Note:") == 2 and "Note: auto picked classic: no GPU" in statuses[-1]
+    notes = [*fake.notes, *fake.late_notes]
+    assert [str(w.message) for w in warned if str(w.message) in notes] == notes  # each once, as it arrives
 
 
 def test_second_run_of_a_session_replaces_its_exports(fake):
@@ -271,22 +313,83 @@ def test_bad_inputs_become_page_errors(fake, kwargs, message):
     assert fake.runs == []
 
 
-def test_a_path_outside_the_upload_folder_is_refused(fake, tmp_path):
+# ---- the files a client may name ------------------------------------------------------------
+
+def _gate(tmp_path, uploads=(), items=()):
+    """A gate over the upload folder tmp_path/uploads, with `uploads` recorded as uploaded."""
+    folder = tmp_path / "uploads"
+    folder.mkdir(exist_ok=True)
+    return app.FileGate(folder, lambda: set(uploads), {str(i.path): (i.path, i.title) for i in items})
+
+
+def test_the_gate_takes_recorded_uploads_and_gallery_images_only(tmp_path):
+    from stylegallery.serving import Named, Refused
+
+    item = by_kind(load_gallery(), "style")[0]
+    (tmp_path / "uploads" / "ab12").mkdir(parents=True)
+    upload, planted = tmp_path / "uploads" / "ab12" / "cat.png", tmp_path / "uploads" / "ab12" / "planted.png"
+    for path in (upload, planted, tmp_path / "private.png"):
+        Image.new("RGB", (64, 48)).save(path)
+    link = tmp_path / "uploads" / "ab12" / "link.png"
+    link.symlink_to(tmp_path / "private.png")
+    gate = _gate(tmp_path, uploads={str(upload), str(link), str(tmp_path / "uploads" / "gone.png")}, items=[item])
+    assert gate.check(str(upload), None, "The content image") == Named(upload, "cat.png")
+    assert gate.check(str(item.path), None, "Style image 1") == Named(item.path, item.title)
+    url = f"http://127.0.0.1:1/gradio_api/file={str(upload).replace(' ', '%20')}"
+    assert gate.check(str(upload), url, "Style image 1").path == upload  # the server's own address of the file
+    refusals = {
+        (str(tmp_path / "private.png"), None): "Style image 1 was named by a path on the server instead of uploaded",
+        (str(planted), None): "named by a path on the server",  # in the folder, but never uploaded
+        (str(tmp_path / "uploads" / ".." / "private.png"), None): "named by a path on the server",
+        (str(link), None): "named by a path on the server",  # recorded, but a symlink out of the folder
+        (str(tmp_path / "uploads" / "gone.png"), None): "is no longer on the server",
+        (None, "data:image/png;base64,iVBORw0KGgo="): "sent inline as a data: URL",
+        (str(upload), "data:image/png;base64,iVBORw0KGgo="): "sent inline as a data: URL",
+        (str(upload), "http://evil.example/cat.png"): "names an address, not a file uploaded",
+        (str(upload), f"http://h/gradio_api/file={planted}"): "names an address",
+        ("", None): "names no uploaded file",
+        (("/etc/passwd",), None): "names no uploaded file",
+    }
+    for (path, url), message in refusals.items():
+        with pytest.raises(Refused, match=message) as info:
+            gate.check(path, url, "Style image 1")
+        assert str(tmp_path) not in str(info.value)  # never a server path in the page error
+
+
+def test_the_file_widgets_refuse_what_the_gate_refuses_before_reading_it(tmp_path, monkeypatch):
+    from gradio.components.gallery import GalleryData
+    from gradio.data_classes import ImageData
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    demo = app.build_demo()
+    content, styles = _component(demo, "content-image"), _component(demo, "chosen-styles")
     Image.new("RGB", (64, 48)).save(tmp_path / "private.png")
-    with pytest.raises(gr.Error, match="named by a path on the server"):
-        _generate(content=str(tmp_path / "private.png"))
-    with pytest.raises(gr.Error, match="named by a path on the server"):
-        _generate(styles=[(str(Path(gr.utils.get_upload_folder()) / ".." / "private.png"), None)])
-    assert fake.runs == []
+    private = str(tmp_path / "private.png")
+    with pytest.raises(gr.Error, match="The content image was named by a path on the server instead of uploaded"):
+        content.preprocess(ImageData(path=private))
+    with pytest.raises(gr.Error, match="Style image 2 was named by a path on the server"):
+        styles.preprocess(GalleryData.model_validate([{"image": {"path": str(STYLES[0])}},
+                                                      {"image": {"path": private}}]))
+    (tmp_path / "uploads" / "ab").mkdir(parents=True)
+    upload = tmp_path / "uploads" / "ab" / "cat.png"
+    shutil.copy(CONTENT, upload)
+    demo.upload_file_set.add(str(upload))  # what gradio's upload route records
+    assert content.preprocess(ImageData(path=str(upload))) == str(upload)
+    gallery_copy = app._served_copy(STYLES[0])  # where gradio serves a gallery pick from
+    assert styles.preprocess(GalleryData.model_validate([{"image": {"path": gallery_copy}},
+                                                         {"image": {"path": str(upload)}}])) == [
+        (str(STYLES[0]), "Starry swirls"), (str(upload), "cat.png")]
 
 
 def test_an_unreadable_content_upload_is_a_clear_page_error(tmp_path):
     from gradio.data_classes import ImageData
 
-    (tmp_path / "notes.png").write_text("not a picture")
-    widget = app.clear_upload_errors(gr.Image(type="filepath", image_mode=None))
+    (tmp_path / "uploads").mkdir()
+    (tmp_path / "uploads" / "notes.png").write_text("not a picture")
+    gate = _gate(tmp_path, uploads={str(tmp_path / "uploads" / "notes.png")}, items=by_kind(load_gallery(), "content"))
+    widget = app.guard_content(gr.Image(type="filepath", image_mode=None), gate)
     with pytest.raises(gr.Error, match="The content image cannot be read .*; upload a PNG, JPEG or WebP image"):
-        widget.preprocess(ImageData(path=str(tmp_path / "notes.png"), orig_name="notes.png"))
+        widget.preprocess(ImageData(path=str(tmp_path / "uploads" / "notes.png"), orig_name="notes.png"))
     assert widget.preprocess(ImageData(path=str(CONTENT), orig_name="chelsea.jpg")) == str(CONTENT)
 
 
@@ -309,10 +412,11 @@ def test_page_errors_name_uploads_by_their_file_name_not_the_servers_copy(fake):
 def test_an_unreadable_content_upload_is_named_by_its_file_name(tmp_path):
     from gradio.data_classes import ImageData
 
-    folder = tmp_path / "0123abcd"
-    folder.mkdir()
+    folder = tmp_path / "uploads" / "0123abcd"
+    folder.mkdir(parents=True)
     (folder / "my notes.png").write_text("not a picture")
-    widget = app.clear_upload_errors(gr.Image(type="filepath", image_mode=None))
+    widget = app.guard_content(gr.Image(type="filepath", image_mode=None),
+                               _gate(tmp_path, uploads={str(folder / "my notes.png")}))
     with pytest.raises(gr.Error) as info:
         widget.preprocess(ImageData(path=str(folder / "my notes.png"), orig_name="my notes.png"))
     assert "my notes.png" in info.value.message and str(folder) not in info.value.message
@@ -480,9 +584,27 @@ def test_after_a_run_the_dropdowns_keep_the_users_choice(fake):
 
 
 def test_launch_serves_only_the_gallery_and_assets():
+    from gradio.utils import is_allowed_file
+
     kwargs = app.launch_kwargs()
     assert sorted(kwargs["allowed_paths"]) == sorted([str(app.ASSETS), str(GALLERY.resolve())])
     assert kwargs["max_file_size"] and Path(kwargs["css_paths"][0]).is_file()
+    # what gradio's postprocess would copy from its working directory, were an event to return it: blocked
+    blocked, allowed = kwargs["blocked_paths"], [*kwargs["allowed_paths"], str(REPO), "/tmp"]
+    for code in (REPO / "app.py", REPO / "stylegallery" / "pipeline.py", REPO / "tests" / "test_app.py"):
+        assert is_allowed_file(code, blocked, allowed, [])[0] is False, code
+    for served in (STYLES[0], app.ASSETS / "style.css"):
+        assert is_allowed_file(served, blocked, allowed, [])[0] is True, served
+
+
+def test_sizes_read_like_gradios_max_file_size():
+    from stylegallery.serving import parse_size
+
+    assert parse_size("15mb", "X") == 15 * 2**20 and parse_size("32MB", "X") == 32 * 2**20
+    assert parse_size("500kb", "X") == 500 * 1024 and parse_size("2048", "X") == 2048
+    for bad in ("1.5mb", "mb", "15 tb", "0mb", ""):
+        with pytest.raises(ValueError, match=f"STYLEGALLERY_MAX_REQUEST={bad!r} is not a size: use e.g. 15mb"):
+            parse_size(bad, "STYLEGALLERY_MAX_REQUEST")
 
 
 def test_extra_gallery_folder_is_shown_and_served(fake, tmp_path):

@@ -242,3 +242,18 @@ def test_a_sixth_style_is_refused_with_a_message(page):
         timeout=10_000)
     sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(5)
     sync_api.expect(page.locator("#style-gallery .thumbnail-item.sg-chosen")).to_have_count(5)
+
+
+def test_an_upload_over_the_per_request_cap_is_refused_with_a_message(page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    files = []
+    for i in range(3):  # each under the 15 MB file cap, together over the 32 MB request cap
+        files.append(tmp_path / f"noise{i}.png")
+        noise = np.random.default_rng(i).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(files[-1], compress_level=0)
+    page.locator("#chosen-styles input[type=file]").set_input_files([str(f) for f in files])
+    sync_api.expect(page.locator(".toast-body").filter(has_text="This upload is too large: at most 32 MB per upload")
+                    ).to_be_visible(timeout=20_000)
+    sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(0)

@@ -7,6 +7,7 @@ started when this module begins so that it boots while the library tests run).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import errno
 import gc
@@ -195,6 +196,45 @@ def test_stop_button_stops_its_own_sessions_run_and_no_other(server, client):
     assert bench.get(server.url + "/")[0] == 200
 
 
+
+def _submit(client, size: int = 256):
+    from gradio_client import handle_file
+
+    return client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(p)), "caption": None} for p in STYLES],
+                         {}, "classic", "paper", size, 6, 1.0, 3, 0, False, api_name="/generate")
+
+
+def test_stop_pressed_while_a_run_waits_in_the_queue_stops_it_before_it_starts(server, client, tmp_path):
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    config = bench.api_config(server.url)
+    at = bench.output_positions(config)
+    stop_fn = bench.fn_index(config, elem_id="stop")
+    waiting = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
+    try:
+        first = _submit(client, size=512)  # one run at a time: B waits behind it
+        _wait_for(first, lambda o: "finding regions" in str(o[at["status"]]) or isinstance(o[at["region-map"]], str))
+        second = _submit(waiting)
+        deadline = time.monotonic() + 30
+        while second.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.status().code == Status.IN_QUEUE and not first.done(), "B should wait while A runs"
+        assert bench.call_direct(server.url, stop_fn, [], session_hash=waiting.session_hash) == 200  # B's Stop
+        done = first.result(timeout=180)
+        assert "done in" in str(done[at["status"]])  # A is not someone else's Stop
+        stopped = second.result(timeout=180)
+        statuses = [str(o[at["status"]]) for o in second.outputs()]
+        assert "Stopped" in str(stopped[at["status"]]) and not any("done in" in s for s in statuses), statuses
+        assert not any("finding regions" in s or "painting" in s for s in statuses), statuses  # never started
+        assert not any(isinstance(o[at["result"]], str) for o in second.outputs())  # no result, not even a preview
+        # A Stop is for the runs submitted before it: the session's next run is not stopped by it.
+        again = _submit(waiting).result(timeout=180)
+        assert "done in" in str(again[at["status"]])
+    finally:
+        waiting.close()
+
+
 # ---- (b) models that cannot load ------------------------------------------------------------------------
 
 def test_unloadable_diffusion_models_fall_back_to_classic_with_a_clear_status(server, client):
@@ -233,7 +273,6 @@ def uploads(monkeypatch, tmp_path) -> tuple[Path, Path]:
 def test_generate_with_a_missing_model_folder_paints_with_classic(app, uploads, monkeypatch, tmp_path):
     import gradio as gr
 
-    monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
     missing = tmp_path / "no-such-model"
     monkeypatch.setenv("STYLEGALLERY_SD_MODEL", str(missing))
     monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")
@@ -298,62 +337,165 @@ def _partial_save(self, fp, format=None, **params):  # noqa: A002 (Pillow's sign
 _real_save = Image.Image.save
 
 
-class _OneRunPipeline:
-    """The pipeline's events on tiny arrays, so that only the export is under test."""
+def test_run_pictures_on_a_full_disk_leave_no_file(monkeypatch, tmp_path):
+    from stylegallery.serving import CannotSave, RunPictures
 
-    reached_done = False
+    pictures = RunPictures(tmp_path / "runs", "session1")
+    kept = pictures.save({"regions": Image.new("RGB", (32, 24), "red")})
+    monkeypatch.setattr(Image.Image, "save", _partial_save)
+    with pytest.raises(CannotSave) as info:
+        pictures.save({"result": Image.new("RGB", (32, 24)), "panel": Image.new("RGB", (64, 24))})
+    assert info.value.disk_full and info.value.reason == "No space left on device"
+    assert sorted(p.name for p in (tmp_path / "runs" / "session1").iterdir()) == [Path(kept["regions"]).name]
+
+
+# ---- a full disk under the running app (in this process, so that its file writes can fail) --------------
+
+class _FullDisk:
+    """The disk filling up under `folder`: once `full`, a file opened there for writing takes half of the first
+    bytes written to it, then fails with ENOSPC, whoever writes it (the app, gradio, Pillow)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.full, self.hits = folder.resolve(), False, 0
+
+    def wrap(self, real_open):
+        def opening(file, mode="r", *args, **kwargs):
+            handle = real_open(file, mode, *args, **kwargs)
+            if self.full and any(c in mode for c in "wax+") and self._inside(file):
+                self.hits += 1
+                return _FillingFile(handle)
+            return handle
+
+        return opening
+
+    def _inside(self, file) -> bool:
+        try:
+            name = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else os.fsdecode(file)
+            return Path(name).resolve().is_relative_to(self.folder)
+        except (OSError, TypeError, ValueError):
+            return False
+
+
+class _FillingFile:
+    def __init__(self, handle) -> None:
+        self._handle, self._written = handle, False
+
+    def write(self, data) -> int:
+        if not self._written:
+            self._written = True
+            self._handle.write(bytes(data)[: len(data) // 2])
+            self._handle.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")  # Pillow would write to the descriptor, around write()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+
+STAGES = ("region map", "style maps", "match figure", "preview", "downloads")
+
+
+class _FillingPipeline:
+    """The pipeline's events on small arrays; the disk fills up just before the event of stage `full_at`."""
+
+    def __init__(self, disk: _FullDisk) -> None:
+        self.disk, self.full_at = disk, None
 
     def resolve_engine(self, settings):
         return "classic", "test"
 
     def run(self, content, styles, settings, overrides=None, should_stop=None):
-        image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
-        labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8): two regions
+        from stylegallery.pipeline import ContentSegmented
+
+        rng = np.random.default_rng(0)
+        image = rng.uniform(0, 1, (96, 128, 3)).astype(np.float32)  # (H, W, 3)
+        labels = (np.arange(128)[None, :].repeat(96, 0) >= 64).astype(np.int32)  # (H, W): two regions
         matches = [Match(0, 0, 0, 0.5, {"statistical": 0.5}), Match(1, 0, 1, 0.4, {"statistical": 0.4})]
         timings = {"analyze": 0.1, "segment": 0.1, "match": 0.1, "transfer": 0.1, "total": 0.4}
-        yield Segmented("classic", "test", image, labels, [image], [labels], timings)
-        yield Matched(matches, timings)
-        self.reached_done = True
-        yield Done(Result(1 - image, image, [image], labels, [labels], matches, timings, "classic", "test", settings))
+        events = [ContentSegmented("classic", "test", image, labels, timings),
+                  Segmented("classic", "test", image, labels, [image], [labels], timings),
+                  Matched(matches, timings), Preview(1, 2, image * 0.5, timings),
+                  Done(Result(1 - image, image, [image], labels, [labels], matches, timings, "classic", "test",
+                              settings))]
+        for stage, event in zip(STAGES, events):
+            self.disk.full = self.disk.full or stage == self.full_at
+            yield event
 
 
+@pytest.fixture(scope="module")
+def filling_app(app, tmp_path_factory):
+    """The demo served in this process with its gradio cache on a disk that the test fills up."""
+    from gradio_client import Client
 
-def _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path) -> BaseException | None:
-    import gradio as gr
+    cache = tmp_path_factory.mktemp("gradio-cache")
+    disk = _FullDisk(cache)
+    pipe = _FillingPipeline(disk)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(cache))
+        patch.setattr(app, "get_pipeline", lambda: pipe)
+        demo = app.build_demo()
+        demo.queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=1)
+        port = bench.free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                    **app.launch_kwargs())
+        patch.setattr(io, "open", disk.wrap(io.open))
+        patch.setattr(builtins, "open", disk.wrap(builtins.open))
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False,
+                        download_files=str(tmp_path_factory.mktemp("downloads")))
+        try:
+            yield client, pipe, disk, cache
+        finally:
+            client.close()
+            demo.close()
 
-    pipe = _OneRunPipeline()
-    monkeypatch.setattr(app, "EXPORT_DIR", tmp_path / "exports")
-    monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
-    monkeypatch.setattr(Image.Image, "save", _partial_save)
-    content, style = uploads
-    error = None
-    try:
-        list(app.generate(str(content), [(str(style), None)], {}, "classic", "paper", 256, 6, 1.0, 3, 0, False,
-                          gr.Request()))
-    except BaseException as exc:  # noqa: BLE001 (the test inspects whatever the handler raised)
-        error = exc
-    if not pipe.reached_done:  # the failure must come from the export, not earlier
-        raise RuntimeError(f"the run stopped before the export: {error!r}")
-    return error
 
-
-def test_app_run_on_a_full_disk_leaves_no_partial_download(app, uploads, monkeypatch, tmp_path):
-    error = _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path)
-    monkeypatch.undo()
-    assert error is not None  # the run cannot pretend it succeeded
+def _broken_files(folder: Path) -> list[str]:
+    """Files under `folder` that are left-over temporaries or pictures that do not load whole."""
     broken = []
-    for path in (tmp_path / "exports").rglob("*"):
-        if path.is_file():
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.name.startswith(".") or path.suffix in (".part", ".tmp"):
+            broken.append(path.name)
+        elif path.suffix.lower() in (".png", ".webp", ".jpg", ".jpeg"):
             try:
                 with Image.open(path) as picture:
                     picture.load()
             except OSError:
                 broken.append(path.name)
-    assert broken == []
+    return broken
 
 
-def test_app_run_on_a_full_disk_reports_it_as_a_page_error(app, uploads, monkeypatch, tmp_path):
-    import gradio as gr
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_full_disk_in_the_app_is_a_clear_page_error_and_leaves_no_partial_file(filling_app, stage):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
 
-    error = _generate_on_a_full_disk(app, uploads, monkeypatch, tmp_path)
-    assert isinstance(error, gr.Error) and "No space left on device" in str(error), repr(error)
+    client, pipe, disk, cache = filling_app
+    pipe.full_at, disk.full, disk.hits = stage, False, 0
+    try:
+        job = client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(STYLES[0])), "caption": None}],
+                            {}, "classic", "paper", 256, 6, 1.0, 3, 0, False, api_name="/generate")
+        with pytest.raises(AppError) as info:
+            job.result(timeout=120)
+    finally:
+        disk.full = False
+    assert disk.hits >= 1  # the full disk was hit while writing this stage's pictures
+    assert _broken_files(cache) == []
+    message = str(info.value)
+    assert "The server's disk is full, so this run's pictures could not be saved; try again later." in message
+    assert "has raised an exception" not in message
+    statuses = [str(o[1]) for o in job.outputs()]
+    assert "Failed:" in statuses[-1] and "disk is full" in statuses[-1]
+    pipe.full_at = None  # room again: the next run completes
+    final = client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(STYLES[0])), "caption": None}],
+                          {}, "classic", "paper", 256, 6, 1.0, 3, 0, False, api_name="/generate").result(timeout=120)
+    assert "done in" in str(final[1])

@@ -9,12 +9,15 @@ the server's routes, as a browser or a prober would send it.
 from __future__ import annotations
 
 import ast
+import base64
+import hashlib
 import importlib.util
 import io
 import json
 import re
 import shutil
 import sys
+import uuid
 import zlib
 from pathlib import Path
 
@@ -216,6 +219,28 @@ def test_uploads_are_capped_and_land_in_the_upload_folder(server):
     assert _serving(server)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["with-length", "chunked"])
+def test_one_upload_request_is_capped_in_total(server, chunked):
+    # gradio's max_file_size caps each file: three files just under it made one 42 MB request
+    import httpx
+
+    cap = bench.api_config(server.url)["max_file_size"]
+    files = [("files", (f"part{i}.png", b"\0" * (cap - 2**20))) for i in range(3)]
+    request = httpx.Request("POST", server.url + "/gradio_api/upload", files=files)
+    body = request.read()
+    if chunked:  # no Content-Length: counted as it arrives
+        content, headers = (body[i:i + 2**20] for i in range(0, len(body), 2**20)), {}
+    else:
+        content, headers = body, {"content-length": str(len(body))}
+    headers["content-type"] = request.headers["content-type"]
+    before = sorted(server.upload_dir.glob("*/part*.png"))
+    answer = httpx.post(server.url + "/gradio_api/upload", content=content, headers=headers, timeout=60)
+    assert answer.status_code == 413, answer.text[:200]
+    assert answer.text.startswith("This upload is too large: at most 32 MB per upload and 15 MB per file.")
+    assert sorted(server.upload_dir.glob("*/part*.png")) == before  # none of the files was stored
+    assert _serving(server)
+
+
 @pytest.mark.parametrize("name", ["../../../../etc/evil.png", "/etc/evil.png", "a/../../b\\..\\c.png", "..",
                                   "CON.png\x00.txt"])
 def test_uploaded_file_names_cannot_leave_the_upload_folder(server, name):
@@ -258,6 +283,223 @@ def test_an_upload_named_with_path_separators_is_restyled(server, generate_fn, t
     message = bench.raw_run(server.url, generate_fn, _args(content, [{"image": style, "caption": None}]))
     assert message.get("success") is True, json.dumps(message)[:500]
     assert "done in" in message["output"]["data"][1]
+
+
+# ---- no event echoes or reads a file the client did not upload ------------------------------------------
+# gradio's gallery checks only a name's extension, and its postprocess copies any file under the server's working
+# directory or temp directory into its cache and serves it: an event that sent a client's path back out would
+# hand out the server's files. Every event that takes the content or the chosen styles must refuse such paths.
+
+SECRET = b"SECRET-7f3a9c: not for the public\n"
+FILE_EVENTS = {("chosen-styles", "upload"), ("chosen-styles", "select"), ("style-gallery", "select"),
+               ("generate", "click"), ("regenerate", "click")}
+
+
+def _file_events(config: dict) -> dict[tuple[str, str], int]:
+    """(element, trigger) -> dependency id of every event whose inputs include the content or the chosen styles."""
+    ids = bench.element_ids(config)
+    files = {cid for cid, elem in ids.items() if elem in ("content-image", "chosen-styles")}
+    found = {}
+    for i, dep in enumerate(config["dependencies"]):
+        if files & set(dep["inputs"]):
+            for target, trigger in dep["targets"]:
+                found[(ids.get(target), trigger)] = dep.get("id", i)
+    return found
+
+
+def _event_call(server, config: dict, event: tuple[str, str], content: object, styles: list,
+                session: str | None = None) -> dict:
+    """Send one file event as a browser would, with `content`/`styles` as the widgets' values."""
+    fn = _file_events(config)[event]
+    if event[0] in ("generate", "regenerate"):
+        data = _args(content, styles)
+    else:
+        data = [styles]
+    event_data = {"index": 0, "value": None, "selected": True} if event[1] == "select" else None
+    return bench.raw_run(server.url, fn, data, event_data=event_data, session_hash=session)
+
+
+def _served_bodies(server, message: dict) -> list[bytes]:
+    """The bytes of every file the answer hands out."""
+    urls = re.findall(r'"url": "([^"]+)"', json.dumps(message))
+    return [bench.get(url if url.startswith("http") else server.url + url)[1] for url in urls]
+
+
+def _copies_of(server, data: bytes) -> list[Path]:
+    return [p for p in server.upload_dir.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+@pytest.fixture(scope="module")
+def secrets(server) -> dict[str, Path]:
+    """Text files named like images where gradio's postprocess would copy them from: the server's temp directory
+    and its working directory (the repository)."""
+    folder = server.tmp_dir / "x"
+    folder.mkdir(exist_ok=True)
+    places = {"temp dir": folder / "notes.png", "working dir": REPO / f"secret-{uuid.uuid4().hex[:8]}.png"}
+    for path in places.values():
+        path.write_bytes(SECRET)
+    yield places
+    places["working dir"].unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def config(server) -> dict:
+    return bench.api_config(server.url)
+
+
+def test_the_file_events_are_known(config):
+    assert set(_file_events(config)) == FILE_EVENTS  # a new event that takes files needs the tests below
+
+
+@pytest.mark.parametrize("meta", [False, True], ids=["plain", "with-meta"])
+@pytest.mark.parametrize("place", ["temp dir", "working dir"])
+@pytest.mark.parametrize("event", sorted(FILE_EVENTS), ids="-".join)
+def test_no_file_event_hands_out_a_server_file(server, config, secrets, event, place, meta):
+    secret = {"path": str(secrets[place]), **({"meta": META} if meta else {})}
+    mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    for content, styles in ((mine, [{"image": secret, "caption": None}]),
+                            (secret, [{"image": mine, "caption": None}])):
+        if content is secret and event[0] not in ("generate", "regenerate"):
+            continue  # only Generate takes the content
+        message = _event_call(server, config, event, content, styles)
+        assert message.get("success") is False, f"{event} accepted {secret['path']}: {json.dumps(message)[:300]}"
+        assert all(SECRET not in body for body in _served_bodies(server, message))
+        if not meta:  # with meta gradio itself refuses, with its generic message
+            assert "named by a path on the server" in str(message["output"].get("error")), message
+    assert _copies_of(server, SECRET) == [], "the secret was copied into the served cache"
+    assert _serving(server)
+
+
+@pytest.fixture(scope="module")
+def someone_elses_pictures(server, generate_fn) -> list[str]:
+    """Another session's finished run: the server paths of every picture handed to it (maps, previews, downloads)."""
+    import httpx
+
+    content = _uploaded(server, GALLERY / "content" / "chelsea.jpg")
+    style = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    session = uuid.uuid4().hex[:12]
+    body = {"data": _args(content, [{"image": style, "caption": None}]), "event_data": None, "fn_index": generate_fn,
+            "trigger_id": None, "session_hash": session}
+    assert httpx.post(server.url + "/gradio_api/queue/join", json=body, timeout=30).status_code == 200
+    handed_out = []
+    with httpx.stream("GET", f"{server.url}/gradio_api/queue/data?session_hash={session}", timeout=180) as stream:
+        for line in stream.iter_lines():
+            handed_out += re.findall(r'"path":\s*"([^"]+)"', line)
+            if '"process_completed"' in line:
+                assert '"success": true' in line.replace('"success":true', '"success": true'), line[:500]
+                break
+    pictures = sorted(set(handed_out) - {content["path"], style["path"]})
+    assert len(pictures) >= 4, pictures  # region maps, match figure, result, downloads
+    return pictures
+
+
+@pytest.mark.parametrize("event", sorted(FILE_EVENTS), ids="-".join)
+def test_no_file_event_takes_another_sessions_pictures(server, config, someone_elses_pictures, event):
+    mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    for picture in someone_elses_pictures:
+        theirs = {"path": picture, "meta": META}
+        for content, styles in ((mine, [{"image": theirs, "caption": None}]),
+                                (theirs, [{"image": mine, "caption": None}])):
+            if content is theirs and event[0] not in ("generate", "regenerate"):
+                continue
+            message = _event_call(server, config, event, content, styles)
+            assert message.get("success") is False, f"{event} took another session's {Path(picture).name}"
+            assert "named by a path on the server" in str(message["output"].get("error")), message
+
+
+def test_a_file_planted_in_the_upload_folder_is_not_an_upload(server, generate_fn):
+    planted = server.upload_dir / ("0" * 64) / "planted.png"  # what gradio's cache holds besides uploads
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(blocks(64, 96, seed=4)).save(planted)
+    mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    message = bench.raw_run(server.url, generate_fn, _args({"path": str(planted), "meta": META},
+                                                           [{"image": mine, "caption": None}]))
+    assert message.get("success") is False and "named by a path on the server" in message["output"]["error"]
+
+
+def test_gallery_picks_and_uploads_still_work_in_every_file_event(server, config, tmp_path):
+    session = uuid.uuid4().hex[:12]
+    picked = _event_call(server, config, ("style-gallery", "select"), None, [], session=session)
+    assert picked.get("success") is True, json.dumps(picked)[:300]
+    chosen = picked["output"]["data"][0]  # the chosen styles as the page now holds them: the gallery's copy
+    Image.fromarray(blocks(80, 120, seed=12)).save(tmp_path / "my style.png")
+    mine = _uploaded(server, tmp_path / "my style.png")
+    styles = [*chosen, {"image": mine, "caption": None}]
+    for event in (("chosen-styles", "upload"), ("chosen-styles", "select")):
+        message = _event_call(server, config, event, None, styles, session=session)
+        assert message.get("success") is True, f"{event}: {json.dumps(message)[:300]}"
+    echoed = message["output"]["data"][0]
+    assert [s["caption"] for s in echoed] == ["1: my style.png"]  # select dropped the first (index 0)
+    content = _uploaded(server, GALLERY / "content" / "chelsea.jpg")
+    message = _event_call(server, config, ("generate", "click"), content, styles, session=session)
+    assert message.get("success") is True, json.dumps(message)[:300]
+    assert "done in" in message["output"]["data"][1]
+
+
+def test_an_uploads_path_cannot_be_derived_from_its_bytes(server):
+    # The guarantee the README states for uploads: gradio 6.31's upload route knows no session, so an upload is
+    # usable by whoever holds its path; the path hides its content's plain hashes behind gradio's secret seed.
+    data = _encode(blocks(64, 64, seed=9), "PNG")
+    status, answer = bench.upload(server.url, "mine.png", data)
+    assert status == 200
+    folder = Path(answer[0]).parent.name
+    assert folder not in {hashlib.new(name, data).hexdigest() for name in ("sha256", "sha1", "md5", "blake2b")}
+
+
+
+
+@pytest.mark.parametrize(("event", "content", "styles", "overrides", "message"), [
+    ("generate", "/etc/passwd.png", None, {}, "The content image must be an uploaded file, {\"path\": <the path the "
+     "upload route returned>} (gradio_client: handle_file(path)), not a string."),
+    ("generate", 42, None, {}, "The content image must be an uploaded file"),
+    ("generate", None, "gallery/style/moss-grass.png", {}, "The styles must be a list of uploaded files, [{\"image\": "
+     "{\"path\": <the path the upload route returned>}}] (gradio_client: [{\"image\": handle_file(path)}]), not a "
+     "string."),
+    ("generate", None, ["a.png", "b.png"], {}, "The styles must be a list of uploaded files"),
+    ("generate", None, None, '{"2": [1, "C:\\x"]}', "Region choices are malformed: got a string, expected e.g."),
+    ("upload", None, "a.png", {}, "The styles must be a list of uploaded files"),
+], ids=["content-string", "content-number", "styles-string", "styles-strings", "overrides-string", "upload-string"])
+def test_a_malformed_payload_gets_a_clear_message(server, config, event, content, styles, overrides, message):
+    mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    content = mine if content is None else content
+    styles = [{"image": mine, "caption": None}] if styles is None else styles
+    if event == "generate":
+        fn, data = _file_events(config)[("generate", "click")], _args(content, styles)
+        data[2] = overrides
+    else:
+        fn, data = _file_events(config)[("chosen-styles", "upload")], [styles]
+    answer = bench.raw_run(server.url, fn, data)
+    error = answer.get("output", {}).get("error")
+    assert answer.get("success") is False and error is not None, answer
+    assert message in error and "\n" not in error and "\\\\" not in error and not error.startswith("'"), error
+
+
+# ---- data: URLs ---------------------------------------------------------------------------------------
+# gradio's gr.Image decodes a payload's `url` when it starts with data:, before the app sees it: a 16 KB data URL
+# of a 10000 x 10000 1-bit PNG took the server from 0.6 to 1.4 GB, past the upload cap and the loader's pixel limit.
+
+def _data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+@pytest.mark.parametrize(("event", "slot"), [(("generate", "click"), "content"), (("generate", "click"), "style"),
+                                             (("chosen-styles", "upload"), "style")], ids=["content", "style",
+                                                                                          "style-upload"])
+def test_a_data_url_bomb_is_refused_before_it_is_decoded(server, config, event, slot):
+    bomb = {"path": None, "url": _data_url(bomb_png(10_000)), "orig_name": "bomb.png", "meta": META}
+    mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
+    content, styles = (bomb, [{"image": mine, "caption": None}]) if slot == "content" else (
+        mine, [{"image": bomb, "caption": None}])
+    files_before = sorted(server.upload_dir.rglob("*"))
+    before = server.memory_mb()
+    message = _event_call(server, config, event, content, styles)
+    after = server.memory_mb()
+    grown = {key: round(after[key] - before[key]) for key in ("VmRSS", "VmHWM")}
+    assert max(grown.values()) < 200, f"the server's memory grew by {grown} MB for a {len(bomb['url'])} B data URL"
+    assert sorted(server.upload_dir.rglob("*")) == files_before  # nothing decoded into gradio's cache
+    assert message.get("success") is False
+    assert "sent inline as a data: URL" in str(message["output"].get("error")), message
+    assert _serving(server)
 
 
 # ---- hostile uploads through gradio_client ------------------------------------------------------------
