@@ -10,6 +10,7 @@ diffusion optimisation timesteps (1-1000) or classic iterations per patch size (
 """
 
 import os
+import sys
 
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no outbound lookups
@@ -60,10 +61,26 @@ from stylegallery.serving import (  # noqa: E402
 )
 
 
+_ENV_ERRORS: list[str] = []  # bad STYLEGALLERY_* values: `python app.py` stops with them before serving
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """A whole-number setting from the environment; a bad value is recorded (the default is used meanwhile)."""
+    text = os.environ.get(name, str(default)).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        _ENV_ERRORS.append(f"{name}={text!r} is invalid: expected a whole number >= {minimum}")
+        return default
+    return value
+
+
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
 
-    gpu = spaces.GPU(duration=int(os.environ.get("STYLEGALLERY_GPU_SECONDS", 180)))
+    gpu = spaces.GPU(duration=env_int("STYLEGALLERY_GPU_SECONDS", 180))
 except ImportError:
     def gpu(fn):
         return fn
@@ -71,7 +88,7 @@ except ImportError:
 ASSETS = Path(__file__).resolve().parent / "assets"
 MAX_STYLES = 5
 MAX_SEED = 2**31 - 1
-QUEUE_SIZE = int(os.environ.get("STYLEGALLERY_QUEUE_SIZE", 16))
+QUEUE_SIZE = env_int("STYLEGALLERY_QUEUE_SIZE", 16)
 MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15mb")  # per file (gradio's max_file_size)
 MAX_REQUEST = os.environ.get("STYLEGALLERY_MAX_REQUEST", "32mb")  # per request: all the files of one upload
 PICTURES_MAX_AGE = 3600  # s; the pictures of sessions idle for longer are removed
@@ -763,6 +780,14 @@ if __name__ == "__main__":
     parser.add_argument("--gallery", action="append", default=[], metavar="DIR",
                         help="extra gallery folder (manifest.json, or content/ and style/ subfolders); repeatable")
     args = parser.parse_args()
+    try:  # check the STYLEGALLERY_* settings before serving: one line and exit 2, not a failed first request
+        if _ENV_ERRORS:
+            raise ValueError(_ENV_ERRORS[0])
+        get_pipeline()  # reads STYLEGALLERY_CACHE_BYTES
+        request_cap()  # reads STYLEGALLERY_MAX_REQUEST and STYLEGALLERY_MAX_UPLOAD
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     demo = build_demo(args.gallery)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(args.gallery))

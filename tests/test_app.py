@@ -686,3 +686,24 @@ def test_client_gets_clear_errors_and_the_app_keeps_serving(client, tmp_path):
         _submit(client, styles=[STYLES[0], bogus]).result()
     assert "/" not in str(info.value).split("is not an image")[0]  # no server path
     assert len(list(_submit(client, size=256))) > 0  # and the app keeps serving
+
+
+@pytest.mark.parametrize(("name", "value", "pattern"), [
+    ("STYLEGALLERY_QUEUE_SIZE", "abc", "expected a whole number"),
+    ("STYLEGALLERY_QUEUE_SIZE", "0", "expected a whole number >= 1"),
+    ("STYLEGALLERY_CACHE_BYTES", "2 bananas", "expected a byte count"),
+    ("STYLEGALLERY_MAX_REQUEST", "lots", "is not a size"),
+    ("STYLEGALLERY_MAX_UPLOAD", "-1mb", "is not a size"),
+])
+def test_a_bad_setting_stops_the_app_before_it_serves_with_one_line(name, value, pattern):
+    import os
+    import subprocess
+
+    env = {**os.environ, name: value, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "app.py"), "--port", str(_free_port())], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and name in errors[0] and pattern in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "Running on" not in done.stdout
+
