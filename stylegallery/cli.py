@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "official code does (the result is square too)")
     run.add_argument("--seed", type=int, metavar="N", help="seed of stage 3 (default 42)")
     run.add_argument("--steps", type=int, metavar="N",
-                     help="diffusion: optimisation timesteps (default 150); classic: iterations per patch size (3)")
+                     help="diffusion: optimisation timesteps (default 150); classic: iterations per patch size (2)")
     run.add_argument("--content-weight", type=float, metavar="W",
                      help="content vs style: diffusion lambda_c (default 0.26); classic fusion weight (default 1.0)")
     run.add_argument("--max-regions", type=int, metavar="K", help="upper bound of regions per image (default 10)")

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from stylegallery import cli
+from stylegallery.config import ClassicSettings
 from tests.conftest import REPO
 
 
@@ -117,7 +118,7 @@ def test_stage_flags_reach_the_settings() -> None:
     assert (classic.classic.face_boost, classic.classic.iterations, classic.classic.content_weight) == (0.0, 5, 2.0)
     diffusion = cli.settings_from_args(args, "diffusion")
     assert (diffusion.diffusion.steps, diffusion.diffusion.content_weight) == (5, 2.0)
-    assert diffusion.classic.iterations == 3  # stage-3 flags go to the engine that runs
+    assert diffusion.classic.iterations == ClassicSettings().iterations  # stage-3 flags go to the engine that runs
 
 
 def test_auto_says_which_engine_runs_even_when_quiet(files, tmp_path, capsys) -> None:

@@ -69,11 +69,13 @@ class ClassicEngine(Engine):
         )
 
     def resolve_regions(self, settings: Settings) -> RegionSettings:
-        """Stage 1 on the hand-made features: `classic.kmeans_restarts` restarts, at least `classic.min_regions`
-        clusters (never above k_max, which the user's "maximum regions" sets)."""
-        regions = settings.regions
-        k_min = max(regions.k_min, min(settings.classic.min_regions, regions.k_max))
-        return dataclasses.replace(regions, n_init=settings.classic.kmeans_restarts, k_min=k_min)
+        """Stage 1 on the hand-made features: `classic.kmeans_restarts` restarts, `classic.silhouette_sample` points
+        for the silhouette, at least `classic.min_regions` clusters (never above k_max, the user's "maximum
+        regions")."""
+        regions, cs = settings.regions, settings.classic
+        k_min = max(regions.k_min, min(cs.min_regions, regions.k_max))
+        return dataclasses.replace(regions, n_init=cs.kmeans_restarts, k_min=k_min,
+                                   silhouette_sample=cs.silhouette_sample)
 
     def refine_labels(self, image: np.ndarray, labels: np.ndarray, settings: Settings) -> np.ndarray:
         """Pixel-level region map whose boundaries follow the image's edges (guided filter, radius two cells: one
