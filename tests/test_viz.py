@@ -131,3 +131,14 @@ def test_highlight_keeps_the_chosen_style_region_and_greys_the_rest() -> None:
     assert (thumb[5:15, 70:75] == (255, 0, 0)).all()  # inside region 2, away from its number badge: untouched
     outside = thumb[5:75, 2:30]
     assert (np.abs(outside[..., 0] - outside[..., 1]) < 5).all()  # grey, no longer red
+
+
+def test_inner_point_of_a_large_map_is_in_the_region_and_deep():
+    mask = np.zeros((512, 512), bool)
+    mask[100:400, 50:300] = True
+    x, y = viz._inner_point(mask)
+    assert mask[y, x] and abs(x - 175) <= 8 and abs(y - 250) <= 8  # near the centre of the rectangle
+    thin = np.zeros((512, 512), bool)
+    thin[201, 10:500] = True  # thinner than the coarse search's step: found at full size
+    x, y = viz._inner_point(thin)
+    assert thin[y, x]
