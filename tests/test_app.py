@@ -707,3 +707,20 @@ def test_a_bad_setting_stops_the_app_before_it_serves_with_one_line(name, value,
     assert len(errors) == 1 and name in errors[0] and pattern in errors[0], done.stderr
     assert "Traceback" not in done.stderr and "Running on" not in done.stdout
 
+
+
+def test_warm_up_runs_the_classic_engine_once_and_leaves_the_cache_empty(monkeypatch):
+    from stylegallery.pipeline import Pipeline
+
+    pipe = Pipeline()
+    runs = []
+    real_run = pipe.run
+
+    def counting_run(*args, **kwargs):
+        runs.append(args[2].engine)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "run", counting_run)
+    monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
+    app.warm_up()
+    assert runs == ["classic"] and len(pipe.cache) == 0
