@@ -18,6 +18,7 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from a checkout: the library sits beside this folder
 GALLERY = REPO / "gallery"
 RUNS = [("astronaut.jpg", ["starry-swirls", "rose-window", "ink-mountains"]),
         ("coffee.jpg", ["watercolour-blooms", "cubist-still-life", "pop-bands"]),
@@ -26,6 +27,10 @@ RUNS = [("astronaut.jpg", ["starry-swirls", "rose-window", "ink-mountains"]),
 
 def main() -> int:
     from gradio_client import Client, handle_file
+
+    from stylegallery.config import preset
+
+    steps = preset("paper").classic.iterations  # what a visitor gets: the Steps slider's default on the classic engine
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,7 +57,7 @@ def main() -> int:
             job = client.submit(handle_file(str(GALLERY / "content" / content)),
                                 [{"image": handle_file(str(GALLERY / "style" / f"{s}.png")), "caption": None}
                                  for s in styles],
-                                {}, "classic", "paper", 512, 10, 1.0, 3, 42, False, api_name="/generate")
+                                {}, "classic", "paper", 512, 10, 1.0, steps, 42, False, api_name="/generate")
             for out in job:  # outputs in app.OUTPUTS order: 2 = region map, 10 = the result's download button
                 if region is None and isinstance(out[2], str):
                     region = time.perf_counter() - start
