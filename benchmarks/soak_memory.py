@@ -142,7 +142,8 @@ def app_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list[np.
             Image.fromarray(image).save(paths[-1])
         job = client.submit(handle_file(str(paths[0])), [{"image": handle_file(str(p)), "caption": None}
                                                          for p in paths[1:]],
-                            {}, "classic", "paper", args.size, args.k_max, 1.0, 150, 0, False, api_name="/generate")
+                            {}, "classic", "paper", args.size, args.k_max, 1.0, preset("paper").classic.iterations, 0,
+                            False, api_name="/generate")
         outputs = job.result(timeout=args.timeout)
         if "done in" not in str(outputs[status_at]):
             raise RuntimeError(f"run {count[0]} did not finish: {str(outputs[status_at])[:300]}")
