@@ -338,29 +338,41 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
              request: gr.Request) -> Iterator[tuple]:
     """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files.
 
-    A failure ends with the status line saying so, then the page error (gradio shows what was yielded before)."""
+    A failure ends with the status line saying so, then the page error (gradio shows what was yielded before).
+
+    Every update carries the run's pictures and tables shown so far instead of gr.skip(): in gradio 6.31 a component
+    skipped in one update and given a value in a later one leaves a copy of itself in the session's state each time
+    (SessionState keys the copy by a fresh id), which grew a long session's memory by ~0.3 MB per run.
+    """
+    page: dict[str, object] = {}  # the values this run has put on the page (not one-off gr.update()s)
+
+    def shown(update: dict[str, object]) -> tuple:
+        page.update({name: value for name, value in update.items() if not _is_update(value)})
+        return _out(**{**page, **update})
+
     try:
-        yield from _generate(content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps,
-                             seed, randomize, request)
+        for update in _generate(content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps,
+                                seed, randomize, request):
+            yield shown(update)
     except gr.Error as exc:
-        yield _out(status=_status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed"))
+        yield shown({"status": _status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed")})
         raise
     except Exception:
-        yield _out(status=_status("<b>Failed</b> with an unexpected error (details are in the server's log).",
-                                  "sg-failed"))
+        yield shown({"status": _status("<b>Failed</b> with an unexpected error (details are in the server's log).",
+                                       "sg-failed")})
         raise
 
 
 def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-              request: gr.Request) -> Iterator[tuple]:
+              request: gr.Request) -> Iterator[dict[str, object]]:
     session, queued_at = _session(request), _queued_at()
 
     def stopped() -> bool:  # Stop was pressed for this session since this run was submitted
         return _STOPPED_AT.get(session, -math.inf) >= queued_at
 
     if stopped():  # while the run waited in the queue
-        yield _out(status=_status("Stopped before it started. Press <b>Generate</b> to run again."))
+        yield {"status": _status("Stopped before it started. Press <b>Generate</b> to run again.")}
         return
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
@@ -381,7 +393,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error(f"Invalid setting: {exc}") from None
     name, reason = get_pipeline().resolve_engine(settings)
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
-    yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
+    yield dict(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
                                          "finding regions…"),
                region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
@@ -389,7 +401,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         pictures = RunPictures(_pictures_root(), session, max_age=PICTURES_MAX_AGE)
         yield from _stream(_run(content, style_paths, settings, chosen, stopped), pictures, keep_picks=bool(chosen))
     except Cancelled:
-        yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
+        yield {"status": _status("Stopped. Press <b>Generate</b> to run again.")}
     except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
         raise
     except CannotSave as exc:
@@ -458,7 +470,7 @@ def _with_reason(events: Iterator, reason: str) -> Iterator:
         yield ev
 
 
-def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[tuple]:
+def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[dict[str, object]]:
     """Pipeline events -> page updates. Every picture goes out as a PNG the app wrote itself (`pictures`), whole or
     not at all. `keep_picks`: the run has region choices, so the Personalise dropdowns keep showing the user's last
     choice (the browser keeps a value that is still among the new choices)."""
@@ -480,8 +492,8 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
             note(ev.notes)
             engine, n = _engine_line(ev), int(ev.content_labels.max()) + 1
             shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
-            yield _out(region_map=shown["regions"], timings=_timings(ev.timings),
-                       status=status(f"{engine}: {n} content regions found; segmenting the styles…"))
+            yield {"region_map": shown["regions"], "timings": _timings(ev.timings),
+                   "status": status(f"{engine}: {n} content regions found; segmenting the styles…")}
         elif isinstance(ev, Segmented):
             note(ev.notes)
             seg, engine, n = ev, _engine_line(ev), int(ev.content_labels.max()) + 1
@@ -499,7 +511,7 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
             else:
                 picks = {"region_pick": gr.update(choices=regions, value="R1"),
                          "target_pick": gr.update(choices=targets, value="auto")}
-            yield _out(**update, **picks, timings=_timings(ev.timings),
+            yield dict(**update, **picks, timings=_timings(ev.timings),
                        style_regions=[(path, f"Style {i + 1}") for i, path in enumerate(style_maps.values())],
                        status=status(f"{engine}: {n} content regions found; matching them to the styles…"))
         elif isinstance(ev, Matched):
@@ -507,16 +519,16 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
                      round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
             shown.update(pictures.save({"matches": viz.match_figure(
                 seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches)}))
-            yield _out(match_figure=shown["matches"], match_table=rows, timings=_timings(ev.timings),
-                       status=status(f"{engine}: regions matched; painting…"))
+            yield {"match_figure": shown["matches"], "match_table": rows, "timings": _timings(ev.timings),
+                   "status": status(f"{engine}: regions matched; painting…")}
         elif isinstance(ev, Preview):
             preview = pictures.save({f"preview{ev.step}": images.to_pil(ev.image)})
-            yield _out(result=preview[f"preview{ev.step}"], timings=_timings(ev.timings),
-                       status=status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
+            yield {"result": preview[f"preview{ev.step}"], "timings": _timings(ev.timings),
+                   "status": status(f"{engine}: painting, step {ev.step} of {ev.total}…")}
         elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
             note(ev.result.notes)
             files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)})}
-            yield _out(result=files["result"], timings=_timings(ev.result.timings),
+            yield dict(result=files["result"], timings=_timings(ev.result.timings),
                        status=status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
                                       "below, or download the pictures."),
                        **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
@@ -534,6 +546,11 @@ def _pictures_root() -> Path:
 def _out(**updates: object) -> tuple:
     """One value per name in OUTPUTS; outputs not named stay as they are."""
     return tuple(updates.get(name, gr.skip()) for name in OUTPUTS)
+
+
+def _is_update(value: object) -> bool:
+    """A gr.update() / gr.skip(): a change of a component's properties, not a value to keep showing."""
+    return isinstance(value, dict) and value.get("__type__") == "update"
 
 
 def _status(text: str, kind: str = "") -> str:

@@ -628,7 +628,9 @@ def client():
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **app.launch_kwargs())
     try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+        connected = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        connected.server_demo = demo  # for tests of what the server keeps per session
+        yield connected
     finally:
         demo.close()
 
@@ -653,6 +655,17 @@ def test_client_streams_region_map_before_the_final_image(client):
     assert "done in" in outputs[-1][OUT["status"]]
     with Image.open(outputs[final_at][OUT["dl_panel"]]["value"]) as panel:
         assert panel.width > panel.height  # the side-by-side talk panel
+
+
+def test_runs_do_not_grow_what_the_server_keeps_for_the_session(client):
+    """gradio 6.31 leaves a copy of a component in the session's state each time an update skips it and a later one
+    gives it a value; generate therefore carries the values shown so far instead of skipping them."""
+    list(_submit(client))
+    state = client.server_demo.state_holder[client.session_hash]
+    kept = len(state.blocks_config.blocks)
+    for _ in range(2):
+        list(_submit(client))
+    assert len(state.blocks_config.blocks) == kept == len(client.server_demo.blocks)
 
 
 def test_client_override_reruns_only_the_transfer(client):
