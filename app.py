@@ -57,6 +57,7 @@ from stylegallery.serving import (  # noqa: E402
     Refused,
     RunPictures,
     blocked_beside,
+    limit_malloc_arenas,
     parse_size,
 )
 
@@ -810,6 +811,7 @@ if __name__ == "__main__":
     parser.add_argument("--gallery", action="append", default=[], metavar="DIR",
                         help="extra gallery folder (manifest.json, or content/ and style/ subfolders); repeatable")
     args = parser.parse_args()
+    limit_malloc_arenas()  # before gradio starts its threads: resident memory levels off over many runs
     try:  # check the STYLEGALLERY_* settings before serving: one line and exit 2, not a failed first request
         if _ENV_ERRORS:
             raise ValueError(_ENV_ERRORS[0])

@@ -7,10 +7,12 @@
 - `RunPictures`: every picture the page shows, written by the app itself as a whole file or not at all (a full
   disk leaves no truncated PNG behind and is reported as such), in a per-session folder that gradio serves as is.
 - `BodyCap`: ASGI middleware refusing any request whose body is larger than a total (gradio caps each file only).
+- `limit_malloc_arenas`: glibc's MALLOC_ARENA_MAX for the serving process, so its memory levels off.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -30,6 +32,24 @@ from stylegallery.errors import InputError
 
 class Refused(InputError):
     """A client named a file it may not use. The message is one line for the page and never shows a server path."""
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter behind the MALLOC_ARENA_MAX environment variable
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let glibc's malloc use at most `arenas` arenas from now on, as MALLOC_ARENA_MAX does; call it before the
+    server starts its threads. glibc gives each thread that allocates its own arena (up to 8 per core), and memory
+    freed in one is kept for reuse there: under gradio's worker threads a server's resident memory kept rising run
+    after run (benchmarks/soak_memory.py --app). True when the limit was set; False where MALLOC_ARENA_MAX is
+    already set (glibc read it at start-up) or the C library has no mallopt (not glibc: nothing to do)."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return mallopt(M_ARENA_MAX, arenas) == 1
 
 
 FILE_ROUTE = "/gradio_api/file="  # how the server itself addresses the files it hands out

@@ -14,6 +14,8 @@ import gc
 import importlib.util
 import io
 import os
+import platform
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -499,3 +501,34 @@ def test_a_full_disk_in_the_app_is_a_clear_page_error_and_leaves_no_partial_file
     final = client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(STYLES[0])), "caption": None}],
                           {}, "classic", "paper", 256, 6, 1.0, 3, 0, False, api_name="/generate").result(timeout=120)
     assert "done in" in str(final[1])
+
+
+# ---- memory: app.py caps glibc's malloc arenas before serving ------------------------------------
+
+_ARENAS_PROBE = """
+import ctypes, sys, threading
+from stylegallery.serving import limit_malloc_arenas
+print(limit_malloc_arenas(1) if sys.argv[1] == "cap" else "uncapped", flush=True)
+def allocate():  # blocks above pymalloc's 512 bytes come from the thread's malloc arena
+    blocks = [bytearray(4096) for _ in range(256)]
+    barrier.wait()
+barrier = threading.Barrier(4)
+threads = [threading.Thread(target=allocate) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" section per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas are glibc's")
+def test_capping_malloc_arenas_makes_threads_share_them():
+    def arenas(mode: str, env: dict[str, str]) -> tuple[str, int]:
+        done = subprocess.run([sys.executable, "-c", _ARENAS_PROBE, mode], capture_output=True, text=True, timeout=60,
+                              env={k: v for k, v in {**os.environ, **env}.items() if v is not None})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip(), done.stderr.count("Arena ")
+
+    env = {"MALLOC_ARENA_MAX": None, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    assert arenas("uncapped", env)[1] > 1  # glibc's default: threads get arenas of their own
+    assert arenas("cap", env) == ("True", 1)
+    assert arenas("cap", {**env, "MALLOC_ARENA_MAX": "3"})[0] == "False"  # the operator's setting stands
