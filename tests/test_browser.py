@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import socket
@@ -126,11 +127,15 @@ def test_pick_generate_and_see_every_stage(page):
     sync_api.expect(page.locator("#steps input[type=range]")).to_have_attribute("max", "20")
     sync_api.expect(page.locator("#steps")).to_contain_text("classic engine: iterations per patch size")
 
+    fetched = collections.Counter()  # the run's pictures, by address: every update names those shown so far again
+    page.on("request", lambda request: fetched.update([request.url]) if "stylegallery-runs" in request.url else None)
     page.click("#generate")
     for selector in ("#region-map img", "#match-figure img", "#result img"):
         page.wait_for_selector(selector, state="visible", timeout=RUN_TIMEOUT_MS)
     page.wait_for_selector("#dl-result:not([disabled])", timeout=RUN_TIMEOUT_MS)
     sync_api.expect(page.locator("#status")).to_contain_text("done in")
+    page.wait_for_load_state("networkidle")
+    assert len(fetched) >= 4 and max(fetched.values()) == 1, fetched  # ...and the browser fetches each one once
     sync_api.expect(page.locator("#status")).to_contain_text("classic")
     sync_api.expect(page.locator("#match-table")).to_contain_text("R1")
     for selector in ("#region-map img", "#match-figure img", "#result img"):
