@@ -339,41 +339,31 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
              request: gr.Request) -> Iterator[tuple]:
     """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files.
 
-    A failure ends with the status line saying so, then the page error (gradio shows what was yielded before).
-
-    Every update carries the run's pictures and tables shown so far instead of gr.skip(): in gradio 6.31 a component
-    skipped in one update and given a value in a later one leaves a copy of itself in the session's state each time
-    (SessionState keys the copy by a fresh id), which grew a long session's memory by ~0.3 MB per run.
-    """
-    page: dict[str, object] = {}  # the values this run has put on the page (not one-off gr.update()s)
-
-    def shown(update: dict[str, object]) -> tuple:
-        page.update({name: value for name, value in update.items() if not _is_update(value)})
-        return _out(**{**page, **update})
-
+    A failure ends with the status line saying so, then the page error (gradio shows what was yielded before)."""
     try:
         for update in _generate(content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps,
                                 seed, randomize, request):
-            yield shown(update)
+            _forget_stale_copies(request)
+            yield update
     except gr.Error as exc:
-        yield shown({"status": _status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed")})
+        yield _out(status=_status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed"))
         raise
     except Exception:
-        yield shown({"status": _status("<b>Failed</b> with an unexpected error (details are in the server's log).",
-                                       "sg-failed")})
+        yield _out(status=_status("<b>Failed</b> with an unexpected error (details are in the server's log).",
+                                  "sg-failed"))
         raise
 
 
 def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-              request: gr.Request) -> Iterator[dict[str, object]]:
+              request: gr.Request) -> Iterator[tuple]:
     session, queued_at = _session(request), _queued_at()
 
     def stopped() -> bool:  # Stop was pressed for this session since this run was submitted
         return _STOPPED_AT.get(session, -math.inf) >= queued_at
 
     if stopped():  # while the run waited in the queue
-        yield {"status": _status("Stopped before it started. Press <b>Generate</b> to run again.")}
+        yield _out(status=_status("Stopped before it started. Press <b>Generate</b> to run again."))
         return
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
@@ -394,7 +384,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error(f"Invalid setting: {exc}") from None
     name, reason = get_pipeline().resolve_engine(settings)
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
-    yield dict(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
+    yield _out(seed=seed, status=_status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
                                          "finding regions…"),
                region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
                timings=_timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
@@ -402,7 +392,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         pictures = RunPictures(_pictures_root(), session, max_age=PICTURES_MAX_AGE)
         yield from _stream(_run(content, style_paths, settings, chosen, stopped), pictures, keep_picks=bool(chosen))
     except Cancelled:
-        yield {"status": _status("Stopped. Press <b>Generate</b> to run again.")}
+        yield _out(status=_status("Stopped. Press <b>Generate</b> to run again."))
     except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
         raise
     except CannotSave as exc:
@@ -430,6 +420,32 @@ def _queued_at() -> float:
     queue = getattr(LocalContext.blocks.get(None), "_queue", None)
     event = getattr(queue, "event_ids_to_events", {}).get(LocalContext.event_id.get(None))
     return getattr(event, "enqueue_time", None) or time.monotonic()
+
+
+def _forget_stale_copies(request: gr.Request) -> None:
+    """Drop the session's stale copies of components, which gradio 6.31 never drops itself.
+
+    An update that changes a property (gr.update(), and gr.skip(), which is one) makes gradio put a new copy of the
+    component, with an id of its own, into the session's state under the component's id; when that copy later
+    takes a plain value or serves as an input, gradio files it, and its config, once more under the copy's own id,
+    where nothing looks them up again. A run's updates skip the pictures already shown, so each run left ~9 such
+    entries and a long session's memory grew by ~0.3 MB per run. Entries under ids that are none of the app's
+    components are those copies: they go; the copies in use stay under their components' ids. Nothing happens
+    outside a request or where gradio keeps its state otherwise (tests/test_app.py checks what a session keeps).
+    """
+    from gradio.context import LocalContext
+
+    app = LocalContext.blocks.get(None)
+    components, holder = getattr(app, "blocks", None), getattr(app, "state_holder", None)
+    session = getattr(request, "session_hash", None)
+    if not isinstance(components, dict) or holder is None or session is None or session not in holder:
+        return
+    state = holder[session]
+    blocks = getattr(getattr(state, "blocks_config", None), "blocks", None)
+    for kept in (blocks, getattr(state, "config_values", None)):
+        if isinstance(kept, dict) and kept is not components:
+            for key in [key for key in list(kept) if key not in components]:
+                kept.pop(key, None)
 
 
 def _named_as_uploaded(message: str, paths: list[str]) -> str:
@@ -471,7 +487,7 @@ def _with_reason(events: Iterator, reason: str) -> Iterator:
         yield ev
 
 
-def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[dict[str, object]]:
+def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[tuple]:
     """Pipeline events -> page updates. Every picture goes out as a PNG the app wrote itself (`pictures`), whole or
     not at all. `keep_picks`: the run has region choices, so the Personalise dropdowns keep showing the user's last
     choice (the browser keeps a value that is still among the new choices)."""
@@ -493,8 +509,8 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
             note(ev.notes)
             engine, n = _engine_line(ev), int(ev.content_labels.max()) + 1
             shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
-            yield {"region_map": shown["regions"], "timings": _timings(ev.timings),
-                   "status": status(f"{engine}: {n} content regions found; segmenting the styles…")}
+            yield _out(region_map=shown["regions"], timings=_timings(ev.timings),
+                       status=status(f"{engine}: {n} content regions found; segmenting the styles…"))
         elif isinstance(ev, Segmented):
             note(ev.notes)
             seg, engine, n = ev, _engine_line(ev), int(ev.content_labels.max()) + 1
@@ -512,7 +528,7 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
             else:
                 picks = {"region_pick": gr.update(choices=regions, value="R1"),
                          "target_pick": gr.update(choices=targets, value="auto")}
-            yield dict(**update, **picks, timings=_timings(ev.timings),
+            yield _out(**update, **picks, timings=_timings(ev.timings),
                        style_regions=[(path, f"Style {i + 1}") for i, path in enumerate(style_maps.values())],
                        status=status(f"{engine}: {n} content regions found; matching them to the styles…"))
         elif isinstance(ev, Matched):
@@ -520,16 +536,16 @@ def _stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -
                      round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
             shown.update(pictures.save({"matches": viz.match_figure(
                 seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches)}))
-            yield {"match_figure": shown["matches"], "match_table": rows, "timings": _timings(ev.timings),
-                   "status": status(f"{engine}: regions matched; painting…")}
+            yield _out(match_figure=shown["matches"], match_table=rows, timings=_timings(ev.timings),
+                       status=status(f"{engine}: regions matched; painting…"))
         elif isinstance(ev, Preview):
             preview = pictures.save({f"preview{ev.step}": images.to_pil(ev.image)})
-            yield {"result": preview[f"preview{ev.step}"], "timings": _timings(ev.timings),
-                   "status": status(f"{engine}: painting, step {ev.step} of {ev.total}…")}
+            yield _out(result=preview[f"preview{ev.step}"], timings=_timings(ev.timings),
+                       status=status(f"{engine}: painting, step {ev.step} of {ev.total}…"))
         elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
             note(ev.result.notes)
             files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)})}
-            yield dict(result=files["result"], timings=_timings(ev.result.timings),
+            yield _out(result=files["result"], timings=_timings(ev.result.timings),
                        status=status(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
                                       "below, or download the pictures."),
                        **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
@@ -547,11 +563,6 @@ def _pictures_root() -> Path:
 def _out(**updates: object) -> tuple:
     """One value per name in OUTPUTS; outputs not named stay as they are."""
     return tuple(updates.get(name, gr.skip()) for name in OUTPUTS)
-
-
-def _is_update(value: object) -> bool:
-    """A gr.update() / gr.skip(): a change of a component's properties, not a value to keep showing."""
-    return isinstance(value, dict) and value.get("__type__") == "update"
 
 
 def _status(text: str, kind: str = "") -> str:

@@ -2,9 +2,8 @@
 
 Starts `python app.py` on a free 127.0.0.1 port (offline), runs three gallery photos with three styles each on the
 classic engine at 512 px, prints the figures, and stops the server. A picture counts as on screen when the update
-naming it has arrived and the picture has been fetched from its address once, as a browser does; gradio_client's
-own downloads are off, since it would fetch every picture of every update again (a run's updates repeat the
-pictures already shown, at the same addresses).
+naming it has arrived and the picture has been fetched from its address once, as a browser does (gradio_client's
+own downloads are off: they fetch every file an update names, on the client's own threads).
 
     python benchmarks/app_latency.py
 """

@@ -658,14 +658,14 @@ def test_client_streams_region_map_before_the_final_image(client):
 
 
 def test_runs_do_not_grow_what_the_server_keeps_for_the_session(client):
-    """gradio 6.31 leaves a copy of a component in the session's state each time an update skips it and a later one
-    gives it a value; generate therefore carries the values shown so far instead of skipping them."""
+    """gradio 6.31 files a copy of a component under a fresh id in the session's state each time an update skips it
+    and a later one gives it a value (~9 per run); generate drops those (app._forget_stale_copies)."""
     list(_submit(client))
     state = client.server_demo.state_holder[client.session_hash]
     kept = len(state.blocks_config.blocks)
-    for _ in range(2):
+    for _ in range(3):
         list(_submit(client))
-    assert len(state.blocks_config.blocks) == kept == len(client.server_demo.blocks)
+    assert len(state.blocks_config.blocks) == kept <= len(client.server_demo.blocks) + 10
 
 
 def test_client_override_reruns_only_the_transfer(client):

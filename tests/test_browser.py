@@ -127,7 +127,7 @@ def test_pick_generate_and_see_every_stage(page):
     sync_api.expect(page.locator("#steps input[type=range]")).to_have_attribute("max", "20")
     sync_api.expect(page.locator("#steps")).to_contain_text("classic engine: iterations per patch size")
 
-    fetched = collections.Counter()  # the run's pictures, by address: every update names those shown so far again
+    fetched = collections.Counter()  # the run's pictures, by address
     page.on("request", lambda request: fetched.update([request.url]) if "stylegallery-runs" in request.url else None)
     page.click("#generate")
     for selector in ("#region-map img", "#match-figure img", "#result img"):
