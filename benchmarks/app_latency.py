@@ -10,9 +10,6 @@ own downloads are off: they fetch every file an update names, on the client's ow
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -28,47 +25,38 @@ RUNS = [("astronaut.jpg", ["starry-swirls", "rose-window", "ink-mountains"]),
 
 
 def main() -> int:
+    sys.path.insert(0, str(REPO / "benchmarks"))
     from gradio_client import Client, handle_file
+    from load_test import AppServer, api_config, output_positions
 
     from stylegallery.config import preset
 
     steps = preset("paper").classic.iterations  # what a visitor gets: the Steps slider's default on the classic engine
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = AppServer()
     t0 = time.perf_counter()
-    server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None or time.perf_counter() - t0 > 120:
-                    print("error: the app did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
+        server.start().wait_ready()
         print(f"start-up to served page: {time.perf_counter() - t0:.2f} s")
-        client = Client(url, verbose=False, download_files=False)  # pictures are fetched below, once each
+        at = output_positions(api_config(server.url))
+        client = Client(server.url + "/", verbose=False, download_files=False)  # pictures are fetched below, once each
         for content, styles in RUNS:
             start, region, final = time.perf_counter(), None, None
             job = client.submit(handle_file(str(GALLERY / "content" / content)),
                                 [{"image": handle_file(str(GALLERY / "style" / f"{s}.png")), "caption": None}
                                  for s in styles],
                                 {}, "classic", "paper", 512, 10, 1.0, steps, 42, False, api_name="/generate")
-            for out in job:  # outputs in app.OUTPUTS order: 2 = region map, 3 = result, 10 = the result's download
-                if region is None and _fetched(out[2]):
+            for out in job:
+                if region is None and _fetched(out[at["region-map"]]):
                     region = time.perf_counter() - start
-                if isinstance(out[10], dict) and out[10].get("value") and _fetched(out[3]):
+                download = out[at["dl-result"]]
+                if isinstance(download, dict) and download.get("value") and _fetched(out[at["result"]]):
                     final = time.perf_counter() - start
             print(f"{content} + 3 styles, classic, 512 px: region map {region:.2f} s, final image {final:.2f} s")
+    except RuntimeError as exc:  # the app did not start (AppServer.wait_ready says why, with its log)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     return 0
 
 
