@@ -16,19 +16,21 @@ figures, never asserts: the machines are shared and noisy, so compare medians an
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import importlib
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stylegallery.cli import DTYPE_CHOICES, resolve_dtype
-from stylegallery.config import Settings, preset
+from stylegallery.config import Settings
+from stylegallery.engines import ENGINES
+from stylegallery.errors import InputError
+from stylegallery.request import Plan, Request, choose_engine, detect_machine, plan
 
 
 STAGES = ("analyze", "segment", "match", "transfer", "total")
@@ -96,75 +98,69 @@ def bench_images(content: str | None, styles: Sequence[str] | None, n_max: int) 
     return content_image, style_images[:n_max]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from stylegallery.cli import OneLineParser
+def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats: int = 3,
+          content: str | None = None, style_images: Sequence[str] | None = None, tiny: bool = False,
+          warm: bool = True, out: Callable[[str], None] = print) -> None:
+    """Print the figures of `request` at every working size x number of styles (module docstring).
 
-    parser = OneLineParser(prog="stylegallery bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engine", choices=("classic", "diffusion"), default="classic")
-    parser.add_argument("--preset", choices=("paper", "fast"), default="paper")
-    parser.add_argument("--sizes", default="512", help="comma-separated long sides, e.g. 256,512,1024")
-    parser.add_argument("--styles", default="1,2,3,5", help="comma-separated numbers of style images")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration; medians are printed")
-    parser.add_argument("--steps", type=int, help="diffusion optimisation steps (default: the preset's)")
-    parser.add_argument("--content", help="content image (default: the first gallery photo)")
-    parser.add_argument("--style-images", nargs="*", help="style images (default: the gallery's)")
-    parser.add_argument("--tiny", action="store_true", help="diffusion: build tiny random models (no weights needed)")
-    parser.add_argument("--sd-model")
-    parser.add_argument("--dino-model")
-    parser.add_argument("--depth-model")
-    parser.add_argument("--lora", help="diffusion: LCM/Hyper-SD LoRA for --preset fast")
-    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="diffusion engine device")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
-                        help="diffusion stage-3 UNet precision: auto is float16 on CUDA, float32 elsewhere")
-    parser.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
-    args = parser.parse_args(argv)
-
-    try:
-        sizes = [int(s) for s in args.sizes.split(",")]
-        counts = [int(s) for s in args.styles.split(",")]
-    except ValueError:
-        parser.error(f"--sizes {args.sizes!r} and --styles {args.styles!r} must be comma-separated whole numbers, "
-                     "e.g. --sizes 256,512 --styles 1,3")
-    if args.repeats < 1 or not sizes or not counts or min(counts) < 1:
-        parser.error("--repeats, --sizes and --styles need positive values")
-
+    tiny: the engine's tiny random stand-in models (its registry entry's `tiny_models`) instead of real weights.
+    """
     from stylegallery.pipeline import Pipeline
 
-    settings = preset(args.preset, engine=args.engine)
+    if repeats < 1 or not sizes or not counts or min(counts) < 1 or min(sizes) < 1:
+        raise InputError("repeats, sizes and style counts must be positive whole numbers")
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
-        settings = _model_settings(settings, args, Path(tmp))
+        if tiny:
+            request = dataclasses.replace(request, **_tiny_models(request, Path(tmp)))
+        run_plan = plan(request)
         pipe = Pipeline()
         t0 = time.perf_counter()
-        engine = pipe.engine(args.engine, settings)
+        engine = pipe.engine(run_plan.engine, run_plan.settings)
         load_s = time.perf_counter() - t0
-        content, styles = bench_images(args.content, args.style_images, max(counts))
-        model = ""
-        if args.engine == "diffusion":
-            d = settings.diffusion
-            model = f", device {d.device}, dtype {d.dtype}, lora {d.lora or 'none'}"
-        print(f"# engine {args.engine}, preset {args.preset}{model}, load {load_s:.2f} s, repeats {args.repeats} "
-              f"(median), {os.cpu_count()} cpus, torch loaded: {'torch' in sys.modules}")
+        content_image, styles = bench_images(content, style_images, max(counts))
+        spec = ENGINES[run_plan.engine]
+        own = getattr(run_plan.settings, spec.settings)
+        models = "".join(f", {knob} {getattr(own, spec.knobs[knob]) or 'none'}" for knob in ("device", "dtype", "lora")
+                         if knob in spec.knobs)
+        out(f"# engine {run_plan.engine}, preset {request.preset}{models}, load {load_s:.2f} s, repeats {repeats} "
+            f"(median), {os.cpu_count()} cpus, torch loaded: {'torch' in sys.modules}")
         header = (f"{'size':>5} {'styles':>6} {'cache':>5} | " + " ".join(f"{s:>9}" for s in STAGES)
                   + " | " + " ".join(f"{c:>12}" for c in COUNTS.values()) + f" | {'rss_MB':>8} {'cuda_MB':>8}")
-        print(header)
-        print("-" * len(header))
+        out(header)
+        out("-" * len(header))
         with RssSampler() as sampler:
             for size in sizes:
-                run_settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=size))
+                run_settings = dataclasses.replace(run_plan, settings=_with_size(run_plan.settings, size))
                 for n in counts:
-                    for warm in ((False,) if args.no_warm else (False, True)):
+                    for is_warm in ((False, True) if warm else (False,)):
                         rows = []
-                        if warm:  # the cold runs above left this set in the cache; make sure of it
-                            pipe(content, styles[:n], run_settings)
-                        for _ in range(args.repeats):
-                            if not warm:
+                        if is_warm:  # the cold runs above left this set in the cache; make sure of it
+                            pipe(content_image, styles[:n], run_settings)
+                        for _ in range(repeats):
+                            if not is_warm:
                                 pipe.cache.clear()
-                            rows.append(_one_run(pipe, engine, content, styles[:n], run_settings, sampler))
-                        _print_row(size, n, "warm" if warm else "cold", rows)
-    return 0
+                            rows.append(_one_run(pipe, engine, content_image, styles[:n], run_settings, sampler))
+                        out(_format_row(size, n, "warm" if is_warm else "cold", rows))
 
 
-def _one_run(pipe, engine, content, styles, settings: Settings, sampler: RssSampler) -> dict[str, float]:
+def _tiny_models(request: Request, folder: Path) -> dict[str, str]:
+    """The model knobs of the tiny random stand-ins of the engine `request` paints with, saved under `folder`."""
+    name, _, _ = choose_engine(request.engine, detect_machine())
+    target = ENGINES[name].tiny_models
+    if not target:
+        raise InputError(f"the {name} engine has no models to stand in for: drop --tiny")
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name), function)(folder)
+
+
+def _with_size(settings: Settings, size: int) -> Settings:
+    try:
+        return dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=size))
+    except ValueError as exc:
+        raise InputError(f"--sizes: {exc}") from None
+
+
+def _one_run(pipe, engine, content, styles, settings: Plan, sampler: RssSampler) -> dict[str, float]:
     before = dict(getattr(engine, "stats", {}) or {})
     cuda = _cuda_device(engine)
     if cuda is not None:
@@ -189,34 +185,8 @@ def _cuda_device(engine) -> object | None:
     return device if getattr(device, "type", None) == "cuda" else None
 
 
-def _print_row(size: int, n: int, cache: str, rows: list[dict[str, float]]) -> None:
+def _format_row(size: int, n: int, cache: str, rows: list[dict[str, float]]) -> str:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     cuda = f"{med['cuda_MB']:>8.0f}" if "cuda_MB" in med else f"{'-':>8}"
-    print(f"{size:>5} {n:>6} {cache:>5} | " + " ".join(f"{med[s]:>9.3f}" for s in STAGES)
-          + " | " + " ".join(f"{med[c]:>12.0f}" for c in COUNTS.values()) + f" | {med['rss_MB']:>8.0f} {cuda}",
-          flush=True)
-
-
-def _model_settings(settings: Settings, args: argparse.Namespace, tmp: Path) -> Settings:
-    if args.engine != "diffusion":
-        return settings
-    d = settings.diffusion
-    changes: dict[str, object] = {"device": args.device, "dtype": resolve_dtype(args.dtype, args.device)}
-    if args.lora:
-        changes["lora"] = args.lora
-    if args.tiny:
-        from stylegallery.engines.diffusion.tiny import save_tiny_models
-
-        paths = save_tiny_models(tmp)
-        changes.update(sd_model=str(paths.sd), dino_model=str(paths.dino), depth_model=str(paths.depth))
-    for flag, field in (("sd_model", "sd_model"), ("dino_model", "dino_model"), ("depth_model", "depth_model")):
-        value = getattr(args, flag)
-        if value:
-            changes[field] = None if value.lower() == "none" else value
-    if args.steps:
-        changes["steps"] = args.steps
-    return dataclasses.replace(settings, diffusion=dataclasses.replace(d, **changes))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return (f"{size:>5} {n:>6} {cache:>5} | " + " ".join(f"{med[s]:>9.3f}" for s in STAGES)
+            + " | " + " ".join(f"{med[c]:>12.0f}" for c in COUNTS.values()) + f" | {med['rss_MB']:>8.0f} {cuda}")

@@ -1,4 +1,6 @@
-"""`python -m stylegallery run|eval|bench ...`: the command line (contract in DESIGN.md).
+"""`python -m stylegallery run|bench|eval ...`: the command line (contract in the README, "Command line").
+
+Every subcommand's parser lives here; each turns its flags into a `stylegallery.request.Request` (the front desk).
 
 Exit 0 on success; exit 2 with one line `error: <what is wrong and how to fix it>` on stderr and no
 output file left behind on bad input or an unusable model location.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -18,12 +19,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from stylegallery.config import ENGINES, PRESETS, Settings, preset
+from stylegallery.config import PRESETS
+from stylegallery.engines import AUTO_ORDER, ENGINES
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
+from stylegallery.request import ASPECTS, ASSIGNMENTS, DEVICES, DTYPES, KnobError, Plan, Request, engine_names, plan
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 OUTPUT_FLAGS = {"output": "-o", "mask": "--mask-out", "figure": "--figure-out", "matches": "--matches-out"}
 
 
@@ -34,6 +36,34 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `python -m stylegallery {self.prog.split()[-1]} --help`)\n")
 
 
+def _add_request_flags(parser: argparse.ArgumentParser, engines: tuple[str, ...], default_engine: str) -> None:
+    """The flags every command that runs the pipeline shares: what a person can ask (stylegallery.request.Request)."""
+    parser.add_argument("--engine", choices=engines, default=default_engine,
+                        help="; ".join(f"{name}: {spec.summary}" for name, spec in ENGINES.items())
+                        + "; auto: the first of " + ", ".join(AUTO_ORDER) + " that can run here")
+    parser.add_argument("--preset", choices=PRESETS, default="paper")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed of stage 3 (default 42)")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="the painting engine's steps: " + "; ".join(
+                            f"{name}: {spec.steps_means}" for name, spec in ENGINES.items() if "steps" in spec.knobs))
+    parser.add_argument("--content-weight", type=float, metavar="W",
+                        help="content vs style, as a multiple of the preset's value (1, the default, keeps it; "
+                             "higher keeps more of the photo)")
+    parser.add_argument("--max-regions", type=int, metavar="K", help="upper bound of regions per image (default 10)")
+    parser.add_argument("--assignment", choices=ASSIGNMENTS,
+                        help="stage 2: argmax (the paper: each region takes its best style region), balanced (spread "
+                             "over style regions and images), auto (default: the engine's choice)")
+    parser.add_argument("--face-boost", type=float, metavar="F",
+                        help="extra content weight on detected faces, where the engine protects them (0: off)")
+    parser.add_argument("--sd-model", metavar="ID_OR_DIR", help="Stable Diffusion 1.5 hub id or local folder")
+    parser.add_argument("--dino-model", metavar="ID_OR_DIR", help="DINOv2 hub id or local folder")
+    parser.add_argument("--depth-model", metavar="ID_OR_DIR|none", help="Depth-Anything-V2 hub id or folder, or none")
+    parser.add_argument("--lora", metavar="ID_OR_DIR", help="LCM LoRA for --preset fast (diffusion engine)")
+    parser.add_argument("--device", choices=DEVICES, help="default: the GPU when there is one, else the CPU")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="diffusion stage-3 UNet precision: auto (default) is float16 on CUDA, float32 elsewhere")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="stylegallery", description="Region-aware style transfer from several style images.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -42,50 +72,50 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("content", metavar="CONTENT", help="the photo to restyle")
     run.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
     run.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the result")
-    run.add_argument("--engine", choices=ENGINES, default="auto",
-                     help="diffusion (the paper's method, needs weights), classic (weight-free, CPU), auto (default)")
-    run.add_argument("--preset", choices=PRESETS, default="paper")
+    _add_request_flags(run, engine_names(), "auto")
     run.add_argument("--size", type=int, metavar="PX", help="long side of the working image (default 512)")
-    run.add_argument("--aspect", choices=("keep", "square"),
+    run.add_argument("--aspect", choices=ASPECTS,
                      help="keep the aspect ratio (default), or square: resize every image to PX x PX as the "
                           "official code does (the result is square too)")
-    run.add_argument("--seed", type=int, metavar="N", help="seed of stage 3 (default 42)")
-    run.add_argument("--steps", type=int, metavar="N",
-                     help="diffusion: optimisation timesteps (default 150); classic: iterations per patch size (2)")
-    run.add_argument("--content-weight", type=float, metavar="W",
-                     help="content vs style: diffusion lambda_c (default 0.26); classic fusion weight (default 1.0)")
-    run.add_argument("--max-regions", type=int, metavar="K", help="upper bound of regions per image (default 10)")
-    run.add_argument("--assignment", choices=("auto", "argmax", "balanced"),
-                     help="stage 2: argmax (the paper: each region takes its best style region), balanced (spread "
-                          "over style regions and images), auto (default: diffusion argmax, classic balanced)")
-    run.add_argument("--face-boost", type=float, metavar="F",
-                     help="classic: extra content weight on detected faces (default 2.0; 0 turns face protection off)")
+    run.add_argument("--override", action="append", default=[], metavar="R:S:SR", type=parse_override,
+                     help="paint content region R like region SR of style S, numbered from 1 as on the page and in "
+                          "the figures (e.g. 2:1:3); repeatable")
     run.add_argument("--mask-out", metavar="PNG", help="write the content region map as a colour PNG")
     run.add_argument("--matches-out", metavar="JSON", help="write the region matches as JSON")
     run.add_argument("--figure-out", metavar="PNG", help="write a talk-ready panel")
-    run.add_argument("--sd-model", metavar="ID_OR_DIR", help="Stable Diffusion 1.5 hub id or local folder")
-    run.add_argument("--dino-model", metavar="ID_OR_DIR", help="DINOv2 hub id or local folder")
-    run.add_argument("--depth-model", metavar="ID_OR_DIR|none", help="Depth-Anything-V2 hub id or folder, or none")
-    run.add_argument("--lora", metavar="ID_OR_DIR", help="LCM LoRA for --preset fast (diffusion engine)")
-    run.add_argument("--device", choices=("cpu", "cuda", "mps"), help="diffusion engine device (default cpu)")
-    run.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
-                     help="diffusion stage-3 UNet precision: auto (default) is float16 on CUDA, float32 elsewhere")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
-    ev = sub.add_parser("eval", help="score the classic engine against simple references with weight-free metrics")
-    ev.add_argument("args", nargs=argparse.REMAINDER, help="see `python -m stylegallery eval --help`")
-    bench = sub.add_parser("bench", help="print speed and memory figures of the pipeline")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="see `python -m stylegallery bench --help`")
+    bench = sub.add_parser("bench", help="print speed and memory figures of the pipeline",
+                           description="Speed and memory figures of the whole pipeline, per stage, cold and warm "
+                                       "cache (medians; see stylegallery/bench.py).")
+    _add_request_flags(bench, engine_names(with_auto=False), "classic")
+    bench.add_argument("--sizes", default="512", type=_whole_list, help="comma-separated long sides, e.g. 256,512")
+    bench.add_argument("--styles", default="1,2,3,5", type=_whole_list, help="comma-separated numbers of styles")
+    bench.add_argument("--repeats", type=_positive, default=3, help="runs per configuration; medians are printed")
+    bench.add_argument("--content", help="content image (default: the first gallery photo)")
+    bench.add_argument("--style-images", nargs="*", help="style images (default: the gallery's)")
+    bench.add_argument("--tiny", action="store_true", help="tiny random stand-ins of the engine's models (no weights)")
+    bench.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
+
+    ev = sub.add_parser("eval", help="score an engine against simple references with weight-free metrics",
+                        description="Weight-free quality metrics of an engine against simple references (see "
+                                    "stylegallery/evaluate.py).")
+    ev.add_argument("contents", nargs="+", help="content images")
+    ev.add_argument("--styles", nargs="+", required=True, action="append",
+                    help="style images of one style set; repeat --styles for more sets")
+    _add_request_flags(ev, engine_names(), "classic")
+    ev.add_argument("--size", type=int, default=512, help="working size, long side px")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("eval", "bench"):  # these own their arguments
-        return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return {"run": _run, "bench": _bench, "eval": _eval}[args.command](args)
+    except KnobError as exc:  # named as its flag: --max-regions, not max regions
+        print(f"error: --{exc.knob.replace('_', '-')} {_one_line(exc.detail)}", file=sys.stderr)
+        return 2
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -100,86 +130,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def settings_from_args(args: argparse.Namespace, engine_name: str | None = None) -> Settings:
-    """Turn CLI flags into Settings. Stage-3 flags (--steps, --content-weight) go to `engine_name`'s settings."""
-    settings = preset(args.preset, engine=args.engine)
-    if args.seed is not None:
-        settings = dataclasses.replace(settings, seed=args.seed)
-    if args.size is not None:
-        settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=args.size))
-    if args.aspect is not None:
-        settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, aspect=args.aspect))
-    if args.max_regions is not None:
-        settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, k_max=args.max_regions))
-    if args.assignment is not None:
-        settings = dataclasses.replace(settings, matching=dataclasses.replace(settings.matching,
-                                                                              assignment=args.assignment))
-    d = settings.diffusion
-    changes: dict[str, object] = {}
-    if args.sd_model:
-        changes["sd_model"] = args.sd_model
-    if args.dino_model:
-        changes["dino_model"] = args.dino_model
-    if args.depth_model:
-        changes["depth_model"] = None if args.depth_model.lower() == "none" else args.depth_model
-    if args.lora:
-        changes["lora"] = args.lora
-    if args.device:
-        changes["device"] = args.device
-    engine_name = engine_name or args.engine
-    changes["dtype"] = resolve_dtype(args.dtype, _device(args.device, args.engine, engine_name))
-    if engine_name in ("diffusion", "auto"):
-        if args.steps is not None:
-            changes["steps"] = args.steps
-        if args.content_weight is not None:
-            changes["content_weight"] = args.content_weight
-    settings = dataclasses.replace(settings, diffusion=dataclasses.replace(d, **changes))
-    if engine_name == "classic":
-        c: dict[str, object] = {}
-        if args.steps is not None:
-            c["iterations"] = args.steps
-        if args.content_weight is not None:
-            c["content_weight"] = args.content_weight
-        if args.face_boost is not None:
-            c["face_boost"] = args.face_boost
-        try:
-            settings = dataclasses.replace(settings, classic=dataclasses.replace(settings.classic, **c))
-        except ValueError as exc:  # name the flag, not the field: --steps means iterations on this engine
-            flag = {"iterations": "--steps", "content_weight": "--content-weight", "face_boost": "--face-boost"}
-            field = next((f for f in c if str(exc).startswith(f"{f}=")), None)
-            if field is None:
-                raise
-            expected = str(exc).split(": expected ")[-1]
-            expected += " iterations per patch size" if field == "iterations" else ""
-            where = "; the classic engine runs here (no GPU)" if args.engine == "auto" else ""
-            raise InputError(f"{flag[field]} {c[field]} is out of range for the classic engine ({expected}){where}") \
-                from None
-    if args.depth_model and args.depth_model.lower() == "none":
-        settings = dataclasses.replace(settings, regions=dataclasses.replace(settings.regions, use_depth=False))
-    return settings
+def request_from_args(args: argparse.Namespace) -> Request:
+    """CLI flags -> the front desk's Request (one meaning per knob, as on the page)."""
+    return Request(
+        engine=args.engine, preset=args.preset, size=getattr(args, "size", None), aspect=getattr(args, "aspect", None),
+        seed=args.seed, max_regions=args.max_regions, assignment=args.assignment, steps=args.steps,
+        content_weight=args.content_weight, face_boost=args.face_boost, sd_model=args.sd_model,
+        dino_model=args.dino_model, depth_model=args.depth_model, lora=args.lora, device=args.device,
+        dtype=args.dtype,
+    )
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    """The UNet dtype of a `--dtype` value on `device`: "auto" is float16 on CUDA and float32 elsewhere.
-
-    Only the command line picks half precision; the library's default stays float32 (STYLE.md).
-    """
-    if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"dtype={dtype!r} is invalid: expected one of {', '.join(DTYPE_CHOICES)}")
-    if dtype == "auto":
-        return "float16" if device.startswith("cuda") else "float32"
-    return dtype
+def parse_override(text: str) -> tuple[int, int, int]:
+    """"2:1:3" -> (2, 1, 3): content region R2 painted like region 3 of style 1 (numbered from 1, as on the page)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() and p.isascii() and 0 < int(p) < 10**6 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not R:S:SR, e.g. 2:1:3 paints region R2 like region 3 of "
+                                         "style 1 (numbered from 1)")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
-def _device(flag: str | None, engine: str, engine_name: str) -> str:
-    """The device the diffusion engine will run on: the flag, else the GPU that auto found, else the CPU."""
-    if flag:
-        return flag
-    if engine == "auto" and engine_name == "diffusion":  # the pipeline moves auto runs to the GPU it found
-        import torch
+def _overrides(args: argparse.Namespace) -> dict[int, tuple[int, int]]:
+    """The --override choices as the library's 0-based {content region: (style image, style region)}."""
+    chosen: dict[int, tuple[int, int]] = {}
+    for region, style, style_region in args.override:
+        if region - 1 in chosen:
+            raise InputError(f"--override gives region R{region} twice; give each region once")
+        chosen[region - 1] = (style - 1, style_region - 1)
+    return chosen
 
-        return "cuda" if torch.cuda.is_available() else "mps"
-    return "cpu"
+
+def _positive(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _whole_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated whole numbers, e.g. 256,512") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} needs positive whole numbers, e.g. 256,512")
+    return values
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from stylegallery.bench import bench
+
+    bench(request_from_args(args), args.sizes, args.styles, args.repeats, args.content, args.style_images,
+          tiny=args.tiny, warm=not args.no_warm, out=lambda line: print(line, flush=True))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from stylegallery.evaluate import evaluate, format_table
+
+    for path in (*args.contents, *(s for style_set in args.styles for s in style_set)):
+        if not Path(path).is_file():
+            raise InputError(f"{path!r} is not a file; check the path")
+    run_plan = plan(request_from_args(args))
+    _say_ignored(run_plan, quiet=False)
+    names = ([Path(c).stem for c in args.contents],
+             ["+".join(Path(s).stem.split("_")[-1] for s in style_set) for style_set in args.styles])
+    print(format_table(evaluate(args.contents, args.styles, run_plan, names=names)))
+    return 0
+
+
+def _say_ignored(run_plan: Plan, quiet: bool) -> None:
+    """Knobs given that the painting engine does not take: a note each (shown even with --quiet)."""
+    for knob in run_plan.ignored:
+        print(f"note: --{knob.replace('_', '-')} does not apply to the {run_plan.engine} engine; it was ignored",
+              file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -193,18 +216,20 @@ def _run(args: argparse.Namespace) -> int:
     from stylegallery import images, viz
     from stylegallery.pipeline import ContentSegmented, Done, Matched, Pipeline, Preview, Segmented
 
+    run_plan = plan(request_from_args(args))
+    engine_name, reason = run_plan.engine, run_plan.reason
+    overrides = _overrides(args)
     pipe = Pipeline()
-    engine_name, reason = pipe.resolve_engine(settings_from_args(args))
-    settings = settings_from_args(args, engine_name)
     log = _Progress(quiet=args.quiet)
     if args.engine == "auto" and args.quiet:  # which engine auto picked, and why, is said even with --quiet
         print(f"note: engine {engine_name} ({reason})", file=sys.stderr, flush=True)
+    _say_ignored(run_plan, args.quiet)
     log(f"engine: {engine_name} ({reason})")
 
     # 2. Run, printing progress from the events (and the engines' INFO logs: the diffusion inversion steps)
     result = None
     with _engine_progress(log):
-        for event in pipe.run(args.content, args.styles, settings):
+        for event in pipe.run(args.content, args.styles, run_plan, overrides or None):
             if isinstance(event, ContentSegmented):
                 for note in event.notes:  # settings this run does not honour: shown even with --quiet
                     print(f"note: {_one_line(note)}", file=sys.stderr, flush=True)
@@ -282,18 +307,6 @@ def _encode(image, path: Path) -> bytes:
     fmt = Image.registered_extensions()[path.suffix.lower()]
     image.save(buffer, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     return buffer.getvalue()
-
-
-def _delegate(command: str, argv: list[str]) -> int:
-    try:
-        if command == "eval":
-            from stylegallery.evaluate import main as sub_main
-        else:
-            from stylegallery.bench import main as sub_main
-        return int(sub_main(argv) or 0)
-    except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
 
 
 def _one_line(exc: BaseException) -> str:

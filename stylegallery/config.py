@@ -14,7 +14,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 EngineName = Literal["auto", "diffusion", "classic"]
@@ -51,9 +51,43 @@ def _check(cond: bool, name: str, value: object, expect: str) -> None:
         raise ValueError(f"{name}={value!r} is invalid: expected {expect}")
 
 
+def knob(default: float, low: float, high: float) -> Any:
+    """A field a person can set at a door (page, CLI), with its valid range: the one place that range lives.
+
+    `knob_range` reads it back (the page's sliders, the CLI's messages); `_check_knobs` enforces it."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def knob_range(settings: object, name: str) -> tuple[float, float]:
+    """(low, high) of the knob `name` of a settings dataclass (class or instance)."""
+    fields = {f.name: f for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
+    if name not in fields or "range" not in fields[name].metadata:
+        raise KeyError(f"{getattr(settings, '__name__', type(settings).__name__)}.{name} is not a knob with a range")
+    return fields[name].metadata["range"]
+
+
+def _check_knobs(settings: object) -> None:
+    """Every knob of `settings` within its range (integers where the default is one)."""
+    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
+        if "range" not in f.metadata:
+            continue
+        low, high = f.metadata["range"]
+        value = getattr(settings, f.name)
+        whole = isinstance(f.default, int) and not isinstance(f.default, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        if whole:
+            ok = ok and isinstance(value, int)
+        shown = f"{'an integer' if whole else 'a number'} in {_num(low)}..{_num(high)}"
+        _check(ok, f.name, value, shown)
+
+
+def _num(value: float) -> str:
+    return "2^32-1" if value == 2**32 - 1 else f"{value:g}"
+
+
 @dataclass(frozen=True)
 class ImageSettings:
-    size: int = 512  # long side of the working image in px (paper 2.2 uses 512x512); 64..2048
+    size: int = knob(512, 64, 2048)  # long side of the working image in px (paper 2.2 uses 512x512); 64..2048
     multiple: int = 8  # sides rounded to a multiple of this (8 = SD latent factor); 1..64
     max_input_pixels: int = 40_000_000  # larger decoded inputs are refused (decompression bombs); >= 1
     min_side: int = 32  # smaller inputs are refused; >= 1
@@ -62,7 +96,7 @@ class ImageSettings:
     aspect: Literal["keep", "square"] = "keep"
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.size, int) and 64 <= self.size <= 2048, "size", self.size, "an integer in 64..2048")
+        _check_knobs(self)
         _check(isinstance(self.multiple, int) and 1 <= self.multiple <= 64, "multiple", self.multiple, "1..64")
         _check(self.max_input_pixels >= 1, "max_input_pixels", self.max_input_pixels, ">= 1")
         _check(self.min_side >= 1, "min_side", self.min_side, ">= 1")
@@ -77,7 +111,7 @@ class RegionSettings:
     time_inflection: float = 0.7  # inflection of d(t) (2.1); 0..1
     pca_dims: int = 60  # PCA components before k-means (2.2 code); 1..512
     k_min: int = 2  # smallest k tried (2.2 code); >= 2
-    k_max: int = 10  # the cluster upper bound K (2.1); k_min..32
+    k_max: int = knob(10, 2, 32)  # the cluster upper bound K (2.1); k_min..32
     n_init: int = 10  # k-means restarts per k (2.2 code); >= 1
     max_iter: int = 64  # k-means iterations (2.2 code); >= 1
     tol: float = 1e-4  # k-means tolerance (2.2 code); >= 0
@@ -99,6 +133,7 @@ class RegionSettings:
         _check(0 <= self.time_inflection <= 1, "time_inflection", self.time_inflection, "0..1")
         _check(1 <= self.pca_dims <= 512, "pca_dims", self.pca_dims, "1..512")
         _check(self.k_min >= 2, "k_min", self.k_min, ">= 2")
+        _check_knobs(self)
         _check(self.k_min <= self.k_max <= 32, "k_max", self.k_max, f"{self.k_min}..32")
         _check(self.n_init >= 1, "n_init", self.n_init, ">= 1")
         _check(self.max_iter >= 1, "max_iter", self.max_iter, ">= 1")
@@ -159,10 +194,10 @@ class DiffusionSettings:
     depth_model: str | None = DEFAULT_DEPTH_MODEL  # hub id or local folder; None disables depth
     lora: str | None = None  # LCM/Hyper-SD LoRA for the "fast" preset (4.2 accelerated variant)
     inversion_steps: int = 15  # DDIM inversion steps T (2.2); 1..100
-    steps: int = 150  # optimisation timesteps N (4.2); 1..1000
+    steps: int = knob(150, 1, 1000)  # optimisation timesteps N (4.2); 1..1000
     iters: int = 1  # Adam steps per timestep (4.2); 1..10
     lr: float = 0.05  # Adam learning rate eta (4.1); > 0
-    content_weight: float = 0.26  # lambda_c (4.1; demo.py 0.26, app 0.24); >= 0
+    content_weight: float = knob(0.26, 0.0, 10.0)  # lambda_c (4.1; demo.py 0.26, app 0.24); 0..10
     temperature: float = 1.5  # attention temperature on Q in the regional style loss (4.2); > 0
     # "zero" multiplies masked Q/K/V by zero (faithful, 4.2); "exclude" drops masked keys from the softmax
     # (the clean variant the authors did not test).
@@ -186,10 +221,9 @@ class DiffusionSettings:
     def __post_init__(self) -> None:
         _check(bool(self.sd_model), "sd_model", self.sd_model, "a hub id or a folder")
         _check(1 <= self.inversion_steps <= 100, "inversion_steps", self.inversion_steps, "1..100")
-        _check(1 <= self.steps <= 1000, "steps", self.steps, "1..1000")
+        _check_knobs(self)
         _check(1 <= self.iters <= 10, "iters", self.iters, "1..10")
         _check(self.lr > 0, "lr", self.lr, "> 0")
-        _check(self.content_weight >= 0, "content_weight", self.content_weight, ">= 0")
         _check(self.temperature > 0, "temperature", self.temperature, "> 0")
         _check(self.mask_mode in ("zero", "exclude"), "mask_mode", self.mask_mode, "'zero' or 'exclude'")
         _check(len(self.layers) > 0, "layers", self.layers, "at least one layer name prefix")
@@ -210,12 +244,12 @@ class ClassicSettings:
     """The weight-free engine: Elad-Milanfar texture optimisation restricted by region (research/classic.md)."""
 
     grid_cell: int = 8  # px per feature-grid cell (the "latent" grid of the classic engine); 4..32
-    content_weight: float = 1.0  # scale of the content-fusion weight map W; 0 = all style .. 10
-    face_boost: float = 2.0  # extra content weight on detected faces; >= 0
+    content_weight: float = knob(1.0, 0.0, 10.0)  # scale of the content-fusion weight map W; 0 = all style .. 10
+    face_boost: float = knob(2.0, 0.0, 10.0)  # extra content weight on detected faces; 0 (off)..10
     scales: int = 3  # pyramid levels L; 1..5
     patch_sizes: tuple[int, ...] = (33, 21, 13, 9)  # coarse-to-fine patch sizes
     # I_alg per patch size (Elad-Milanfar use 3; 2 looked the same on the dev images in 60% of the time); 1..20
-    iterations: int = 2
+    iterations: int = knob(2, 1, 20)
     irls_steps: int = 2  # robust-aggregation IRLS steps (the ports use 3-10; 2 gave the same results); 1..10
     robust_r: float = 0.8  # exponent r of the robust energy; 0.1..2
     pca_dims: int = 24  # PCA dims of the patch search; 4..128
@@ -242,12 +276,10 @@ class ClassicSettings:
 
     def __post_init__(self) -> None:
         _check(4 <= self.grid_cell <= 32, "grid_cell", self.grid_cell, "4..32")
-        _check(0 <= self.content_weight <= 10, "content_weight", self.content_weight, "0..10")
-        _check(self.face_boost >= 0, "face_boost", self.face_boost, ">= 0")
+        _check_knobs(self)
         _check(1 <= self.scales <= 5, "scales", self.scales, "1..5")
         _check(len(self.patch_sizes) > 0 and all(3 <= p <= 65 for p in self.patch_sizes), "patch_sizes",
                self.patch_sizes, "one or more sizes in 3..65")
-        _check(1 <= self.iterations <= 20, "iterations", self.iterations, "1..20")
         _check(1 <= self.irls_steps <= 10, "irls_steps", self.irls_steps, "1..10")
         _check(0.1 <= self.robust_r <= 2, "robust_r", self.robust_r, "0.1..2")
         _check(4 <= self.pca_dims <= 128, "pca_dims", self.pca_dims, "4..128")
@@ -267,7 +299,7 @@ class Settings:
 
     engine: EngineName = "auto"
     preset: PresetName = "paper"
-    seed: int = 42  # stage-3 seed (classic: initial noise; the diffusion optimisation draws no noise); >= 0
+    seed: int = knob(42, 0, 2**32 - 1)  # stage-3 seed (classic: initial noise; diffusion draws no noise); 0..2^32-1
     image: ImageSettings = field(default_factory=ImageSettings)
     regions: RegionSettings = field(default_factory=RegionSettings)
     matching: MatchSettings = field(default_factory=MatchSettings)
@@ -277,7 +309,7 @@ class Settings:
     def __post_init__(self) -> None:
         _check(self.engine in ENGINES, "engine", self.engine, " | ".join(ENGINES))
         _check(self.preset in PRESETS, "preset", self.preset, " | ".join(PRESETS))
-        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed", self.seed, "an integer in 0..2^32-1")
+        _check_knobs(self)
 
 
 def preset(name: PresetName, **overrides: object) -> Settings:

@@ -10,22 +10,21 @@ averaged over the content regions weighted by their area:
                 24-dim PCA fitted on the style patches, RMS per patch element in RGB [0, 1] units (Simakov et al.)
 Lower is better for both style metrics. No metric uses learned weights.
 
-`evaluate` runs, for every content x style set: the classic engine (through stylegallery.pipeline.Pipeline),
-reference (a) "colour": the content colour-matched (Lab quantiles) to the POOLED pixels of all styles,
-reference (b) "one-region": the classic engine with a single content region drawing from the POOLED patches of all
-styles, and reference (c) "region-colour": the classic run's own per-region colour transfer without any texture
-synthesis (its C~). All are scored against the SAME region map and matches (those of the classic run), so SW-Lab
-favours the classic run and region-colour by construction (they match exactly those colour distributions):
-patch-NN against region-colour is the measure of what the texture synthesis adds.
+`evaluate` runs, for every content x style set: the engine asked for (classic by default, through
+stylegallery.pipeline.Pipeline), and the classic engine's public references (stylegallery.engines.classic):
+(a) "colour" (global_colour_reference): the content colour-matched (Lab quantiles) to the POOLED pixels of all styles,
+(b) "one-region" (one_region_reference): the classic engine with a single content region drawing from the POOLED
+patches of all styles, and (c) "region-colour" (colour_reference): the classic engine's own per-region colour transfer
+C~ exactly as its stage 3 starts (lightness anchored), without any texture synthesis. All are scored against the SAME
+region map and matches (those of the engine's run), so SW-Lab favours the classic run and region-colour by construction
+(they match exactly those colour distributions): patch-NN against region-colour is the measure of what the texture
+synthesis adds. The command line (`python -m stylegallery eval`) is in stylegallery/cli.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -150,7 +149,7 @@ def style_fidelity(
 class Row:
     content: str
     styles: str
-    method: str  # "classic", "colour" (a), "one-region" (b), "region-colour" (c), "content" (no stylisation)
+    method: str  # the engine's name, "colour" (a), "one-region" (b), "region-colour" (c), "content" (as it is)
     ssim: float
     grad_r: float
     sw_lab: float
@@ -158,67 +157,24 @@ class Row:
     seconds: float
 
 
-def global_colour_transfer(content: np.ndarray, styles: Sequence[np.ndarray]) -> np.ndarray:
-    """Reference (a): the content's Lab quantiles mapped to those of the pooled pixels of all styles."""
-    from stylegallery.engines.classic import colour
-    from stylegallery.engines.classic.features import lab_to_rgb, rgb_to_lab
-
-    rng = np.random.default_rng(SEED)
-    lab = rgb_to_lab(content)
-    pooled = np.concatenate([rgb_to_lab(s).reshape(-1, 3) for s in styles])
-    mapped = colour.apply_quantile_map(lab.reshape(-1, 3), colour.quantiles(lab.reshape(-1, 3), rng),
-                                       colour.quantiles(pooled, rng))
-    return lab_to_rgb(mapped.reshape(lab.shape))
-
-
-def one_region_transfer(content: np.ndarray, styles: Sequence[np.ndarray], settings: Any) -> np.ndarray:
-    """Reference (b): the classic engine with all content labels 0 and no match, so it draws from every style."""
-    from stylegallery.engines.classic import ClassicEngine
-
-    engine = ClassicEngine()
-    tw = np.ones(1)
-    ca = engine.analyze(content, settings, tw)
-    sa = [engine.analyze(s, settings, tw) for s in styles]
-    steps = list(engine.transfer(ca, np.zeros(ca.grid_shape, np.int32), sa,
-                                 [np.zeros(a.grid_shape, np.int32) for a in sa], [], settings))
-    return steps[-1].image
-
-
-def region_colour_transfer(content: np.ndarray, content_labels: np.ndarray, styles: Sequence[np.ndarray],
-                           style_labels: Sequence[np.ndarray], matches: Sequence[Match]) -> np.ndarray:
-    """Reference (c): each content region colour-matched (Lab quantiles) to its matched style region, no texture."""
-    from stylegallery.engines.classic import colour
-    from stylegallery.engines.classic.engine import pairing_from_matches
-    from stylegallery.engines.classic.features import lab_to_rgb, rgb_to_lab
-
-    rng = np.random.default_rng(SEED)
-    labels = _upsample(content_labels, content.shape[:2])
-    styles_px = [_upsample(lab, img.shape[:2]) for img, lab in zip(styles, style_labels)]
-    n = int(labels.max()) + 1
-    pairing = pairing_from_matches(matches, n, [int(lab.max()) + 1 for lab in styles_px])
-    style_labs = [rgb_to_lab(s) for s in styles]
-    targets = []
-    for src in pairing.sources:
-        pix = (np.concatenate([lab.reshape(-1, 3) for lab in style_labs]) if src is None
-               else style_labs[src[0]][styles_px[src[0]] == src[1]])
-        targets.append(colour.quantiles(pix, rng))
-    masks = colour.soft_masks(labels, n, max(1.0, 0.01 * max(content.shape[:2])))
-    return lab_to_rgb(colour.regional_transfer(rgb_to_lab(content), masks, targets, rng))
-
-
 def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], settings: Any = None,
              pipeline: Any = None, names: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
-    """Score the classic engine and the two references for every content x style set (see the module docstring).
+    """Score an engine and the references for every content x style set (see the module docstring).
 
-    contents / style sets: anything Pipeline accepts (paths, arrays...); settings: a Settings (engine forced to
-    "classic"); pipeline: a stylegallery.pipeline.Pipeline to reuse (built if None).
+    contents / style sets: anything Pipeline accepts (paths, arrays...); settings: a front-desk Plan or Settings
+    (default: the classic engine's); pipeline: a stylegallery.pipeline.Pipeline to reuse (built if None). The
+    references are the classic engine's public ones (stylegallery.engines.classic), scored on the run's own region
+    map and matches.
     """
     import time
 
     from stylegallery.config import Settings
+    from stylegallery.engines.classic import colour_reference, global_colour_reference, one_region_reference
     from stylegallery.pipeline import Pipeline
+    from stylegallery.request import Plan
 
-    settings = dataclasses.replace(settings or Settings(), engine="classic")
+    settings = settings if settings is not None else Settings(engine="classic")
+    plain = settings.settings if isinstance(settings, Plan) else settings
     pipe = pipeline or Pipeline()
     rows: list[Row] = []
     for ci, content in enumerate(contents):
@@ -227,21 +183,20 @@ def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], setti
             s_name = names[1][si] if names else f"styles{si}"
             t0 = time.perf_counter()
             result = pipe(content, list(styles), settings)
-            t_classic = time.perf_counter() - t0
+            t_run = time.perf_counter() - t0
             c_img, s_imgs = result.content_image, result.style_images
-            t0 = time.perf_counter()
-            colour_img = global_colour_transfer(c_img, s_imgs)
-            t_colour = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            one_img = one_region_transfer(c_img, s_imgs, settings)
-            t_one = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            region_img = region_colour_transfer(c_img, result.content_labels, s_imgs, result.style_labels,
-                                                result.matches)
-            t_region = time.perf_counter() - t0
-            for method, img, secs in (("classic", result.image, t_classic), ("colour", colour_img, t_colour),
-                                      ("one-region", one_img, t_one), ("region-colour", region_img, t_region),
-                                      ("content", c_img, 0.0)):
+            methods = [(result.engine, result.image, t_run)]
+            for method, make in (
+                ("colour", lambda: global_colour_reference(c_img, s_imgs, SEED)),
+                ("one-region", lambda: one_region_reference(c_img, s_imgs, plain)),
+                ("region-colour", lambda: colour_reference(c_img, result.content_labels, s_imgs, result.style_labels,
+                                                           result.matches, plain)),
+            ):
+                t0 = time.perf_counter()
+                image = make()
+                methods.append((method, image, time.perf_counter() - t0))
+            methods.append(("content", c_img, 0.0))
+            for method, img, secs in methods:
                 fid = style_fidelity(img, result.content_labels, s_imgs, result.style_labels, result.matches)
                 rows.append(Row(c_name, s_name, method, ssim_luminance(img, c_img), gradient_correlation(img, c_img),
                                 fid["sw_lab"], fid["patch_nn"], secs))
@@ -269,28 +224,6 @@ def format_table(rows: Sequence[Row]) -> str:
 def _format_row(content: str, styles: str, r: Row) -> str:
     return (f"{content[:14]:<14} {styles[:28]:<28} {r.method:<13} {r.ssim:6.3f} {r.grad_r:6.3f} {r.sw_lab:7.2f} "
             f"{r.patch_nn:9.4f} {r.seconds:6.2f}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m stylegallery eval CONTENT... --styles S1 S2 ...`: print the comparison table."""
-    from stylegallery.cli import OneLineParser
-    from stylegallery.config import ClassicSettings, ImageSettings, Settings
-
-    parser = OneLineParser(prog="stylegallery eval", description=__doc__.split("\n")[0])
-    parser.add_argument("contents", nargs="+", help="content images")
-    parser.add_argument("--styles", nargs="+", required=True, action="append",
-                        help="style images of one style set; repeat --styles for more sets")
-    parser.add_argument("--size", type=int, default=512, help="working size, long side px")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--content-weight", type=float, default=ClassicSettings().content_weight)
-    args = parser.parse_args(argv)
-    settings = Settings(engine="classic", seed=args.seed, image=ImageSettings(size=args.size),
-                        classic=ClassicSettings(content_weight=args.content_weight))
-    names = ([Path(c).stem for c in args.contents],
-             ["+".join(Path(s).stem.split("_")[-1] for s in style_set) for style_set in args.styles])
-    rows = evaluate(args.contents, args.styles, settings, names=names)
-    print(format_table(rows))
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,5 +278,3 @@ def _patches(img: np.ndarray, mask: np.ndarray | None, n: int, rng: np.random.Ge
     return win[ys, xs].reshape(ys.size, -1).astype(np.float64)  # (N, 3*7*7)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

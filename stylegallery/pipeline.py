@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import logging
 import os
-import platform
 import threading
 import time
 from collections import OrderedDict
@@ -29,101 +27,30 @@ import numpy as np
 
 from stylegallery import images, matching, regions
 from stylegallery.config import MatchSettings, RegionSettings, Settings, parse_bytes
+from stylegallery.engines import ENGINES
 from stylegallery.engines.base import Engine
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
-from stylegallery.types import Analysis, Match, RegionDescriptor
+from stylegallery.request import Plan, plan_settings
+from stylegallery.types import (  # the events and result, re-exported: `from stylegallery.pipeline import Done`
+    Analysis,
+    ContentSegmented,
+    Done,
+    Event,
+    Matched,
+    Preview,
+    RegionDescriptor,
+    Result,
+    Segmented,
+)
 
+
+__all__ = ["ByteLRU", "ContentSegmented", "Done", "Event", "Matched", "Pipeline", "Preview", "Result", "Segmented"]
 
 logger = logging.getLogger(__name__)
 
 MAX_STYLES = 16
 LOAD_RETRY_SECONDS = 300.0  # a failed engine load is not retried for the same model settings within this time
 DEFAULT_CACHE_BYTES = 1_500_000_000  # unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB")
-
-# Engines by key, imported lazily so the classic path never imports torch.
-ENGINE_REGISTRY: dict[str, str] = {
-    "classic": "stylegallery.engines.classic:ClassicEngine",
-    "diffusion": "stylegallery.engines.diffusion:DiffusionEngine",
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Events and result
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    image: np.ndarray  # (H, W, 3) float32 in [0, 1], the content's working size
-    content_image: np.ndarray
-    style_images: list[np.ndarray]
-    content_labels: np.ndarray  # (h, w) int32 region map: on the feature grid (diffusion) or per pixel (classic)
-    style_labels: list[np.ndarray]
-    matches: list[Match]
-    timings: dict[str, float]
-    engine: str
-    engine_reason: str
-    settings: Settings
-    notes: tuple[str, ...] = ()  # one line each: a setting that this run could not honour (e.g. "fast" without LoRA)
-
-    def to_pil(self):  # -> PIL.Image.Image
-        return images.to_pil(self.image)
-
-    def matches_json(self) -> dict[str, Any]:
-        """The `--matches-out` document of the CLI contract (DESIGN.md)."""
-        return {
-            "engine": self.engine,
-            "content_regions": int(self.content_labels.max()) + 1 if self.content_labels.size else 0,
-            "matches": [m.to_json() for m in self.matches],
-            "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
-        }
-
-
-@dataclass
-class ContentSegmented:
-    """The content's region map, sent before the style images are analysed (the app shows it at once)."""
-
-    engine: str
-    engine_reason: str
-    content_image: np.ndarray
-    content_labels: np.ndarray
-    timings: dict[str, float]
-    notes: tuple[str, ...] = ()  # as Result.notes, known before any work: show them with the engine
-
-
-@dataclass
-class Segmented:
-    engine: str
-    engine_reason: str
-    content_image: np.ndarray
-    content_labels: np.ndarray
-    style_images: list[np.ndarray]
-    style_labels: list[np.ndarray]
-    timings: dict[str, float]
-    notes: tuple[str, ...] = ()  # as Result.notes
-
-
-@dataclass
-class Matched:
-    matches: list[Match]
-    timings: dict[str, float]
-
-
-@dataclass
-class Preview:
-    step: int
-    total: int
-    image: np.ndarray
-    timings: dict[str, float]
-
-
-@dataclass
-class Done:
-    result: Result
-
-
-Event = ContentSegmented | Segmented | Matched | Preview | Done
-
 
 # ---------------------------------------------------------------------------------------------
 # The byte-bounded cache
@@ -203,7 +130,7 @@ class Pipeline:
         self,
         content: images.ImageSource,
         styles: Sequence[images.ImageSource],
-        settings: Settings | None = None,
+        settings: Settings | Plan | None = None,
         overrides: Mapping[int, tuple[int, int] | None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Result:
@@ -216,23 +143,27 @@ class Pipeline:
         self,
         content: images.ImageSource,
         styles: Sequence[images.ImageSource],
-        settings: Settings | None = None,
+        settings: Settings | Plan | None = None,
         overrides: Mapping[int, tuple[int, int] | None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[Event]:
-        """Run the three stages; yields `ContentSegmented`, `Segmented`, `Matched`, `Preview`s, `Done` in order."""
-        settings = settings or Settings()
+        """Run the three stages; yields `ContentSegmented`, `Segmented`, `Matched`, `Preview`s, `Done` in order.
+
+        `settings`: a `Plan` from the front desk (`stylegallery.request.plan`), or `Settings` (planned here:
+        `auto` picks the engine, with its fallbacks)."""
         stop = should_stop or (lambda: False)
         timings: dict[str, float] = {}
         start = time.perf_counter()
 
         # 1. Check inputs
+        run_plan = settings if isinstance(settings, Plan) else plan_settings(settings or Settings())
+        settings = run_plan.settings
         styles = _check_inputs(content, styles, settings, overrides)
 
-        # 2. Pick the engine
-        engine, engine_reason = self._engine_for(settings)
+        # 2. Build the engine that paints (or the first fallback that loads)
+        engine, engine_reason, fallback_notes = self._engine_for(run_plan)
         match_settings = engine.resolve_matching(settings.matching)
-        notes = tuple(engine.notes(settings))
+        notes = fallback_notes + tuple(engine.notes(settings))
 
         # 3. Load every image first, so a bad style fails before any work
         content_image = images.load(content, settings.image, name="content image")
@@ -301,7 +232,9 @@ class Pipeline:
         timings["transfer"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
         yield Done(Result(final, content_image, style_images, content_labels, style_labels, list(matches),
-                          timings, engine.name, engine_reason, settings, notes))
+                          timings, engine.name, engine_reason, settings, notes,
+                          style_names=[_source_name(s, f"style {i + 1}") for i, s in enumerate(styles)],
+                          content_name=_source_name(content, "content")))
 
     @staticmethod
     def _map_styles(engine: Engine, work: Callable, style_images: list[np.ndarray], keys: list[str]) -> list:
@@ -319,48 +252,49 @@ class Pipeline:
     # -- engines ---------------------------------------------------------------------------------
 
     def resolve_engine(self, settings: Settings) -> tuple[str, str]:
-        """Which engine `settings` runs on here, and why, without loading any model."""
-        if settings.engine != "auto":
-            return settings.engine, "chosen in the settings"
-        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("diffusers") is None:
-            return "classic", "torch and diffusers are not installed"
-        has_gpu, why = gpu_available(settings.diffusion.device)
-        if not has_gpu:
-            return "classic", why
-        return "diffusion", why
+        """Which engine `settings` paints with here, and why, without loading any model (the front desk decides)."""
+        run_plan = plan_settings(settings)
+        return run_plan.engine, run_plan.reason
 
-    def _engine_for(self, settings: Settings) -> tuple[Engine, str]:
-        name, reason = self.resolve_engine(settings)
-        if name == "diffusion" and settings.engine == "auto":
+    def _engine_for(self, run_plan: Plan) -> tuple[Engine, str, tuple[str, ...]]:
+        """(the engine, why it paints, notes): the plan's engine, else the first of its fallbacks that loads."""
+        try:
+            return self.engine(run_plan.engine, run_plan.settings), run_plan.reason, ()
+        except (ModelLoadError, EngineUnavailable) as exc:
+            if not run_plan.fallbacks:
+                raise
+            failure = f"the {run_plan.engine} engine could not be loaded ({_one_line(exc)})"
+            logger.warning("%s; trying %s", failure, ", ".join(run_plan.fallbacks))
+        for name in run_plan.fallbacks:
             try:
-                return self.engine("diffusion", settings), reason
+                engine = self.engine(name, run_plan.settings)
             except (ModelLoadError, EngineUnavailable) as exc:
-                logger.warning("diffusion engine unavailable, falling back to classic: %s", exc)
-                return self.engine("classic", settings), f"the diffusion models could not be loaded ({exc})"
-        return self.engine(name, settings), reason
+                failure += f"; the {name} engine could not be loaded either ({_one_line(exc)})"
+                continue
+            return engine, failure, (f"{failure}, so the {name} engine painted instead",)
+        raise EngineUnavailable(failure)
 
     def engine(self, name: str, settings: Settings) -> Engine:
-        """The engine `name`, built once per set of model locations and kept.
+        """The engine `name`, built once per set of model locations and kept (one instance per engine: a new set of
+        models replaces the previous one in memory).
 
         A load that failed (ModelLoadError, EngineUnavailable) is remembered for `load_retry_seconds`: asking again
         for the same model settings re-raises it at once instead of retrying a slow load on every run.
         """
-        if name not in ENGINE_REGISTRY:
-            raise InputError(f"engine {name!r} is unknown; choose one of {', '.join(ENGINE_REGISTRY)} or auto")
-        d = settings.diffusion
-        key: Hashable = (name,) if name == "classic" else (name, d.sd_model, d.dino_model, d.depth_model, d.lora,
-                                                           d.device, d.dtype)
+        if name not in ENGINES:
+            raise InputError(f"engine {name!r} is unknown; choose one of {', '.join(ENGINES)} or auto")
         with self._engine_lock:
+            cls = _engine_class(name)
+            key: Hashable = (name, cls.load_key(settings))
             engine = self._engines.get(key)
             if engine is None:
-                engine = self._build_or_recall_failure(key, name, settings)
-                if name == "diffusion":  # keep one set of diffusion models in memory at a time
-                    for other in [k for k in self._engines if k[0] == "diffusion"]:
-                        del self._engines[other]
+                engine = self._build_or_recall_failure(key, cls, settings)
+                for other in [k for k in self._engines if k[0] == name]:
+                    del self._engines[other]
                 self._engines[key] = engine
             return engine
 
-    def _build_or_recall_failure(self, key: Hashable, name: str, settings: Settings) -> Engine:
+    def _build_or_recall_failure(self, key: Hashable, cls: type[Engine], settings: Settings) -> Engine:
         now = self.clock()
         for old in [k for k, (when, _) in self._failed_loads.items() if now - when >= self.load_retry_seconds]:
             del self._failed_loads[old]
@@ -370,7 +304,7 @@ class Pipeline:
                             f"{self.load_retry_seconds - (now - when):.0f} s from now, or at once with other model "
                             "settings)")
         try:
-            engine = _build_engine(name, settings)
+            engine = cls.from_settings(settings)
         except (ModelLoadError, EngineUnavailable) as exc:
             self._failed_loads[key] = (self.clock(), exc)
             raise
@@ -427,45 +361,28 @@ def cache_bytes_from_env(environ: Mapping[str, str] = os.environ) -> int:
     return parse_bytes(text, "STYLEGALLERY_CACHE_BYTES") if text else DEFAULT_CACHE_BYTES
 
 
-def gpu_available(device: str = "cpu") -> tuple[bool, str]:
-    """Whether a usable GPU is present, and a short reason. Imports torch only where a GPU may exist."""
-    nvidia = Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
-    apple = platform.system() == "Darwin" and platform.machine() == "arm64"
-    if not nvidia and not apple:
-        return False, "no GPU found"
-    try:
-        import torch
-    except ImportError:
-        return False, "torch is not installed"
-    if nvidia and torch.cuda.is_available():
-        return True, f"GPU found: {torch.cuda.get_device_name(0)}"
-    if apple and torch.backends.mps.is_available():
-        return True, "Apple GPU (mps) found"
-    return False, "no usable GPU found (the driver did not answer)"
-
-
-def _build_engine(name: str, settings: Settings) -> Engine:
-    module_name, _, class_name = ENGINE_REGISTRY[name].partition(":")
+def _engine_class(name: str) -> type[Engine]:
+    """The Engine class of registry entry `name`, imported on first use (the CPU engines never import torch)."""
+    module_name, _, class_name = ENGINES[name].target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise EngineUnavailable(
             f"the {name} engine needs packages that are not installed ({exc.name}); "
-            "run `pip install -r requirements.txt` or use --engine classic"
+            "run `pip install -r requirements.txt` or choose another engine"
         ) from None
-    cls = getattr(module, class_name)
-    if name == "classic":
-        return cls()
-    d = settings.diffusion
-    device = d.device
-    if settings.engine == "auto" and device == "cpu":
-        has_gpu, _ = gpu_available()
-        if has_gpu:
-            import torch
+    return getattr(module, class_name)
 
-            device = "cuda" if torch.cuda.is_available() else "mps"
-    return cls(sd_model=d.sd_model, dino_model=d.dino_model, depth_model=d.depth_model, lora=d.lora,
-               device=device, dtype=d.dtype)
+
+def _source_name(source: object, default: str) -> str:
+    """The file name of an image given by path, else `default` (arrays, PIL images, bytes)."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    return default
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _check_inputs(
@@ -474,8 +391,6 @@ def _check_inputs(
     settings: Settings,
     overrides: Mapping[int, tuple[int, int] | None] | None,
 ) -> list[images.ImageSource]:
-    if not isinstance(settings, Settings):
-        raise InputError(f"settings must be a stylegallery.Settings, got {type(settings).__name__}")
     if content is None:
         raise InputError("no content image given; pass one image to restyle")
     if isinstance(styles, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(styles, Sequence):

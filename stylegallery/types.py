@@ -1,11 +1,16 @@
-"""Plain data passed between the stages. No logic lives here, so every stage module can import it."""
+"""Plain data passed between the stages and out of the pipeline (its events and result). No logic lives here, so
+every stage module can import it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+
+if TYPE_CHECKING:
+    from stylegallery.config import Settings
 
 
 @dataclass
@@ -96,3 +101,85 @@ class TransferStep:
     total: int  # number of steps
     image: np.ndarray  # (H, W, 3) float32 in [0, 1], at the content's working size
     final: bool = False
+
+
+# The events of `Pipeline.run`, in order, and the result (plain data; the pipeline fills them).
+
+
+@dataclass
+class Result:
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1], the content's working size
+    content_image: np.ndarray
+    style_images: list[np.ndarray]
+    content_labels: np.ndarray  # (h, w) int32 region map: on the feature grid (diffusion) or per pixel (classic)
+    style_labels: list[np.ndarray]
+    matches: list[Match]
+    timings: dict[str, float]
+    engine: str
+    engine_reason: str
+    settings: Settings
+    notes: tuple[str, ...] = ()  # one line each: a setting that this run could not honour (e.g. "fast" without LoRA)
+    style_names: list[str] = field(default_factory=list)  # each style's file name (or "style N" for an array)
+    content_name: str = "content"  # the content's file name (or "content" for an array)
+
+    def to_pil(self):  # -> PIL.Image.Image
+        from stylegallery import images
+
+        return images.to_pil(self.image)
+
+    def matches_json(self) -> dict[str, Any]:
+        """The `--matches-out` document (README "Command line"): engine, regions, matches, styles, timings."""
+        return {
+            "engine": self.engine,
+            "content": self.content_name,
+            "content_regions": int(self.content_labels.max()) + 1 if self.content_labels.size else 0,
+            "styles": [{"style_image": i, "file": name} for i, name in enumerate(self.style_names)],
+            "matches": [m.to_json() for m in self.matches],
+            "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class ContentSegmented:
+    """The content's region map, sent before the style images are analysed (the app shows it at once)."""
+
+    engine: str
+    engine_reason: str
+    content_image: np.ndarray
+    content_labels: np.ndarray
+    timings: dict[str, float]
+    notes: tuple[str, ...] = ()  # as Result.notes, known before any work: show them with the engine
+
+
+@dataclass
+class Segmented:
+    engine: str
+    engine_reason: str
+    content_image: np.ndarray
+    content_labels: np.ndarray
+    style_images: list[np.ndarray]
+    style_labels: list[np.ndarray]
+    timings: dict[str, float]
+    notes: tuple[str, ...] = ()  # as Result.notes
+
+
+@dataclass
+class Matched:
+    matches: list[Match]
+    timings: dict[str, float]
+
+
+@dataclass
+class Preview:
+    step: int
+    total: int
+    image: np.ndarray
+    timings: dict[str, float]
+
+
+@dataclass
+class Done:
+    result: Result
+
+
+Event = ContentSegmented | Segmented | Matched | Preview | Done

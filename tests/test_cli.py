@@ -87,11 +87,15 @@ def test_bad_images_exit_2_and_write_nothing(files, tmp_path, capsys, case, posi
         (["-o", "{out}/result.txt"], "must end in"),
         (["-o", "{tmp}/no/such/folder/o.png"], "does not exist"),
         (["-o", "{out}/o.png", "--size", "10"], "size"),
-        (["-o", "{out}/o.png", "--max-regions", "1"], "k_max"),
-        (["-o", "{out}/o.png", "--seed", "-1"], "seed"),
-        (["-o", "{out}/o.png", "--content-weight", "-2", "--engine", "classic"], "--content-weight -2.0 is out of"),
+        (["-o", "{out}/o.png", "--max-regions", "1"], "--max-regions 1 is invalid: expected an integer in 2..32"),
+        (["-o", "{out}/o.png", "--seed", "-1"], "--seed -1 is invalid"),
+        (["-o", "{out}/o.png", "--content-weight", "-2", "--engine", "classic"], "--content-weight -2 is out of"),
+        (["-o", "{out}/o.png", "--content-weight", "6"], "choose 0 to 5 (a multiple of the preset's"),
         (["-o", "{out}/o.png", "--steps", "50", "--engine", "classic"], "--steps 50 is out of range for the classic"),
-        (["-o", "{out}/o.png", "--face-boost", "-1", "--engine", "classic"], "--face-boost -1.0 is out of range"),
+        (["-o", "{out}/o.png", "--face-boost", "-1", "--engine", "classic"], "--face-boost -1 is out of range"),
+        (["-o", "{out}/o.png", "--override", "2:1"], "is not R:S:SR"),
+        (["-o", "{out}/o.png", "--override", "0:1:1"], "is not R:S:SR"),
+        (["-o", "{out}/o.png", "--override", "9:1:1"], "region"),
         (["-o", "{out}/o.png", "--assignment", "greedy"], "invalid choice"),
         (["-o", "{out}/o.png", "--matches-out", "{out}/m.png"], "must end in .json"),
         (["-o", "{out}/o.png", "--mask-out", "{out}/o.png"], "share one path"),
@@ -110,22 +114,47 @@ def test_bad_flags_exit_2_with_one_line(files, tmp_path, capsys, extra, pattern)
     assert os.listdir(out_dir) == []
 
 
-def test_stage_flags_reach_the_settings() -> None:
-    args = cli.build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", "--assignment", "argmax",
-                                          "--face-boost", "0", "--steps", "5", "--content-weight", "2"])
-    classic = cli.settings_from_args(args, "classic")
+def _plan(argv: list[str]):
+    from stylegallery.request import plan
+
+    return plan(cli.request_from_args(cli.build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", *argv])))
+
+
+def test_stage_flags_reach_the_settings_of_the_engine_that_paints() -> None:
+    flags = ["--assignment", "argmax", "--face-boost", "0", "--steps", "5", "--content-weight", "2"]
+    classic = _plan([*flags, "--engine", "classic"]).settings
     assert classic.matching.assignment == "argmax"
     assert (classic.classic.face_boost, classic.classic.iterations, classic.classic.content_weight) == (0.0, 5, 2.0)
-    diffusion = cli.settings_from_args(args, "diffusion")
-    assert (diffusion.diffusion.steps, diffusion.diffusion.content_weight) == (5, 2.0)
-    assert diffusion.classic.iterations == ClassicSettings().iterations  # stage-3 flags go to the engine that runs
+    diffusion = _plan([*flags, "--engine", "diffusion"])
+    # content weight is a multiple of the preset's value on every engine: 2 x 0.26 here, 2 x 1.0 on classic
+    assert (diffusion.settings.diffusion.steps, diffusion.settings.diffusion.content_weight) == (5, 0.52)
+    assert diffusion.settings.classic.iterations == ClassicSettings().iterations  # only the painting engine's
+    assert diffusion.ignored == ("face_boost",)  # the diffusion engine has no face protection
+
+
+def test_a_knob_the_engine_does_not_take_is_noted(files, tmp_path, capsys) -> None:
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(tmp_path / "out" / "o.png"),
+                      "--engine", "diffusion", "--face-boost", "1", "--sd-model", str(tmp_path / "none")], capsys)
+    assert code == 2  # the model folder does not exist, but the note came first
+    assert "note: --face-boost does not apply to the diffusion engine; it was ignored" in err
+
+
+def test_override_flags_are_page_numbers(files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), str(files["style2"]), "-o",
+                      str(out / "o.png"), "--engine", "classic", "--size", "96", "--override", "1:2:1",
+                      "--matches-out", str(out / "m.json")], capsys)
+    assert code == 0, err
+    doc = json.loads((out / "m.json").read_text())
+    first = next(m for m in doc["matches"] if m["content_region"] == 0)
+    assert (first["style_image"], first["style_region"], first["source"]) == (1, 0, "user")
+    assert [s["file"] for s in doc["styles"]] == [files["style1"].name, files["style2"].name]
+    assert doc["content"] == files["content"].name
 
 
 def test_auto_says_which_engine_runs_even_when_quiet(files, tmp_path, capsys) -> None:
-    from stylegallery.pipeline import Pipeline
-
-    args = cli.build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png"])
-    engine, reason = Pipeline().resolve_engine(cli.settings_from_args(args))
+    run_plan = _plan([])
+    engine, reason = run_plan.engine, run_plan.reason
     if engine != "classic":
         pytest.skip(f"auto picks {engine} here")
     code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(tmp_path / "out" / "o.png"),
@@ -170,8 +199,7 @@ def test_classic_end_to_end_writes_every_output(files, tmp_path, capsys) -> None
 
 def test_aspect_square_gives_the_official_square_working_size(files, tmp_path, capsys) -> None:
     pytest.importorskip("stylegallery.engines.classic")
-    args = cli.build_parser().parse_args(["run", "a.png", "b.png", "-o", "o.png"])
-    assert cli.settings_from_args(args).image.aspect == "keep"
+    assert _plan([]).settings.image.aspect == "keep"
     out_dir = tmp_path / "out"
     code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out_dir / "result.png"),
                       "--engine", "classic", "--size", "64", "--aspect", "square", "--mask-out",
@@ -183,17 +211,9 @@ def test_aspect_square_gives_the_official_square_working_size(files, tmp_path, c
     _assert_one_line_error(code, err)
 
 
-def test_dtype_auto_is_float16_on_cuda_only() -> None:
-    assert cli.resolve_dtype("auto", "cuda") == cli.resolve_dtype("auto", "cuda:1") == "float16"
-    assert cli.resolve_dtype("auto", "cpu") == cli.resolve_dtype("auto", "mps") == "float32"
-    for dtype in ("float32", "float16", "bfloat16"):
-        assert cli.resolve_dtype(dtype, "cpu") == cli.resolve_dtype(dtype, "cuda") == dtype
-    with pytest.raises(ValueError, match="dtype='half' is invalid"):
-        cli.resolve_dtype("half", "cuda")
-    parse = cli.build_parser().parse_args
-    assert cli.settings_from_args(parse(["run", "a.png", "b.png", "-o", "o.png"])).diffusion.dtype == "float32"
-    args = parse(["run", "a.png", "b.png", "-o", "o.png", "--dtype", "bfloat16", "--engine", "diffusion"])
-    assert cli.settings_from_args(args).diffusion.dtype == "bfloat16"
+def test_dtype_flag_reaches_the_settings() -> None:
+    assert _plan(["--engine", "diffusion", "--device", "cpu"]).settings.diffusion.dtype == "float32"
+    assert _plan(["--dtype", "bfloat16", "--engine", "diffusion"]).settings.diffusion.dtype == "bfloat16"
 
 
 def test_real_entry_point_runs_as_a_module(files, tmp_path) -> None:

@@ -144,20 +144,21 @@ def test_a_damaged_model_folder_exits_2_with_one_line(tiny, files, tmp_path, cap
 def test_auto_falls_back_to_classic_when_a_model_file_is_damaged(tiny, files, tmp_path, capsys, monkeypatch) -> None:
     import shutil
 
-    from stylegallery.pipeline import Pipeline
+    from stylegallery import request
 
     dino = shutil.copytree(tiny.dino, tmp_path / "dino")
     (dino / "model.safetensors").write_bytes(b"\x00" * 100)
-    monkeypatch.setattr(Pipeline, "resolve_engine", lambda self, settings: ("diffusion", "GPU found: test"))
+    monkeypatch.setattr(request, "detect_machine", lambda: request.Machine("cuda", "GPU found: test"))
     out = tmp_path / "out"
     code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"), "--engine", "auto",
                       "--size", "64", "--steps", "1", "--sd-model", str(tiny.sd), "--dino-model", str(dino),
-                      "--depth-model", "none"], capsys)
+                      "--depth-model", "none", "--device", "cpu"], capsys)
     assert code == 0, err
     fallback = [line for line in err.splitlines() if "engine: classic" in line]
     assert len(fallback) == 1, err
-    assert f"the diffusion models could not be loaded (dino_model '{dino}': the model could not be loaded " \
+    assert f"the diffusion engine could not be loaded (dino_model '{dino}': the model could not be loaded " \
            "(SafetensorError" in fallback[0]
+    assert "so the classic engine painted instead" in err  # and a note says so
     assert os.listdir(out) == ["o.png"]
 
 
@@ -187,13 +188,18 @@ def test_a_lora_without_unet_keys_exits_2(tiny, files, tmp_path, capsys) -> None
 
 
 def test_depth_none_turns_the_depth_split_off() -> None:
-    args = cli.build_parser().parse_args(["run", "a.png", "b.png", "-o", "o.png", "--depth-model", "none",
-                                          "--steps", "7", "--content-weight", "0.3"])
-    settings = cli.settings_from_args(args, "diffusion")
-    assert settings.diffusion.depth_model is None and settings.regions.use_depth is False
-    assert settings.diffusion.steps == 7 and settings.diffusion.content_weight == 0.3
-    classic = cli.settings_from_args(args, "classic")
-    assert classic.classic.iterations == 7 and classic.classic.content_weight == 0.3
+    from stylegallery.request import plan
+
+    def settings(engine: str):
+        args = cli.build_parser().parse_args(["run", "a.png", "b.png", "-o", "o.png", "--depth-model", "none",
+                                              "--steps", "7", "--content-weight", "0.5", "--engine", engine])
+        return plan(cli.request_from_args(args)).settings
+
+    diffusion = settings("diffusion")
+    assert diffusion.diffusion.depth_model is None and diffusion.regions.use_depth is False
+    assert diffusion.diffusion.steps == 7 and diffusion.diffusion.content_weight == 0.13  # 0.5 x the paper's 0.26
+    classic = settings("classic")
+    assert classic.classic.iterations == 7 and classic.classic.content_weight == 0.5
     assert classic.diffusion.steps == preset("paper").diffusion.steps  # stage-3 flags go to the engine that runs
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stylegallery import evaluate
+from stylegallery import cli, evaluate
 from stylegallery.config import ClassicSettings, ImageSettings, Settings
 from stylegallery.types import Match
 
@@ -93,7 +93,7 @@ def test_evaluate_table_on_arrays():
 def test_main_prints_the_table(gallery_dev, capsys):
     content = str(gallery_dev / "content" / "kodim21.png")
     styles = [str(gallery_dev / "style" / name) for name in ("vangogh_starry_night.jpg", "hokusai_great_wave.png")]
-    assert evaluate.main([content, "--styles", *styles, "--size", "128"]) == 0
+    assert cli.main(["eval", content, "--styles", *styles, "--size", "128"]) == 0
     out = capsys.readouterr().out
     lines = [ln.split() for ln in out.splitlines() if ln.startswith("kodim21")]
     by_method = {ln[2]: [float(v) for v in ln[3:7]] for ln in lines}
@@ -107,7 +107,7 @@ def test_several_style_sets_print_a_mean_per_method(gallery_dev, capsys):
     content = str(gallery_dev / "content" / "kodim21.png")
     style = str(gallery_dev / "style" / "vangogh_starry_night.jpg")
     other = str(gallery_dev / "style" / "hokusai_great_wave.png")
-    assert evaluate.main([content, "--styles", style, "--styles", other, "--size", "96"]) == 0
+    assert cli.main(["eval", content, "--styles", style, "--styles", other, "--size", "96"]) == 0
     out = capsys.readouterr().out
     means = [ln.split() for ln in out.splitlines() if ln.startswith("mean")]
     assert [m[3] for m in means] == ["classic", "colour", "one-region", "region-colour", "content"]

@@ -64,7 +64,7 @@ def _two_region_image(h: int = 64, w: int = 96, left=(1.0, 0.1, 0.1), right=(0.1
 def fake_pipe(monkeypatch: pytest.MonkeyPatch) -> tuple[pl.Pipeline, FakeEngine]:
     engine = FakeEngine()
     pipe = pl.Pipeline(cache_bytes=50_000_000)
-    monkeypatch.setattr(pipe, "_engine_for", lambda settings: (engine, "test engine"))
+    monkeypatch.setattr(pipe, "_engine_for", lambda plan: (engine, "test engine", ()))
     return pipe, engine
 
 
@@ -192,12 +192,13 @@ def test_bad_inputs(fake_pipe, styles, pattern) -> None:
         list(pipe.run(b"", [_two_region_image()], SMALL))
 
 
-def test_auto_engine_is_classic_without_a_gpu() -> None:
+def test_auto_engine_is_a_cpu_engine_without_a_gpu() -> None:
+    from stylegallery.request import detect_machine
+
     name, reason = pl.Pipeline().resolve_engine(Settings(engine="auto"))
-    has_gpu, _ = pl.gpu_available()
-    if has_gpu:
+    if detect_machine().gpu:
         pytest.skip("this machine has a GPU")
-    assert name == "classic" and reason in ("no GPU found", "torch and diffusers are not installed")
+    assert name != "diffusion" and "diffusion engine" in reason
 
 
 def test_unknown_engine_is_refused() -> None:
@@ -209,33 +210,43 @@ def test_a_failed_model_load_is_remembered_until_it_is_due_or_the_models_change(
     """The app falls back to classic at once instead of re-trying a slow failing load on every run."""
     from stylegallery.errors import ModelLoadError
 
+    from stylegallery.engines.diffusion import DiffusionEngine
+    from stylegallery.request import Plan
+
     loads: list[str] = []
 
-    def build(name, settings):
-        loads.append(name)
-        if name == "diffusion":
+    class Failing(DiffusionEngine):
+        @classmethod
+        def from_settings(cls, settings):
+            loads.append("diffusion")
             raise ModelLoadError(f"sd_model {settings.diffusion.sd_model!r} could not be loaded: fix it")
-        return FakeEngine()
 
-    monkeypatch.setattr(pl, "_build_engine", build)
+    class Fake(FakeEngine):
+        @classmethod
+        def from_settings(cls, settings):
+            loads.append("classic")
+            return cls()
+
+    monkeypatch.setattr(pl, "_engine_class", lambda name: Failing if name == "diffusion" else Fake)
     pipe = pl.Pipeline(load_retry_seconds=60)
     now = [1000.0]
     pipe.clock = lambda: now[0]
-    auto = dataclasses.replace(SMALL, engine="auto")
-    monkeypatch.setattr(pipe, "resolve_engine", lambda settings: ("diffusion", "GPU found: test"))
+    auto = Plan(dataclasses.replace(SMALL, engine="auto"), "diffusion", "GPU found: test", ("classic",))
 
     first = pipe._engine_for(auto)
     assert loads == ["diffusion", "classic"]
-    assert "the diffusion models could not be loaded (sd_model" in first[1]
+    assert "the diffusion engine could not be loaded (sd_model" in first[1]
+    assert first[2] == (f"{first[1]}, so the classic engine painted instead",)  # a note the page and CLI show
     now[0] += 30
-    engine, reason = pipe._engine_for(auto)
+    engine, reason, _ = pipe._engine_for(auto)
     assert loads == ["diffusion", "classic"]  # no second load attempt: classic at once
     assert engine is first[0] and "this load failed 30 s ago; it is retried 30 s from now" in reason
     with pytest.raises(ModelLoadError, match="could not be loaded: fix it \\(this load failed 30 s ago"):
-        pipe.engine("diffusion", auto)  # an explicit diffusion run gets the same error without a load
+        pipe.engine("diffusion", auto.settings)  # an explicit diffusion run gets the same error without a load
     assert loads == ["diffusion", "classic"]
 
-    other = dataclasses.replace(auto, diffusion=dataclasses.replace(auto.diffusion, sd_model="/other/sd"))
+    other = dataclasses.replace(auto, settings=dataclasses.replace(
+        auto.settings, diffusion=dataclasses.replace(auto.settings.diffusion, sd_model="/other/sd")))
     pipe._engine_for(other)  # other model settings: tried at once
     assert loads == ["diffusion", "classic", "diffusion"]
     now[0] += 31  # the first failure is due again

@@ -23,6 +23,16 @@ class Engine(abc.ABC):
     # True when `analyze` may run on several threads at once (the pipeline then analyses style images in parallel)
     parallel_analysis: ClassVar[bool] = False
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """Build the engine (load its models) for `settings`; the pipeline keeps it while `load_key` is unchanged."""
+        return cls()
+
+    @classmethod
+    def load_key(cls, settings: Settings) -> Hashable:
+        """The settings that decide what `from_settings` loads (model locations, device, precision)."""
+        return ()
+
     @abc.abstractmethod
     def analysis_key(self, settings: Settings) -> Hashable:
         """The settings (and model identities) that change `analyze`'s result; part of the cache key."""

@@ -132,6 +132,45 @@ class ClassicEngine(Engine):
         return list(detector(image))  # type: ignore[operator]
 
 
+# -- references for the evaluation (public: `stylegallery eval` scores against them) ---------------------------------
+
+
+def colour_reference(content: np.ndarray, content_labels: np.ndarray, styles: Sequence[np.ndarray],
+                     style_labels: Sequence[np.ndarray], matches: Sequence[Match], settings: Settings) -> np.ndarray:
+    """C~ of a classic run: the content colour-matched region by region exactly as stage 3 starts (lightness anchored
+    by `colour_luminance`), with no texture synthesis and no face protection. Labels on the grid or per pixel."""
+    labels = upsample_labels(content_labels, content.shape[:2])
+    styles_px = [upsample_labels(lab, img.shape[:2]) for img, lab in zip(styles, style_labels)]
+    pairing = pairing_from_matches(matches, int(labels.max()) + 1, [int(lab.max()) + 1 for lab in styles_px])
+    rng = np.random.default_rng(settings.seed)
+    tilde, _ = synthesis.colour_matched(content, labels, styles, styles_px, pairing,
+                                        settings.classic.colour_luminance, rng)
+    return tilde.astype(np.float32)
+
+
+def one_region_reference(content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings) -> np.ndarray:
+    """The classic engine with the whole content as one region and no match: it draws from every style at once."""
+    engine = ClassicEngine()
+    tw = np.ones(1)
+    ca = engine.analyze(content, settings, tw)
+    sa = [engine.analyze(s, settings, tw) for s in styles]
+    steps = list(engine.transfer(ca, np.zeros(ca.grid_shape, np.int32), sa,
+                                 [np.zeros(a.grid_shape, np.int32) for a in sa], [], settings))
+    return steps[-1].image
+
+
+def global_colour_reference(content: np.ndarray, styles: Sequence[np.ndarray], seed: int = 0) -> np.ndarray:
+    """The content's Lab quantiles mapped to those of the pooled pixels of all styles (one global colour transfer)."""
+    from stylegallery.engines.classic import colour
+
+    rng = np.random.default_rng(seed)
+    lab = features.rgb_to_lab(content)
+    pooled = np.concatenate([features.rgb_to_lab(s).reshape(-1, 3) for s in styles])
+    mapped = colour.apply_quantile_map(lab.reshape(-1, 3), colour.quantiles(lab.reshape(-1, 3), rng),
+                                       colour.quantiles(pooled, rng))
+    return features.lab_to_rgb(mapped.reshape(lab.shape))
+
+
 def synthesis_params(settings: Settings) -> synthesis.SynthesisParams:
     cs = settings.classic
     return synthesis.SynthesisParams(

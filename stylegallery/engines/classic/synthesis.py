@@ -350,14 +350,9 @@ def synthesize(
     n_regions = len(pairing.sources)
 
     # 0. Prepare: colour targets per content region, C~ = content colour-matched region by region.
-    style_labs = [rgb_to_lab(s) for s in styles]
-    targets = _colour_targets(pairing, style_labs, style_labels, rng)
+    content_tilde, targets = colour_matched(content, content_labels, styles, style_labels, pairing,
+                                            params.colour_luminance, rng, protect)
     soft_sigma = max(1.0, 0.01 * max(hh, ww))
-    masks_full = colour.soft_masks(content_labels, n_regions, soft_sigma)
-    content_lab = rgb_to_lab(content)
-    targets = anchor_lightness(targets, content_lab, content_labels, params.colour_luminance)
-    content_tilde = lab_to_rgb(colour.regional_transfer(content_lab, masks_full, targets, rng))
-    content_tilde = protect_colours(content_tilde, content, protect)
 
     x: np.ndarray | None = None
     field: NNField | None = None
@@ -406,6 +401,30 @@ def synthesize(
             x = protect_chroma(protect_colours(coloured, x, p_s), content, p_s)
         prev_shape, prev_styles = shape, [lv.image for lv in levels]
         yield s, np.clip(x, 0.0, 1.0)
+
+
+def colour_matched(
+    content: np.ndarray,
+    content_labels: np.ndarray,
+    styles: Sequence[np.ndarray],
+    style_labels: Sequence[np.ndarray],
+    pairing: Pairing,
+    colour_luminance: float,
+    rng: np.random.Generator,
+    protect: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(C~, the colour targets): the content colour-matched region by region to its matched style regions' Lab
+    quantiles, lightness anchored (`anchor_lightness`), faces' colours kept where `protect` is given; the start of
+    the texture optimisation and its colour targets. Shapes as in `synthesize`."""
+    n_regions = len(pairing.sources)
+    style_labs = [rgb_to_lab(s) for s in styles]
+    targets = _colour_targets(pairing, style_labs, style_labels, rng)
+    soft_sigma = max(1.0, 0.01 * max(content.shape[:2]))
+    masks_full = colour.soft_masks(content_labels, n_regions, soft_sigma)
+    content_lab = rgb_to_lab(content)
+    targets = anchor_lightness(targets, content_lab, content_labels, colour_luminance)
+    content_tilde = lab_to_rgb(colour.regional_transfer(content_lab, masks_full, targets, rng))
+    return protect_colours(content_tilde, content, protect), targets
 
 
 def anchor_lightness(targets: Sequence[np.ndarray], content_lab: np.ndarray, labels: np.ndarray,

@@ -86,9 +86,14 @@ class DiffusionEngine(Engine):
         self.stats: Counter[str] = Counter()
 
     @classmethod
-    def from_settings(cls, settings: DiffusionSettings) -> DiffusionEngine:
-        return cls(settings.sd_model, settings.dino_model, settings.depth_model, device=settings.device,
-                   dtype=settings.dtype, lora=settings.lora)
+    def from_settings(cls, settings: Settings) -> DiffusionEngine:
+        d = settings.diffusion
+        return cls(d.sd_model, d.dino_model, d.depth_model, device=d.device, dtype=d.dtype, lora=d.lora)
+
+    @classmethod
+    def load_key(cls, settings: Settings) -> Hashable:
+        d = settings.diffusion
+        return (d.sd_model, d.dino_model, d.depth_model, d.lora, d.device, d.dtype)
 
     def reset_stats(self) -> None:
         self.stats.clear()

@@ -128,6 +128,12 @@ def save_tiny_models(root: Path, seed: int = 0) -> TinyModelPaths:
     return paths
 
 
+def tiny_model_knobs(root: Path) -> dict[str, str]:
+    """The tiny models saved under `root`, as the front desk's model knobs (`bench --tiny`, tests)."""
+    paths = save_tiny_models(Path(root))
+    return {"sd_model": str(paths.sd), "dino_model": str(paths.dino), "depth_model": str(paths.depth)}
+
+
 if __name__ == "__main__":
     import sys
 
