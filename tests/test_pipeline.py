@@ -208,9 +208,8 @@ def test_unknown_engine_is_refused() -> None:
 
 def test_a_failed_model_load_is_remembered_until_it_is_due_or_the_models_change(monkeypatch) -> None:
     """The app falls back to classic at once instead of re-trying a slow failing load on every run."""
-    from stylegallery.errors import ModelLoadError
-
     from stylegallery.engines.diffusion import DiffusionEngine
+    from stylegallery.errors import ModelLoadError
     from stylegallery.request import Plan
 
     loads: list[str] = []
