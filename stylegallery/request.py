@@ -171,15 +171,15 @@ def plan(request: Request, machine: Machine | None = None) -> Plan:
     if request.assignment is not None:
         settings = _replace(settings, "matching", {"assignment": request.assignment})
 
-    # 2. Model locations, device and precision, on every engine that takes them (a fallback loads with them too)
+    # 2. Model locations, device and precision, on every engine that takes them (a fallback loads with them too,
+    #    and the settings say the same whichever engine auto picked)
     device = request.device or machine.gpu or "cpu"
     dtype = request.dtype if request.dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
     models: dict[str, Any] = {name: getattr(request, name) for name in MODEL_KNOBS if getattr(request, name)}
     if str(models.get("depth_model", "")).lower() == "none":
         models["depth_model"] = None
         settings = _replace(settings, "regions", {"use_depth": False})
-    for name in (engine, *fallbacks):
-        spec_n = ENGINES[name]
+    for spec_n in ENGINES.values():
         changes = {spec_n.knobs[k]: v for k, v in {**models, "device": device, "dtype": dtype}.items()
                    if k in spec_n.knobs}
         settings = _replace(settings, spec_n.settings, changes)
