@@ -83,7 +83,8 @@ def test_steps_go_to_the_painting_engine_within_its_own_range(installed) -> None
     with pytest.raises(rq.KnobError) as excinfo:
         rq.plan(rq.Request(engine="classic", steps=40), CPU)
     assert excinfo.value.knob == "steps"
-    assert excinfo.value.detail == "40 is out of range for the classic engine: choose 1 to 20 (iterations per patch size)"
+    assert excinfo.value.detail == ("40 is out of range for the classic engine: choose 1 to 20 (iterations per patch "
+                                    "size)")
 
 
 def test_a_knob_the_engine_does_not_take_is_reported_not_applied(installed) -> None:
