@@ -242,6 +242,8 @@ def _run(args: argparse.Namespace) -> int:
                 log(f"stage 1: content {int(event.content_labels.max()) + 1} regions; styles {sizes} regions "
                     f"({event.timings['analyze'] + event.timings['segment']:.1f} s)")
             elif isinstance(event, Matched):
+                for note in event.notes:  # a chosen style that paints nothing: shown even with --quiet
+                    print(f"note: {_one_line(note)}", file=sys.stderr, flush=True)
                 pairs = ", ".join(f"R{m.content_region + 1}->S{m.style_image + 1}.R{m.style_region + 1}"
                                   for m in event.matches)
                 log(f"stage 2: {pairs} ({event.timings['match']:.1f} s)")

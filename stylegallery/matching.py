@@ -318,7 +318,10 @@ def match(
         highest score - usage_penalty * (times that pooled region is already used) - image_penalty * (times
         its style image is already used), so regions spread over distinct style regions and over all the
         chosen style images unless one is better by more than the penalties. Ties go to the lower content
-        region, then the first pooled region. Overridden pairs count as uses.
+        region, then the first pooled region. Overridden pairs count as uses. Then, when the automatic regions
+        can cover every style image not already used by an override, every chosen style paints: the styles left
+        unused get a content region each, chosen to lose the least score (an optimal assignment); with fewer
+        regions than styles, each region paints with a different style.
     Match.score is always the unpenalised score. `overrides` maps a content region to (style image, style
     region), replacing the automatic pair (source "user"); None leaves it automatic.
     """
@@ -347,6 +350,7 @@ def match(
     else:
         images = np.array([j for j, _ in pool])
         choice = _assign_balanced(score, settings.usage_penalty, fixed, images, settings.image_penalty)
+        choice = _cover_images(score, choice, images, fixed)
 
     matches = []
     for c, p in enumerate(choice):
@@ -391,6 +395,42 @@ def _assign_balanced(score: np.ndarray, penalty: float, fixed: Mapping[int, int]
         choice[remaining.pop(int(i))] = p
         use(int(p))
     return choice
+
+
+def _cover_images(score: np.ndarray, choice: np.ndarray, images: np.ndarray, fixed: Mapping[int, int]) -> np.ndarray:
+    """`choice` changed as little as possible (least summed score lost) so that every style image is used, when the
+    automatic (not fixed) content regions are enough for the images no fixed pair uses; with fewer regions than
+    images, as many images as there are regions. (Kc,) int pool indices."""
+    n_images = int(images.max()) + 1
+    if len(set(images[choice].tolist())) == n_images:
+        return choice
+    free = [c for c in range(len(choice)) if c not in fixed]
+    needed = [j for j in range(n_images) if j not in {int(images[p]) for p in fixed.values()}]
+    if not free or not needed:
+        return choice
+    from scipy.optimize import linear_sum_assignment
+
+    best = np.full((len(free), len(needed)), -np.inf)  # (free regions, needed images): best score in that image
+    best_p = np.zeros((len(free), len(needed)), dtype=np.int64)
+    for k, j in enumerate(needed):
+        in_j = np.flatnonzero(images == j)
+        sub = score[np.ix_(free, in_j)]  # (free, regions of image j)
+        best[:, k], best_p[:, k] = sub.max(axis=1), in_j[sub.argmax(axis=1)]
+    current = score[free, choice[free]]  # (free,)
+    same = images[choice[free]][:, None] == np.array(needed)[None, :]
+    loss = np.where(same, 0.0, current[:, None] - best)  # a region already painting image j loses nothing
+    rows, cols = linear_sum_assignment(loss)
+    out = choice.copy()
+    for r, k in zip(rows, cols):
+        if not same[r, k]:
+            out[free[r]] = best_p[r, k]
+    return out
+
+
+def unused_styles(matches: Sequence[Match], n_styles: int) -> list[int]:
+    """The style images (0-based) that no match paints with."""
+    used = {m.style_image for m in matches}
+    return [j for j in range(n_styles) if j not in used]
 
 
 def _span(values: Sequence[int]) -> str:

@@ -36,6 +36,7 @@ from stylegallery.types import (  # the events and result, re-exported: `from st
     ContentSegmented,
     Done,
     Event,
+    Match,
     Matched,
     Preview,
     RegionDescriptor,
@@ -217,7 +218,11 @@ class Pipeline:
         ]
         matches = matching.match(descriptors[0], descriptors[1:], match_settings, overrides=overrides)
         timings["match"] = time.perf_counter() - t0
-        yield Matched(list(matches), dict(timings))
+        style_names = [_source_name(s, f"style {i + 1}") for i, s in enumerate(styles)]
+        unused = _unused_style_notes(matches, style_names, match_settings.assignment, len(descriptors[0]),
+                                     bool(overrides and any(v is not None for v in overrides.values())))
+        notes += unused
+        yield Matched(list(matches), dict(timings), unused)
 
         # 6. Transfer the style region by region (stage 3)
         t0 = time.perf_counter()
@@ -233,8 +238,7 @@ class Pipeline:
         timings["total"] = time.perf_counter() - start
         yield Done(Result(final, content_image, style_images, content_labels, style_labels, list(matches),
                           timings, engine.name, engine_reason, settings, notes,
-                          style_names=[_source_name(s, f"style {i + 1}") for i, s in enumerate(styles)],
-                          content_name=_source_name(content, "content")))
+                          style_names=style_names, content_name=_source_name(content, "content")))
 
     @staticmethod
     def _map_styles(engine: Engine, work: Callable, style_images: list[np.ndarray], keys: list[str]) -> list:
@@ -372,6 +376,25 @@ def _engine_class(name: str) -> type[Engine]:
             "run `pip install -r requirements.txt` or choose another engine"
         ) from None
     return getattr(module, class_name)
+
+
+def _unused_style_notes(matches: Sequence[Match], style_names: Sequence[str], assignment: str, n_regions: int,
+                        overridden: bool) -> tuple[str, ...]:
+    """One note per chosen style that paints no region, saying why and what to do."""
+    notes = []
+    for j in matching.unused_styles(matches, len(style_names)):
+        if n_regions < len(style_names):
+            why = (f"the content has {n_regions} region{'s' if n_regions != 1 else ''} for {len(style_names)} styles; "
+                   "raise the maximum regions or reassign a region to it")
+        elif assignment == "argmax":
+            why = ("no content region matched it best under the paper's argmax assignment; choose the balanced "
+                   "assignment or reassign a region to it")
+        elif overridden:
+            why = "your region choices leave no region for it; reassign a region to it"
+        else:
+            why = "no region could take it; reassign a region to it"
+        notes.append(f"style {j + 1} ({style_names[j]}) was not used: {why}")
+    return tuple(notes)
 
 
 def _source_name(source: object, default: str) -> str:

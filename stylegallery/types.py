@@ -167,6 +167,7 @@ class Segmented:
 class Matched:
     matches: list[Match]
     timings: dict[str, float]
+    notes: tuple[str, ...] = ()  # the chosen styles that paint no region, and why (also in Result.notes)
 
 
 @dataclass

@@ -117,8 +117,32 @@ def test_balanced_match_uses_every_style_when_the_penalty_allows():
     style_b = [desc(0, onehot(0) + 0.25 * onehot(1) + 0.5 * onehot(3))]
     used = {m.style_image for m in matching.match(content, [style_a, style_b], BALANCED)}
     assert used == {0, 1}
+    # without the image penalty the greedy pass puts both regions on image a; the coverage step then moves the
+    # region that loses least to image b: every chosen style paints when there are enough regions
     alone = matching.match(content, [style_a, style_b], dataclasses.replace(BALANCED, image_penalty=0.0))
-    assert {m.style_image for m in alone} == {0}
+    assert {m.style_image for m in alone} == {0, 1}
+    argmax = matching.match(content, [style_a, style_b], dataclasses.replace(BALANCED, assignment="argmax"))
+    assert {m.style_image for m in argmax} == {0}  # the paper's rule is left as it is (the pipeline notes it)
+
+
+def test_cover_images_moves_the_regions_that_lose_least_score():
+    # pool: image 0 has pooled regions 0, 1; image 1 has 2; image 2 has 3
+    images = np.array([0, 0, 1, 2])
+    score = np.array([[0.9, 0.8, 0.5, 0.1],
+                      [0.9, 0.7, 0.2, 0.6],
+                      [0.8, 0.9, 0.7, 0.3],
+                      [0.9, 0.1, 0.1, 0.1]])
+    greedy = np.array([0, 0, 1, 0])  # every region on image 0
+    # image 1 costs region 2 0.2 (0.9 -> 0.7), image 2 costs region 1 0.3 (0.9 -> 0.6): the cheapest cover
+    np.testing.assert_array_equal(matching._cover_images(score, greedy, images, {}), [0, 3, 2, 0])
+    # a fixed pair is never moved and covers its image: region 3 fixed on image 2 leaves image 1 to cover
+    np.testing.assert_array_equal(matching._cover_images(score, np.array([0, 0, 1, 3]), images, {3: 3}),
+                                  [0, 0, 2, 3])
+    # fewer regions than images: each region on a different image
+    two = matching._cover_images(score[:2], np.array([0, 0]), images, {})
+    assert len(set(images[two].tolist())) == 2
+    # already covered: unchanged
+    np.testing.assert_array_equal(matching._cover_images(score, np.array([0, 3, 2, 1]), images, {}), [0, 3, 2, 1])
 
 
 def test_overrides_replace_the_automatic_pair():

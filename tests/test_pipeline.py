@@ -275,3 +275,18 @@ def test_classic_engine_clusters_with_its_own_restarts() -> None:
     resolved = ClassicEngine().resolve_regions(dataclasses.replace(SMALL, classic=dataclasses.replace(
         SMALL.classic, kmeans_restarts=5)))
     assert resolved.n_init == 5 and resolved.k_max == SMALL.regions.k_max
+
+
+def test_a_style_that_paints_no_region_is_named_in_the_notes(fake_pipe) -> None:
+    pipe, _ = fake_pipe
+    content = _two_region_image()
+    styles = [_two_region_image(), _two_region_image(left=(0.1, 0.9, 0.1), right=(0.9, 0.9, 0.1))]
+    events = list(pipe.run(content, styles, SMALL))  # the fake engine resolves "auto" to the paper's argmax
+    matched = next(e for e in events if isinstance(e, pl.Matched))
+    assert {m.style_image for m in matched.matches} == {0}
+    note = ("style 2 (style 2) was not used: no content region matched it best under the paper's argmax assignment; "
+            "choose the balanced assignment or reassign a region to it")
+    assert matched.notes == (note,) and note in events[-1].result.notes
+    balanced = dataclasses.replace(SMALL, matching=dataclasses.replace(SMALL.matching, assignment="balanced"))
+    events = list(pipe.run(content, styles, balanced))
+    assert {m.style_image for m in events[-1].result.matches} == {0, 1} and events[-1].result.notes == ()
