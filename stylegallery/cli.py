@@ -26,7 +26,8 @@ from stylegallery.request import ASPECTS, ASSIGNMENTS, DEVICES, DTYPES, KnobErro
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-OUTPUT_FLAGS = {"output": "-o", "mask": "--mask-out", "figure": "--figure-out", "matches": "--matches-out"}
+OUTPUT_FLAGS = {"output": "-o", "mask": "--mask-out", "flat_mask": "--flat-mask-out", "figure": "--figure-out",
+                "matches": "--matches-out"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -80,9 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--override", action="append", default=[], metavar="R:S:SR", type=parse_override,
                      help="paint content region R like region SR of style S, numbered from 1 as on the page and in "
                           "the figures (e.g. 2:1:3); repeatable")
-    run.add_argument("--mask-out", metavar="PNG", help="write the content region map as a colour PNG")
+    run.add_argument("--mask-out", metavar="PNG",
+                     help="write the labelled region map at the result's size: the photo under the regions' colours, "
+                          "their numbers and a legend")
+    run.add_argument("--flat-mask-out", metavar="PNG", help="write the region map as flat colours (one per region)")
     run.add_argument("--matches-out", metavar="JSON", help="write the region matches as JSON")
-    run.add_argument("--figure-out", metavar="PNG", help="write a talk-ready panel")
+    run.add_argument("--figure-out", metavar="PNG", help="write a talk panel: a slide (1920x1080, or 1440x1080 with "
+                                                        "--figure-aspect 4:3)")
+    run.add_argument("--figure-aspect", choices=("16:9", "4:3"), default="16:9", help="the talk panel's shape")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     bench = sub.add_parser("bench", help="print speed and memory figures of the pipeline",
@@ -257,11 +263,16 @@ def _run(args: argparse.Namespace) -> int:
     # 3. Render everything in memory, then write all files or none (a failure leaves the user's files as they were)
     out_image = result.to_pil()
     rendered: list[tuple[Path, bytes]] = [(outputs["output"], _encode(out_image, outputs["output"]))]
-    if "mask" in outputs:
+    regions_title = ENGINES[result.engine].regions_title if result.engine in ENGINES else "Regions"
+    if "mask" in outputs:  # the photo (at the result's size) under its regions, numbered, with a legend
+        photo = images.resize(images.to_uint8(result.content_image), out_image.height, out_image.width)
+        rendered.append((outputs["mask"], _encode(viz.region_overlay(photo, result.content_labels), outputs["mask"])))
+    if "flat_mask" in outputs:
         color = viz.labels_to_color(viz.upsample_labels(result.content_labels, out_image.height, out_image.width))
-        rendered.append((outputs["mask"], _encode(images.to_pil(color), outputs["mask"])))
+        rendered.append((outputs["flat_mask"], _encode(images.to_pil(color), outputs["flat_mask"])))
     if "figure" in outputs:
-        rendered.append((outputs["figure"], _encode(viz.panel(result), outputs["figure"])))
+        rendered.append((outputs["figure"], _encode(viz.panel(result, args.figure_aspect, region_title=regions_title),
+                                                    outputs["figure"])))
     if "matches" in outputs:
         rendered.append((outputs["matches"], (json.dumps(result.matches_json(), indent=2) + "\n").encode()))
     images.write_files_atomic([(path, lambda handle, data=data: handle.write(data)) for path, data in rendered])
@@ -271,7 +282,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> dict[str, Path]:
     outputs = {"output": Path(args.output)}
-    for key, value in (("mask", args.mask_out), ("figure", args.figure_out), ("matches", args.matches_out)):
+    for key, value in (("mask", args.mask_out), ("flat_mask", args.flat_mask_out), ("figure", args.figure_out),
+                       ("matches", args.matches_out)):
         if value:
             outputs[key] = Path(value)
     for key, path in outputs.items():

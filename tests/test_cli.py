@@ -177,14 +177,21 @@ def test_classic_end_to_end_writes_every_output(files, tmp_path, capsys) -> None
     code, err = _run(["run", str(files["content"]), str(files["style1"]), str(files["style2"]),
                       "-o", str(out_dir / "result.png"), "--engine", "classic", "--size", "128",
                       "--mask-out", str(out_dir / "mask.png"), "--matches-out", str(out_dir / "matches.json"),
-                      "--figure-out", str(out_dir / "panel.png"), "--seed", "3"], capsys)
+                      "--figure-out", str(out_dir / "panel.png"), "--seed", "3", "--flat-mask-out",
+                      str(out_dir / "flat.png")], capsys)
     assert code == 0, err
     assert "engine: classic" in err and "stage 1" in err and "stage 2" in err
     result = Image.open(out_dir / "result.png")
     assert result.size == (128, 88)  # 120x80 content at long side 128, multiples of 8: aspect kept
-    mask = Image.open(out_dir / "mask.png")
-    assert mask.size == result.size and mask.mode == "RGB"
+    mask = Image.open(out_dir / "mask.png")  # the labelled map: the photo under the regions, a legend below
+    assert mask.width == result.width and mask.height > result.height and mask.mode == "RGB"
+    photo = np.asarray(Image.open(files["content"]).convert("RGB").resize(result.size)).astype(float)
+    tinted = np.asarray(mask.convert("RGB"))[: result.height].astype(float)
+    assert np.corrcoef(photo.mean(-1).ravel(), tinted.mean(-1).ravel())[0, 1] > 0.3  # the photo shows through
     doc = json.loads((out_dir / "matches.json").read_text())
+    flat = np.asarray(Image.open(out_dir / "flat.png").convert("RGB"))
+    assert flat.shape[:2] == (result.height, result.width)
+    assert len(np.unique(flat.reshape(-1, 3), axis=0)) == doc["content_regions"]  # one flat colour per region
     assert doc["engine"] == "classic" and doc["content_regions"] >= 1
     assert len(doc["matches"]) == doc["content_regions"]
     for m in doc["matches"]:
@@ -193,8 +200,8 @@ def test_classic_end_to_end_writes_every_output(files, tmp_path, capsys) -> None
         assert set(m["terms"]) == {"statistical", "semantic", "positional"}
         assert isinstance(m["score"], float)
     assert set(doc["timings"]) >= {"analyze", "segment", "match", "transfer", "total"}
-    assert Image.open(out_dir / "panel.png").width > result.width
-    assert sorted(os.listdir(out_dir)) == ["mask.png", "matches.json", "panel.png", "result.png"]
+    assert Image.open(out_dir / "panel.png").size == (1920, 1080)
+    assert sorted(os.listdir(out_dir)) == ["flat.png", "mask.png", "matches.json", "panel.png", "result.png"]
 
 
 def test_aspect_square_gives_the_official_square_working_size(files, tmp_path, capsys) -> None:
@@ -202,7 +209,7 @@ def test_aspect_square_gives_the_official_square_working_size(files, tmp_path, c
     assert _plan([]).settings.image.aspect == "keep"
     out_dir = tmp_path / "out"
     code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out_dir / "result.png"),
-                      "--engine", "classic", "--size", "64", "--aspect", "square", "--mask-out",
+                      "--engine", "classic", "--size", "64", "--aspect", "square", "--flat-mask-out",
                       str(out_dir / "mask.png")], capsys)
     assert code == 0, err
     assert Image.open(out_dir / "result.png").size == Image.open(out_dir / "mask.png").size == (64, 64)

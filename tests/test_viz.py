@@ -79,38 +79,45 @@ def _overlap(a: tuple, b: tuple) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+@pytest.mark.parametrize("aspect", ["16:9", "4:3"])
 @pytest.mark.parametrize(("h", "w", "k", "n_styles"), [(680, 1024, 3, 2), (168, 256, 10, 5), (256, 168, 1, 1),
-                                                       (1024, 1024, 8, 3)])
-def test_panel_shows_the_result_at_its_working_size(h: int, w: int, k: int, n_styles: int) -> None:
+                                                       (1024, 1024, 16, 5), (2048, 1360, 4, 3)])
+def test_the_talk_panel_is_a_slide_with_text_of_20_px_or_more(aspect, h: int, w: int, k: int, n_styles: int) -> None:
     result = _result(h, w, k, n_styles)
-    panel, layout = viz._panel_layout(result)
-    assert panel.height >= h and panel.width > 3 * w
-    box = next(part["image"] for part in layout if part["title"].startswith("Result"))
-    assert (box[2] - box[0], box[3] - box[1]) == (w, h)  # pasted, not rescaled
-    assert np.array_equal(np.asarray(panel.crop(box)), viz.images_to_pil(result.image))
-    assert np.array_equal(np.asarray(panel), np.asarray(viz.panel(result)))
-
-
-@pytest.mark.parametrize(("h", "w", "k", "n_styles"), [(680, 1024, 3, 2), (168, 256, 10, 5), (64, 64, 2, 1)])
-def test_panel_captions_fit_their_columns_and_overlap_nothing(h: int, w: int, k: int, n_styles: int) -> None:
-    _, layout = viz._panel_layout(_result(h, w, k, n_styles))
-    assert [p["title"] for p in layout] == ["Content", "Semantic regions", "Style images", "Region matches",
-                                            "Result (classic engine)"]
-    for i, part in enumerate(layout):
-        text, column = part["text"], part["column"]
-        assert column[0] <= text[0] and text[2] <= column[2], part  # inside its own column
-        assert not _overlap(text, part["image"]), part
+    names = ["The Starry Night", "The Great Wave off Kanagawa", "Udnie (Young American Girl, The Dance)", "", "x"]
+    panel, layout = viz._panel_layout(result, aspect, names[:n_styles], "Colour and texture regions")
+    assert panel.size == viz.SLIDES[aspect] == ((1920, 1080) if aspect == "16:9" else (1440, 1080))
+    texts, pictures = [p for p in layout if "text" in p], [p for p in layout if "picture" in p]
+    assert min(t["px"] for t in texts) >= viz.MIN_TEXT_PX == 20
+    for i, part in enumerate(layout):  # everything on the slide, nothing on top of anything else
+        x0, y0, x1, y1 = part["box"]
+        assert 0 <= x0 and 0 <= y0 and x1 <= panel.width and y1 <= panel.height, part
         for other in layout[i + 1:]:
-            assert not _overlap(text, other["text"]) and not _overlap(column, other["column"]), (part, other)
+            assert not _overlap(part["box"], other["box"]), (part, other)
+    shown = " ".join(t["text"] for t in texts)
+    assert "Colour and texture regions" in shown and "Result (classic engine)" in shown and f"{w} x {h} px" in shown
+    assert "1. The Starry Night" in shown  # styles by name in the grid...
+    # ...and in the matches (two columns of matches shorten them: "R1 → The Starry… · 1 (you)")
+    assert "R1 \u2192 The Starry Night \u00b7 region 1 (you)" in shown or ("R1 \u2192 The" in shown and k > 8)
+    assert sum(t["text"].startswith("R") and "\u2192" in t["text"] for t in texts) + sum(
+        "more" in t["text"] for t in texts) >= min(k, 1)
+    # the result is the largest picture on the slide
+    areas = sorted(((p["box"][2] - p["box"][0]) * (p["box"][3] - p["box"][1]), i) for i, p in enumerate(pictures))
+    assert pictures[areas[-1][1]]["picture"][0] / pictures[areas[-1][1]]["picture"][1] == pytest.approx(w / h, 0.02)
 
 
-def test_panel_draws_the_content_regions_once() -> None:
-    result = _result(96, 144, 3, 2)
-    _, layout = viz._panel_layout(result)
-    matches = next(p["image"] for p in layout if p["title"] == "Region matches")
-    figure = viz.match_figure(result.content_image, result.content_labels, result.style_images, result.style_labels,
-                              result.matches)
-    assert matches[2] - matches[0] < figure.width - 144  # the match rows, without the content picture again
+def test_every_match_is_listed_or_counted() -> None:
+    _, layout = viz._panel_layout(_result(168, 256, 16, 5))
+    lines = [p["text"] for p in layout if "text" in p and "\u2192" in p["text"]]
+    more = [p["text"] for p in layout if "text" in p and p["text"].startswith("+")]
+    assert len(lines) + sum(int(t[1:].split()[0]) for t in more) == 16
+
+
+def test_style_regions_have_a_palette_of_their_own() -> None:
+    content, style = viz.region_colors(8, "content"), viz.region_colors(8, "style")
+    assert not ({tuple(c) for c in content} & {tuple(c) for c in style})
+    assert viz.style_name(0, ["The Starry Night"]) == "The Starry Night" and viz.style_name(1, ["a"]) == "Style 2"
+    assert viz.style_name(0, ["x" * 50], limit=10) == "x" * 9 + "\u2026"
 
 
 def test_match_figure_scales_with_the_working_size() -> None:

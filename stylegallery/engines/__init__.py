@@ -17,6 +17,7 @@ class EngineSpec:
 
     target: str  # "module:Class" of its Engine, imported on first use (the CPU engines never import torch)
     summary: str  # one line for the page and --help
+    regions_title: str  # what its stage-1 regions are, as pictures and the page title them
     settings: str  # the Settings field holding its settings ("classic" -> Settings.classic)
     # generic knob -> field of the engine's settings; a knob missing here does not apply to this engine
     knobs: Mapping[str, str] = field(default_factory=dict)
@@ -32,6 +33,7 @@ ENGINES: dict[str, EngineSpec] = {
     "diffusion": EngineSpec(
         target="stylegallery.engines.diffusion:DiffusionEngine",
         summary="the paper's method on Stable Diffusion 1.5 + DINOv2 + depth (needs a GPU and model weights)",
+        regions_title="Semantic regions (diffusion features)",
         settings="diffusion",
         knobs={"steps": "steps", "content_weight": "content_weight", "sd_model": "sd_model",
                "dino_model": "dino_model", "depth_model": "depth_model", "lora": "lora", "device": "device",
@@ -44,6 +46,7 @@ ENGINES: dict[str, EngineSpec] = {
     "classic": EngineSpec(
         target="stylegallery.engines.classic:ClassicEngine",
         summary="weight-free: hand-made features and region-restricted texture synthesis on the CPU",
+        regions_title="Colour and texture regions",
         settings="classic",
         knobs={"steps": "iterations", "content_weight": "content_weight", "face_boost": "face_boost"},
         steps_means="iterations per patch size",
