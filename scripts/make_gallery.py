@@ -1,13 +1,16 @@
-"""Build the curated gallery: content photos shipped with scikit-image and procedural style artworks.
+"""Build the curated gallery: public-domain masterpieces and Kodak photos, scikit-image's photos, and the
+project's own procedural style artworks.
 
-    python scripts/make_gallery.py [--out gallery]
+    python scripts/make_gallery.py [--out gallery] [--dev ../shared/gallery-dev]
 
-Writes <out>/content/*.jpg, <out>/style/*.png, <out>/thumbs/{content,style}/*.jpg and <out>/manifest.json.
-Deterministic: every artwork is drawn from its own fixed seed, and the photos load from the scikit-image
-wheel (no network). Re-running rewrites the same files.
+Writes <out>/content/*.jpg, <out>/style/*.{jpg,png}, <out>/thumbs/{content,style}/*.jpg and <out>/manifest.json.
+Deterministic: every artwork is drawn from its own fixed seed, the photos load from the scikit-image wheel (no
+network), and the masterpieces and Kodak photos are copied (as JPEG) from the dev gallery (`--dev`), whose
+SOURCES.md says why each may be shipped. Re-running rewrites the same files.
 
-Every style image is made here from numpy/OpenCV drawing code, so it is CC0; the colourised textures
-start from scikit-image's CC0 texture photos.
+Groups (the page shows them in this order): "Masterpieces" (public-domain paintings: title, artist, date) and
+"Rendered styles" (made here from numpy/OpenCV drawing code, CC0; the colourised textures start from scikit-image's
+CC0 texture photos); "Kodak photos" and "Photos" (scikit-image) for the contents.
 """
 
 from __future__ import annotations
@@ -678,6 +681,49 @@ TEXTURES: dict[str, tuple[str, str, list[str], int, str]] = {
 }
 
 
+# id -> (file in the dev gallery's style/, title, artist, date, why it is public domain)
+MASTERPIECES: dict[str, tuple[str, str, str, str, str]] = {
+    "starry-night": ("vangogh_starry_night.jpg", "The Starry Night", "Vincent van Gogh", "1889",
+                     "van Gogh died in 1890"),
+    "great-wave": ("hokusai_great_wave.png", "The Great Wave off Kanagawa", "Katsushika Hokusai", "c. 1831",
+                   "Hokusai died in 1849"),
+    "the-scream": ("munch_the_scream.jpg", "The Scream", "Edvard Munch", "1893",
+                   "Munch died in 1944; published before 1931"),
+    "mona-lisa": ("leonardo_mona_lisa.png", "Mona Lisa (square crop)", "Leonardo da Vinci", "c. 1503-1519",
+                  "Leonardo died in 1519"),
+    "udnie": ("picabia_udnie.png", "Udnie", "Francis Picabia", "1913", "published 1913; Picabia died in 1953"),
+    "regatta": ("monet_regatta_at_sainte_adresse.png", "Regatta at Sainte-Adresse", "Claude Monet", "1867",
+                "Monet died in 1926"),
+    "sunflowers": ("monet_bouquet_of_sunflowers.png", "Bouquet of Sunflowers", "Claude Monet", "1881",
+                   "Monet died in 1926"),
+    "minotaur": ("turner_shipwreck_of_the_minotaur.jpg", "The Shipwreck of the Minotaur", "J. M. W. Turner",
+                 "c. 1810", "Turner died in 1851"),
+    "martyrs": ("gerome_christian_martyrs_last_prayer.png", "The Christian Martyrs' Last Prayer", "Jean-Léon Gérôme",
+                "1863-1883", "Gérôme died in 1904"),
+    "picasso-portrait": ("gris_portrait_of_picasso.png", "Portrait of Pablo Picasso", "Juan Gris", "1912",
+                         "Gris died in 1927"),
+}
+PAINTING_SOURCE = ("a faithful photograph of a two-dimensional public-domain artwork (no new copyright: Bridgeman v. "
+                   "Corel; Wikimedia Commons treats such reproductions the same way), long side 512 px")
+
+# id -> (file in the dev gallery's content/, title)
+KODAK: dict[str, tuple[str, str]] = {
+    "lighthouse-rocks": ("kodim21.png", "Lighthouse on the rocks"),
+    "beach-walk": ("kodim12.png", "A walk on the beach"),
+    "painted-house": ("kodim24.png", "Painted house in the hills"),
+    "window-hibiscus": ("kodim07.png", "Window with hibiscus"),
+    "harbour-boat": ("kodim11.png", "Boat at the pier"),
+    "sailboat": ("kodim06.png", "Sailboat at sea"),
+    "regatta-sails": ("kodim10.png", "Racing sails"),
+    "palm-island": ("kodim16.png", "Palm island"),
+    "statue": ("kodim17.png", "Statue with a golden globe"),
+    "woman-garden": ("kodim18.png", "Woman in a garden"),
+    "white-lighthouse": ("kodim19.png", "White lighthouse and fence"),
+    "red-door": ("kodim02.png", "Red door"),
+}
+KODAK_LICENCE = "Kodak Lossless True Color Image Suite, unrestricted use"
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing files
 # ----------------------------------------------------------------------------------------------
@@ -704,39 +750,61 @@ def _write(out: Path, kind: str, item_id: str, img: Image.Image, fmt: str) -> di
             "width": img.width, "height": img.height}
 
 
-def build(out: Path, only: set[str] | None = None) -> list[dict[str, object]]:
+def build(out: Path, only: set[str] | None = None, dev: Path | None = None) -> list[dict[str, object]]:
     """Render every image into `out` and return the manifest entries (written by `main`)."""
     entries: list[dict[str, object]] = []
+    for item_id, (file, title, artist, date, why) in MASTERPIECES.items():
+        if (only and item_id not in only) or dev is None:
+            continue
+        img = Image.open(dev / "style" / file).convert("RGB")
+        entry = _write(out, "style", item_id, img, "jpg")
+        entries.append({**entry, "title": title, "artist": artist, "date": date, "group": "Masterpieces",
+                        "source": f"{artist}, {title}, {date}: {PAINTING_SOURCE}",
+                        "licence": f"Public domain ({why})"})
+    for item_id, (file, title) in KODAK.items():
+        if (only and item_id not in only) or dev is None:
+            continue
+        img = Image.open(dev / "content" / file).convert("RGB")
+        entry = _write(out, "content", item_id, img, "jpg")
+        entries.append({**entry, "title": title, "group": "Kodak photos",
+                        "source": f"Kodak Lossless True Color Image Suite, {file.split('.')[0]}",
+                        "licence": KODAK_LICENCE})
     for item_id, (title, load, source, licence) in CONTENTS.items():
         if only and item_id not in only:
             continue
         img = _fit(Image.fromarray(load()).convert("RGB"), CONTENT_LONG_SIDE)
         entry = _write(out, "content", item_id, img, "jpg")
-        entries.append({**entry, "title": title, "source": source, "licence": licence})
+        entries.append({**entry, "title": title, "source": source, "licence": licence, "group": "Photos"})
     for item_id, (title, painter, seed) in STYLES.items():
         if only and item_id not in only:
             continue
         img = Image.fromarray(painter(np.random.default_rng(seed), STYLE_SIZE))
         entry = _write(out, "style", item_id, img, "png")
         source = f"Procedural artwork by StyleGallery: scripts/make_gallery.py {painter.__name__}(seed={seed})"
-        entries.append({**entry, "title": title, "source": source, "licence": GENERATED_LICENCE})
+        entries.append({**entry, "title": title, "source": source, "licence": GENERATED_LICENCE,
+                        "group": "Rendered styles"})
     for item_id, (title, texture, colours, seed, source) in TEXTURES.items():
         if only and item_id not in only:
             continue
         gray = _skimage(texture)()
         img = Image.fromarray(colourised_texture(gray, colours, np.random.default_rng(seed), STYLE_SIZE))
         entry = _write(out, "style", item_id, img, "png")
-        entries.append({**entry, "title": title, "source": source, "licence": "CC0 (texture via scikit-image)"})
-    return [{k: e[k] for k in ("id", "kind", "file", "thumb", "title", "source", "licence", "width", "height")}
-            for e in entries]
+        entries.append({**entry, "title": title, "source": source, "licence": "CC0 (texture via scikit-image)",
+                        "group": "Rendered styles"})
+    keys = ("id", "kind", "file", "thumb", "title", "artist", "date", "group", "source", "licence", "width", "height")
+    return [{k: e[k] for k in keys if k in e} for e in entries]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "gallery")
     parser.add_argument("--only", nargs="*", help="render only these ids (for iterating; skips the manifest)")
+    parser.add_argument("--dev", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "gallery-dev",
+                        help="the dev gallery holding the masterpieces and Kodak photos (see its SOURCES.md)")
     args = parser.parse_args(argv)
-    entries = build(args.out, set(args.only) if args.only else None)
+    if not (args.dev / "style").is_dir():
+        parser.error(f"--dev {args.dev} has no style/ folder: give the dev gallery (../shared/gallery-dev)")
+    entries = build(args.out, set(args.only) if args.only else None, args.dev)
     if args.only:
         print(f"rendered {len(entries)} images into {args.out} (manifest untouched)")
         return

@@ -3,10 +3,11 @@
 A gallery folder either holds `manifest.json` (written by scripts/make_gallery.py)::
 
     {"version": 1, "items": [{"id", "kind": "content"|"style", "file", "thumb", "title", "source",
-                              "licence", "width", "height"}, ...]}
+                              "licence", "width", "height", optional "artist", "date", "group"}, ...]}
 
-with `file`/`thumb` relative to the folder, or simply `content/` and `style/` subfolders of images
-(titles come from the file names). Extra folders come from the environment variable
+with `file`/`thumb` relative to the folder (`group` names the row of thumbnails an item is shown in, e.g.
+"Masterpieces" or "Rendered styles"; items without one form a group of their own), or simply `content/` and
+`style/` subfolders of images (titles come from the file names). Extra folders come from the environment variable
 STYLEGALLERY_EXTRA_GALLERY (os.pathsep-separated) or the app's `--gallery DIR` flag.
 """
 
@@ -24,6 +25,7 @@ Kind = Literal["content", "style"]
 
 KINDS: tuple[str, ...] = ("content", "style")
 FIELDS: tuple[str, ...] = ("id", "kind", "file", "thumb", "title", "source", "licence", "width", "height")
+OPTIONAL_FIELDS: tuple[str, ...] = ("artist", "date", "group")
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 EXTRA_ENV = "STYLEGALLERY_EXTRA_GALLERY"
 DEFAULT_GALLERY = Path(__file__).resolve().parent.parent / "gallery"
@@ -48,6 +50,14 @@ class GalleryItem:
     width: int
     height: int
     folder: Path  # the gallery folder the item comes from
+    artist: str = ""  # the painter, for artworks
+    date: str = ""  # when it was made ("1889", "c. 1831")
+    group: str = ""  # the row of thumbnails it is shown in ("Masterpieces", "Rendered styles", ...)
+
+    @property
+    def caption(self) -> str:
+        """Title, artist and date, as the page captions the thumbnail: "The Starry Night, Vincent van Gogh, 1889"."""
+        return ", ".join(part for part in (self.title, self.artist, self.date) if part)
 
 
 def load_folder(folder: str | Path) -> list[GalleryItem]:
@@ -101,6 +111,14 @@ def by_kind(items: Sequence[GalleryItem], kind: Kind) -> list[GalleryItem]:
     return [item for item in items if item.kind == kind]
 
 
+def groups(items: Sequence[GalleryItem]) -> list[tuple[str, list[GalleryItem]]]:
+    """The items by group, groups in order of first appearance (an item without a group joins "More")."""
+    out: dict[str, list[GalleryItem]] = {}
+    for item in items:
+        out.setdefault(item.group or "More", []).append(item)
+    return list(out.items())
+
+
 # ----------------------------------------------------------------------------------------------
 
 def _load_manifest(root: Path) -> list[GalleryItem]:
@@ -130,6 +148,13 @@ def _parse_entry(root: Path, where: Path, index: int, entry: Any) -> GalleryItem
     for name in ("id", "file", "thumb", "title", "source", "licence"):
         if not isinstance(entry[name], str) or not entry[name].strip():
             raise ManifestError(f"{label}: {name}={entry[name]!r} must be a non-empty string")
+    for name in OPTIONAL_FIELDS:
+        if name in entry and not isinstance(entry[name], str):
+            raise ManifestError(f"{label}: {name}={entry[name]!r} must be a string")
+    unknown = sorted(set(entry) - set(FIELDS) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise ManifestError(f"{label}: unknown field(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(FIELDS + OPTIONAL_FIELDS)}")
     if entry["kind"] not in KINDS:
         raise ManifestError(f"{label}: kind={entry['kind']!r} is invalid: expected 'content' or 'style'")
     for name in ("width", "height"):
@@ -140,6 +165,7 @@ def _parse_entry(root: Path, where: Path, index: int, entry: Any) -> GalleryItem
         id=entry["id"], kind=entry["kind"], path=_inside(root, entry["file"], label),
         thumb=_inside(root, entry["thumb"], label), title=entry["title"], source=entry["source"],
         licence=entry["licence"], width=entry["width"], height=entry["height"], folder=root,
+        **{name: entry[name].strip() for name in OPTIONAL_FIELDS if name in entry},
     )
 
 

@@ -14,10 +14,12 @@ from stylegallery.gallery import (
     DEFAULT_GALLERY,
     EXTRA_ENV,
     FIELDS,
+    OPTIONAL_FIELDS,
     ManifestError,
     by_kind,
     extra_folders,
     folders_of,
+    groups,
     load_folder,
     load_gallery,
 )
@@ -52,7 +54,7 @@ def _entry(**changes: object) -> dict:
 
 def test_shipped_manifest_has_every_field_and_unique_ids():
     entries = _entries()
-    assert all(set(e) == set(FIELDS) for e in entries)
+    assert all(set(FIELDS) <= set(e) <= set(FIELDS) | set(OPTIONAL_FIELDS) for e in entries)
     ids = [e["id"] for e in entries]
     assert len(ids) == len(set(ids))
     assert {e["kind"] for e in entries} == {"content", "style"}
@@ -84,7 +86,7 @@ def test_shipped_entry_opens_at_its_stated_size(entry):
 
 def test_shipped_gallery_stays_small():
     total = sum(f.stat().st_size for f in DEFAULT_GALLERY.rglob("*") if f.is_file())
-    assert total < 6_500_000
+    assert total < 8_000_000  # 39 images (10 masterpieces and 12 Kodak photos as JPEG at 512 px) and thumbnails
 
 
 def test_shipped_styles_differ_from_each_other():
@@ -199,3 +201,32 @@ def test_unreadable_image_in_drop_in_folder_is_refused(tmp_path):
     (tmp_path / "d" / "style" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ManifestError, match="broken.png is not a readable image"):
         load_folder(tmp_path / "d")
+
+
+def test_shipped_masterpieces_are_credited_and_come_first():
+    items = load_gallery([])
+    styles = by_kind(items, "style")
+    masterpieces = [i for i in styles if i.group == "Masterpieces"]
+    assert len(masterpieces) == 10 and styles[: len(masterpieces)] == masterpieces
+    for item in masterpieces:  # title, artist, date and why it is public domain
+        assert item.artist and item.date and item.licence.startswith("Public domain (")
+        assert item.caption == f"{item.title}, {item.artist}, {item.date}"
+    starry = next(i for i in masterpieces if i.id == "starry-night")
+    assert (starry.title, starry.artist, starry.date) == ("The Starry Night", "Vincent van Gogh", "1889")
+    assert any(i.group == "Rendered styles" for i in styles)  # the project's own styles stay, as a second group
+    kodak = [i for i in by_kind(items, "content") if i.group == "Kodak photos"]
+    assert len(kodak) == 12 and all("Kodak" in i.licence and "unrestricted" in i.licence for i in kodak)
+    assert [name for name, _ in groups(styles)] == ["Masterpieces", "Rendered styles"]
+
+
+def test_thumbnails_are_small():
+    for item in load_gallery([]):
+        with Image.open(item.thumb) as thumb:
+            assert max(thumb.size) <= 256 and item.thumb.stat().st_size < 60_000, item.id
+
+
+def test_optional_fields_must_be_strings_and_unknown_fields_are_refused(tmp_path):
+    with pytest.raises(ManifestError, match="artist=3 must be a string"):
+        load_folder(_manifest_folder(tmp_path, [_entry(artist=3)]))
+    with pytest.raises(ManifestError, match="unknown field"):
+        load_folder(_manifest_folder(tmp_path / "b", [_entry(painter="x")]))
