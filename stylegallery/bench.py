@@ -76,12 +76,13 @@ def rss_bytes() -> int:
 
 
 def bench_images(content: str | None, styles: Sequence[str] | None, n_max: int) -> tuple[object, list[object]]:
-    """The content and up to `n_max` style images: given paths, else the shipped gallery, else scikit-image data."""
+    """The content and up to `n_max` style images: given paths, else the shipped gallery's astronaut and rendered
+    styles, else scikit-image data."""
     repo = Path(__file__).resolve().parents[1]
-    if content is None:
-        gallery = sorted((repo / "gallery" / "content").glob("*"))
-        if gallery:
-            content = str(gallery[0])
+    if content is None:  # the astronaut (512x512): the figures in the README are of it
+        astronaut = repo / "gallery" / "content" / "astronaut.jpg"
+        if astronaut.is_file():
+            content = str(astronaut)
     if not styles:
         styles = [str(p) for p in sorted((repo / "gallery" / "style").glob("*.png"))]
     content_image: object = content
