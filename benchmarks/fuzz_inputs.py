@@ -1,9 +1,11 @@
-"""Mutation fuzz of the image loader: N mutated PNG/JPEG/WebP/GIF/TIFF/BMP files through `images.load`.
+"""Mutation fuzz of the image loader: N mutated image files of every format Pillow writes here through `images.load`.
 
     python benchmarks/fuzz_inputs.py --cases 2000 [--seed 0] [--save-escapes DIR]
 
-Each case takes a valid seed file (several modes per format: RGB, RGBA, palette with transparency, 16-bit,
-CMYK, progressive, animated, multi-page, EXIF orientation) and applies 1-8 random mutations (bit flips,
+Each case takes a valid seed file (several modes per format the loader opens: RGB, RGBA, palette with transparency,
+16-bit, CMYK, progressive, animated, multi-page, EXIF orientation; and one file of each other format Pillow writes
+here, ICO, DDS, BLP, SPIDER, EPS and the rest, which the loader must refuse whatever their name) and applies 1-8
+random mutations (bit flips,
 truncation, inserted or deleted bytes, another format's header, a header field set to a huge value, a
 duplicated block). Every case must end in an image or a clear `InputError` (one line, under 400
 characters); anything else escaping `load` is counted and shown. Prints the count of cases, results,
@@ -66,7 +68,22 @@ def seed_files() -> dict[str, list[bytes]]:
         "TIFF": [_encode(rgb, "TIFF"), _encode(rgb, "TIFF", compression="tiff_lzw"), _encode(grey16, "TIFF"),
                  _encode(rgb, "TIFF", save_all=True, append_images=[rgba])],
         "BMP": [_encode(rgb, "BMP"), _encode(palette, "BMP")],
+        **other_formats(rgb),
     }
+
+
+def other_formats(rgb: Image.Image) -> dict[str, list[bytes]]:
+    """One file of each format Pillow can write here and the loader does not open (the allow-list refuses them)."""
+    out = {}
+    for fmt, image in (("ICO", rgb), ("DDS", rgb.convert("RGBA")), ("BLP", rgb.convert("P")),
+                       ("SPIDER", rgb.convert("F")), ("PCX", rgb), ("TGA", rgb), ("PPM", rgb), ("SGI", rgb),
+                       ("IM", rgb), ("EPS", rgb), ("ICNS", rgb.resize((64, 64))), ("JPEG2000", rgb), ("QOI", rgb),
+                       ("XBM", rgb.convert("1")), ("MSP", rgb.convert("1"))):
+        try:
+            out[fmt] = [_encode(image, fmt)]
+        except (OSError, KeyError, ValueError):  # a writer this Pillow lacks
+            continue
+    return out
 
 
 def mutate(data: bytes, rng: random.Random, seeds: dict[str, list[bytes]]) -> bytes:
@@ -156,12 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
 
     kinds = ["result", "clear error", "unclear error", "bad result", "escaped", "hung"]
-    print(f"{'format':<6} {'cases':>6} " + " ".join(f"{k:>13}" for k in kinds))
+    print(f"{'format':<8} {'cases':>6} " + " ".join(f"{k:>13}" for k in kinds))
     total: collections.Counter[str] = collections.Counter()
     for fmt in seeds:
         total.update(tally[fmt])
-        print(f"{fmt:<6} {sum(tally[fmt].values()):>6} " + " ".join(f"{tally[fmt][k]:>13}" for k in kinds))
-    print(f"{'all':<6} {sum(total.values()):>6} " + " ".join(f"{total[k]:>13}" for k in kinds))
+        print(f"{fmt:<8} {sum(tally[fmt].values()):>6} " + " ".join(f"{tally[fmt][k]:>13}" for k in kinds))
+    print(f"{'all':<8} {sum(total.values()):>6} " + " ".join(f"{total[k]:>13}" for k in kinds))
     print("# most common clear errors: " + "; ".join(f"{n} x '{e}...'" for e, n in errors.most_common(6)))
     for line in problems[:20]:
         print(f"PROBLEM {line}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import struct
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,12 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
 # A truncated file must fail loudly, never load half an image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# The only formats the loader opens (Pillow opens 40-odd: some decode whole frames when opened, as ICO does, or
+# hand the file to another program, as EPS does to Ghostscript). Anything else, renamed or not, is refused before
+# Pillow's plugin for it runs; the size is checked from the header before any pixel is decoded.
+FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")
+FORMATS_WORDS = "PNG, JPEG, WebP, GIF, TIFF or BMP"
 
 
 def load(src: ImageSource, settings: ImageSettings | None = None, *, name: str = "image") -> np.ndarray:
@@ -265,7 +270,7 @@ def _open(src: ImageSource, settings: ImageSettings, name: str) -> Image.Image:
             # Pillow's bomb check warns at half the limit and raises at the full one: make both an error.
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data" and the like: noise, not errors
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(handle)  # type: ignore[arg-type]
+            image = Image.open(handle, formats=FORMATS)  # type: ignore[arg-type]
             if image.width * image.height > settings.max_input_pixels:
                 raise InputError(
                     f"{label} is {image.width}x{image.height} px: above the limit of {settings.max_input_pixels:,} "
@@ -277,17 +282,20 @@ def _open(src: ImageSource, settings: ImageSettings, name: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{label} is too large to decode safely (decompression bomb); downscale it") from None
     except UnidentifiedImageError:
-        raise InputError(f"{label} is not an image Pillow can read; use PNG, JPEG, WebP, GIF, TIFF or BMP") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, MemoryError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{label} is not an image in a supported format ({FORMATS_WORDS}); convert it to one of "
+                         "those") from None
+    except MemoryError:
+        raise InputError(f"{label} needs more memory to decode than this machine has; downscale it") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder's error on a hostile file is the file's fault, said in one line
+        detail = " ".join(str(exc).split())[:120] if str(exc) else type(exc).__name__
         raise InputError(f"{label} is damaged or truncated ({detail}); re-export or re-download it") from None
     return image
 
 
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
+    # An animated or multi-page file is read at its first frame, the one `_open` loaded (asking for `n_frames`
+    # would walk every frame of a GIF first).
     try:
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)  # animated: the first frame
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             image = ImageOps.exif_transpose(image) or image

@@ -198,3 +198,62 @@ def test_cli_refuses_an_output_path_through_a_file(tmp_path, capsys) -> None:
     code = cli.main(["run", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(blocker / "out.png")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "does not exist" in err
+
+
+def _other_formats() -> dict[str, bytes]:
+    """Files of formats Pillow writes here but the loader does not open (each may arrive renamed as .png)."""
+    rgb = Image.new("RGB", (48, 40), (200, 30, 60))
+    out = {}
+    for fmt, image, params in (("ICO", rgb, {}), ("PCX", rgb, {}), ("TGA", rgb, {}), ("PPM", rgb, {}),
+                               ("SGI", rgb, {}), ("IM", rgb, {}), ("DDS", rgb.convert("RGBA"), {}),
+                               ("BLP", rgb.convert("P"), {}), ("SPIDER", rgb.convert("F"), {}),
+                               ("EPS", rgb, {}), ("ICNS", rgb.resize((64, 64)), {})):
+        buffer = io.BytesIO()
+        try:
+            image.save(buffer, format=fmt, **params)
+        except (OSError, KeyError, ValueError):  # a writer this Pillow lacks
+            continue
+        out[fmt] = buffer.getvalue()
+    return out
+
+
+@pytest.mark.parametrize(("fmt", "data"), sorted(_other_formats().items()))
+def test_formats_outside_the_allow_list_are_refused_before_their_plugin_runs(fmt, data, tmp_path) -> None:
+    assert Image.open(io.BytesIO(data)).format  # Pillow itself would open it
+    refused = r"is not an image in a supported format \(PNG, JPEG, WebP, GIF, TIFF or BMP\); convert it"
+    with pytest.raises(InputError, match=refused):
+        images.load(data)
+    renamed = tmp_path / "photo.png"
+    renamed.write_bytes(data)
+    with pytest.raises(InputError, match="is not an image in a supported format"):
+        images.load(renamed)
+
+
+def test_an_ico_wrapping_a_huge_png_is_refused_without_decoding_it() -> None:
+    """Pillow decodes an ICO's frames when it opens one: a 13000x13000 PNG inside cost +607 MB before refusal."""
+    import resource
+
+    side = 13_000
+    row = b"\0" + b"\0" * (3 * side)
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])) \
+        + _png_chunk(b"IDAT", zlib.compressobj(9).compress(row * 64) + b"") + _png_chunk(b"IEND", b"")
+    header = (0).to_bytes(2, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    entry = bytes([0, 0, 0, 0]) + (1).to_bytes(2, "little") + (32).to_bytes(2, "little") \
+        + len(png).to_bytes(4, "little") + (6 + 16).to_bytes(4, "little")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputError, match="is not an image in a supported format"):
+        images.load(header + entry + png)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB: nothing was decoded
+
+
+def test_the_fuzzer_finds_no_escape_over_every_format_it_writes() -> None:
+    """benchmarks/fuzz_inputs.py, bounded: mutated files of the six formats the loader opens and of every other
+    format Pillow writes here (renamed ones included), each an image or one clear line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fuzz_inputs", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "fuzz_inputs.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    assert {"ICO", "DDS", "BLP", "SPIDER", "EPS"} <= set(fuzz.seed_files())
+    assert fuzz.main(["--cases", "3000", "--seed", "7"]) == 0
