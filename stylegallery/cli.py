@@ -125,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the system refuses (too long, no permission, ...): name it, shortened
+        name = str(exc.filename) if exc.filename is not None else ""
+        shown = name if len(name) <= 80 else f"{name[:40]}...{name[-30:]}"
+        what = f"the path {shown!r}" if name else "a file"
+        print(f"error: {what} cannot be used ({exc.strerror or type(exc).__name__}); use a shorter or different path",
+              file=sys.stderr)
+        return 2
     except Cancelled:
         print("error: cancelled", file=sys.stderr)
         return 130

@@ -303,3 +303,19 @@ def test_an_output_that_is_an_input_is_refused(files, tmp_path, capsys, flag, ta
     assert f"{flag} {str(paths[target])!r} is {what}" in err and "would overwrite your input" in err
     assert {p: p.read_bytes() for p in files.values()} == before
     assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("where", ["content", "output", "folder"])
+def test_paths_too_long_for_the_system_exit_2_with_one_line(files, tmp_path, capsys, where) -> None:
+    long, out = "a" * 300, tmp_path / "out"
+    argv = ["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png")]
+    if where == "content":
+        argv[1] = str(tmp_path / f"{long}.png")
+    elif where == "output":
+        argv[4] = str(out / f"{long}.png")
+    else:
+        argv[4] = str(out / long / "o.png")
+    code, err = _run(argv, capsys)
+    _assert_one_line_error(code, err)
+    assert "(File name too long); use a shorter or different path" in err
+    assert os.listdir(out) == []
