@@ -124,7 +124,7 @@ def forget_stale_copies(request: gr.Request) -> None:
     where nothing looks them up again. A run's updates skip the pictures already shown, so each run left ~9 such
     entries and a long session's memory grew by ~0.3 MB per run. Entries under ids that are none of the app's
     components are those copies: they go; the copies in use stay under their components' ids. Nothing happens
-    outside a request (tests/test_app.py checks what a session keeps).
+    outside a request (tests/test_web_compat.py and tests/test_app.py check what a session keeps).
     """
     app = _local_context().blocks.get(None)
     session = getattr(request, "session_hash", None)
