@@ -1,5 +1,5 @@
 """The library never imports the web app's wing: no module under stylegallery/ outside stylegallery/web/ names
-stylegallery.web, and importing every library module loads none of it."""
+stylegallery.web, and importing every library module loads none of it; app.py only wires."""
 
 from __future__ import annotations
 
@@ -40,3 +40,10 @@ def test_importing_every_library_module_loads_no_web_module():
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_app_py_only_wires():
+    """app.py holds constants, the cached pipeline, the handlers, the layout and launch; the rest is in the wing."""
+    source = (REPO / "app.py").read_text()
+    assert len(source.splitlines()) <= 400
+    assert "gradio." not in source.replace("gradio_client", "")  # no reach into gradio's modules: web/compat does

@@ -1,4 +1,5 @@
-"""Hosting the page for strangers: its limits, its per-session files and its server set-up (no widget wiring).
+"""Hosting the page for strangers: its limits, its per-session files and its server set-up (no widget wiring; gradio
+is imported only by the functions that need it).
 
 - `env_int` and `ENV_ERRORS`: whole-number STYLEGALLERY_* settings; bad values are collected so that `python app.py`
   stops with one line before serving.
@@ -32,7 +33,6 @@ from PIL import Image
 from starlette.middleware import Middleware
 
 from stylegallery.config import parse_bytes
-from stylegallery.web import compat
 
 
 ENV_ERRORS: list[str] = []  # bad STYLEGALLERY_* values: `python app.py` stops with them before serving
@@ -96,6 +96,8 @@ class Stops:
 
 def pictures_root() -> Path:
     """Where runs put their pictures: inside gradio's cache, which it serves from without copying."""
+    from stylegallery.web import compat  # imports gradio: not at import time, so that this module loads without it
+
     return Path(compat.upload_folder()) / "stylegallery-runs"
 
 
