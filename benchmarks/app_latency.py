@@ -25,10 +25,9 @@ RUNS = [("astronaut.jpg", ["starry-swirls", "rose-window", "ink-mountains"]),
 
 
 def main() -> int:
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from gradio_client import Client, handle_file
-    from load_test import AppServer, api_config, output_positions
 
+    from benchmarks.load_test import AppServer, api_config, output_positions
     from stylegallery.config import preset
 
     steps = preset("paper").classic.iterations  # what a visitor gets: the Steps slider's default on the classic engine

@@ -120,9 +120,9 @@ def library_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list
 def app_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list[np.ndarray]], None],
                                                  Callable[[], float], Callable[[], str], Callable[[], None]]:
     """(run, rss_mb, cache_note, close) for `python app.py` in a subprocess, driven through gradio_client."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from gradio_client import Client, handle_file
-    from load_test import AppServer, api_config, output_positions
+
+    from benchmarks.load_test import AppServer, api_config, output_positions
 
     server = AppServer(env={"STYLEGALLERY_CACHE_BYTES": f"{args.cache_mb:g}MiB"})
     t0 = time.monotonic()

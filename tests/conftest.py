@@ -1,8 +1,10 @@
-"""Shared test set-up: offline environment, markers, the dev gallery location."""
+"""Shared test set-up: offline environment, markers, the dev gallery location, and the web tests' fixtures (their
+helpers are in tests/fixtures.py)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,22 @@ def gallery_dev() -> Path:
     if path is None:
         pytest.skip("../shared/gallery-dev is not present")
     return path
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """app.py on a FakePipeline, with gradio's upload folder in tmp_path holding copies of CONTENT and STYLES."""
+    import app
+    from tests.fixtures import CONTENT, STYLES, FakePipeline
+
+    pipe = FakePipeline()
+    monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
+    uploads = tmp_path / "uploads"  # gradio's upload folder (and cache: the run's pictures go there too)
+    uploads.mkdir()
+    for path in (CONTENT, *STYLES):
+        shutil.copy(path, uploads / path.name)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    return pipe
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

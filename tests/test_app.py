@@ -1,42 +1,24 @@
-"""app.py: widget values become settings, the handler streams the stages, errors reach the page, the API works."""
+"""app.py: widget values become settings, the handler streams the stages, errors reach the page, the API works.
+
+The web wing's modules have their own tests (tests/test_web_*.py); these go through app.py's wiring.
+"""
 
 from __future__ import annotations
 
 import html
-import importlib.util
-import shutil
-import socket
 import sys
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pytest
 from PIL import Image
 
-from stylegallery.errors import Cancelled, InputError, ModelLoadError
+import app
+from stylegallery.errors import Cancelled, InputError
 from stylegallery.gallery import by_kind, load_gallery
-from stylegallery.pipeline import ContentSegmented, Done, Matched, Preview, Result, Segmented
-from stylegallery.types import Match
+from tests.fixtures import CONTENT, GALLERY, REPO, STYLES, free_port, served
 
 
-REPO = Path(__file__).resolve().parents[1]
-GALLERY = REPO / "gallery"
-CONTENT = GALLERY / "content" / "chelsea.jpg"  # 451 x 300: not square
-STYLES = [GALLERY / "style" / "starry-swirls.png", GALLERY / "style" / "rose-window.png"]
-
-
-def _load_app():
-    if "app" in sys.modules and getattr(sys.modules["app"], "__file__", None) == str(REPO / "app.py"):
-        return sys.modules["app"]
-    spec = importlib.util.spec_from_file_location("app", REPO / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["app"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-app = _load_app()
 OUT = {name: i for i, name in enumerate(app.OUTPUTS)}
 
 
@@ -48,63 +30,6 @@ def _is_set(value: object) -> bool:
 def _shows(value: object) -> bool:
     """Whether a streamed output puts something on the page (not skipped, not cleared)."""
     return _is_set(value) and value is not None and not (isinstance(value, (list, str)) and not value)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---- a fake pipeline: the handler's wiring without the method's cost ---------------------------
-
-class FakePipeline:
-    """Yields the real event types on tiny arrays; `fail` engines raise ModelLoadError, `error` is raised mid-run."""
-
-    def __init__(self, fail: tuple[str, ...] = (), error: Exception | None = None) -> None:
-        self.fail, self.error, self.runs = fail, error, []
-        self.notes: tuple[str, ...] = ()  # on ContentSegmented and Segmented; Result.notes adds `late_notes`
-        self.late_notes: tuple[str, ...] = ()
-
-    def resolve_engine(self, settings):
-        if settings.engine == "auto":
-            return "classic", "no GPU found"
-        return settings.engine, "chosen in the settings"
-
-    def run(self, content, styles, settings, overrides=None, should_stop=None):
-        self.runs.append({"content": content, "styles": styles, "settings": settings, "overrides": overrides})
-        name, reason = self.resolve_engine(settings)
-        if name in self.fail:
-            raise ModelLoadError(f"{name} models are not available here")
-        image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
-        labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8), two regions
-        timings = {"analyze": 0.1, "segment": 0.2}
-        yield ContentSegmented(name, reason, image, labels, dict(timings), self.notes)
-        yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings),
-                        self.notes)
-        matches = [Match(0, 0, 0, 0.5, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3}),
-                   Match(1, len(styles) - 1, 1, 0.25, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3},
-                         source="user" if overrides else "auto")]
-        timings["match"] = 0.01
-        yield Matched(matches, dict(timings))
-        if self.error is not None:
-            raise self.error
-        yield Preview(1, 2, image * 0.5, dict(timings, transfer=0.1))
-        timings.update(transfer=0.3, total=0.61)
-        yield Done(Result(1 - image, image, [image] * len(styles), labels, [labels] * len(styles), matches, timings,
-                          name, reason, settings, self.notes + self.late_notes))
-
-
-@pytest.fixture
-def fake(monkeypatch, tmp_path):
-    pipe = FakePipeline()
-    monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
-    uploads = tmp_path / "uploads"  # gradio's upload folder (and cache: the run's pictures go there too)
-    uploads.mkdir()
-    for path in (CONTENT, *STYLES):
-        shutil.copy(path, uploads / path.name)
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
-    return pipe
 
 
 def _generate(content=None, styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
@@ -189,47 +114,11 @@ def test_the_steps_slider_shows_the_range_of_the_engine_that_runs(fake):
     assert update("diffusion", "paper")["maximum"] == 1000
 
 
-def test_parse_overrides_turns_page_numbers_into_library_indices():
-    assert app.parse_overrides({"2": [1, 3], "4": None}) == {1: (0, 2)}
-    assert app.parse_overrides(None) == {}
-    for bad in ({"two": [1, 3]}, {"2": [1]}, {"2": [1, 2, 3]}, {"2": "13"}, ["2"]):
-        with pytest.raises(gr.Error, match="malformed"):
-            app.parse_overrides(bad)
-    with pytest.raises(gr.Error, match="R0 → Style 1 · region 1 is invalid: regions and styles are numbered from 1"):
-        app.parse_overrides({"0": [1, 1]})
-
-
-@pytest.mark.parametrize(("bad", "message"), [
-    ('{"2": [1, "C:\\x"]}', "Region choices are malformed: got a string, expected e.g. {\"2\": [1, 3]}: region R2 "
-                              "painted like region 3 of style 1."),
-    ({"2": "13"}, "Region choices are malformed: region 2 takes [style, style region] (two whole numbers), got a "
-                  "string; expected e.g."),
-    ({"2": [1.5, 3]}, "region 2 takes [style, style region] (two whole numbers), got a list of 2 items;"),
-    ({"2": [1]}, "got a list of 1 item;"),
-    ({"R\\2\x00": [1, 3]}, "Region choices are malformed: the key R\\2 is not a region number; expected e.g."),
-    (["2"], "Region choices are malformed: got a list of 1 item, expected"),
-])
-def test_malformed_region_choices_are_described_not_echoed(bad, message):
-    with pytest.raises(gr.Error) as info:
-        app.parse_overrides(bad)
-    assert message in info.value.message
-    assert "'" not in info.value.message and "\\\\" not in info.value.message
-
-
 def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):
     from stylegallery.errors import OverrideError
 
     return OverrideError("0-based library text", region, target, list(content_regions),
                          [list(r) for r in style_regions])
-
-
-@pytest.mark.parametrize(("region", "target", "message"), [
-    (3, (0, 0), "Your choice for region R4 cannot be used: this run found regions R1, R2; choose again"),
-    (1, (4, 0), "Your choice R2 → Style 5 cannot be used: this run has 2 style images; choose again"),
-    (0, (1, 2), "Your choice R1 → Style 2 · region 3 cannot be used: Style 2 has regions 1, 2; choose again"),
-])
-def test_override_errors_use_the_page_numbers(region, target, message):
-    assert app._override_message(_override_error(region, target)).startswith(message)
 
 
 def test_a_stale_override_is_a_page_error_in_page_numbers(fake):
@@ -313,86 +202,6 @@ def test_bad_inputs_become_page_errors(fake, kwargs, message):
     assert fake.runs == []
 
 
-# ---- the files a client may name ------------------------------------------------------------
-
-def _gate(tmp_path, uploads=(), items=()):
-    """A gate over the upload folder tmp_path/uploads, with `uploads` recorded as uploaded."""
-    folder = tmp_path / "uploads"
-    folder.mkdir(exist_ok=True)
-    return app.FileGate(folder, lambda: set(uploads), {str(i.path): (i.path, i.title) for i in items})
-
-
-def test_the_gate_takes_recorded_uploads_and_gallery_images_only(tmp_path):
-    from stylegallery.serving import Named, Refused
-
-    item = by_kind(load_gallery(), "style")[0]
-    (tmp_path / "uploads" / "ab12").mkdir(parents=True)
-    upload, planted = tmp_path / "uploads" / "ab12" / "cat.png", tmp_path / "uploads" / "ab12" / "planted.png"
-    for path in (upload, planted, tmp_path / "private.png"):
-        Image.new("RGB", (64, 48)).save(path)
-    link = tmp_path / "uploads" / "ab12" / "link.png"
-    link.symlink_to(tmp_path / "private.png")
-    gate = _gate(tmp_path, uploads={str(upload), str(link), str(tmp_path / "uploads" / "gone.png")}, items=[item])
-    assert gate.check(str(upload), None, "The content image") == Named(upload, "cat.png")
-    assert gate.check(str(item.path), None, "Style image 1") == Named(item.path, item.title)
-    url = f"http://127.0.0.1:1/gradio_api/file={str(upload).replace(' ', '%20')}"
-    assert gate.check(str(upload), url, "Style image 1").path == upload  # the server's own address of the file
-    refusals = {
-        (str(tmp_path / "private.png"), None): "Style image 1 was named by a path on the server instead of uploaded",
-        (str(planted), None): "named by a path on the server",  # in the folder, but never uploaded
-        (str(tmp_path / "uploads" / ".." / "private.png"), None): "named by a path on the server",
-        (str(link), None): "named by a path on the server",  # recorded, but a symlink out of the folder
-        (str(tmp_path / "uploads" / "gone.png"), None): "is no longer on the server",
-        (None, "data:image/png;base64,iVBORw0KGgo="): "sent inline as a data: URL",
-        (str(upload), "data:image/png;base64,iVBORw0KGgo="): "sent inline as a data: URL",
-        (str(upload), "http://evil.example/cat.png"): "names an address, not a file uploaded",
-        (str(upload), f"http://h/gradio_api/file={planted}"): "names an address",
-        ("", None): "names no uploaded file",
-        (("/etc/passwd",), None): "names no uploaded file",
-    }
-    for (path, url), message in refusals.items():
-        with pytest.raises(Refused, match=message) as info:
-            gate.check(path, url, "Style image 1")
-        assert str(tmp_path) not in str(info.value)  # never a server path in the page error
-
-
-def test_the_file_widgets_refuse_what_the_gate_refuses_before_reading_it(tmp_path, monkeypatch):
-    from gradio.components.gallery import GalleryData
-    from gradio.data_classes import ImageData
-
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
-    demo = app.build_demo()
-    content, styles = _component(demo, "content-image"), _component(demo, "chosen-styles")
-    Image.new("RGB", (64, 48)).save(tmp_path / "private.png")
-    private = str(tmp_path / "private.png")
-    with pytest.raises(gr.Error, match="The content image was named by a path on the server instead of uploaded"):
-        content.preprocess(ImageData(path=private))
-    with pytest.raises(gr.Error, match="Style image 2 was named by a path on the server"):
-        styles.preprocess(GalleryData.model_validate([{"image": {"path": str(STYLES[0])}},
-                                                      {"image": {"path": private}}]))
-    (tmp_path / "uploads" / "ab").mkdir(parents=True)
-    upload = tmp_path / "uploads" / "ab" / "cat.png"
-    shutil.copy(CONTENT, upload)
-    demo.upload_file_set.add(str(upload))  # what gradio's upload route records
-    assert content.preprocess(ImageData(path=str(upload))) == str(upload)
-    gallery_copy = app._served_copy(STYLES[0])  # where gradio serves a gallery pick from
-    assert styles.preprocess(GalleryData.model_validate([{"image": {"path": gallery_copy}},
-                                                         {"image": {"path": str(upload)}}])) == [
-        (str(STYLES[0]), "Starry swirls"), (str(upload), "cat.png")]
-
-
-def test_an_unreadable_content_upload_is_a_clear_page_error(tmp_path):
-    from gradio.data_classes import ImageData
-
-    (tmp_path / "uploads").mkdir()
-    (tmp_path / "uploads" / "notes.png").write_text("not a picture")
-    gate = _gate(tmp_path, uploads={str(tmp_path / "uploads" / "notes.png")}, items=by_kind(load_gallery(), "content"))
-    widget = app.guard_content(gr.Image(type="filepath", image_mode=None), gate)
-    with pytest.raises(gr.Error, match="The content image cannot be read .*; upload a PNG, JPEG or WebP image"):
-        widget.preprocess(ImageData(path=str(tmp_path / "uploads" / "notes.png"), orig_name="notes.png"))
-    assert widget.preprocess(ImageData(path=str(CONTENT), orig_name="chelsea.jpg")) == str(CONTENT)
-
-
 def test_library_errors_become_page_errors(fake):
     fake.error = InputError("style image 2 is not an image Pillow can read; use PNG, JPEG, WebP")
     with pytest.raises(gr.Error, match="style image 2 is not an image"):
@@ -407,19 +216,6 @@ def test_page_errors_name_uploads_by_their_file_name_not_the_servers_copy(fake):
         _generate()
     assert info.value.message.startswith(f"style image 2 '{STYLES[1].name}' is not an image")
     assert str(uploads) not in info.value.message
-
-
-def test_an_unreadable_content_upload_is_named_by_its_file_name(tmp_path):
-    from gradio.data_classes import ImageData
-
-    folder = tmp_path / "uploads" / "0123abcd"
-    folder.mkdir(parents=True)
-    (folder / "my notes.png").write_text("not a picture")
-    widget = app.guard_content(gr.Image(type="filepath", image_mode=None),
-                               _gate(tmp_path, uploads={str(folder / "my notes.png")}))
-    with pytest.raises(gr.Error) as info:
-        widget.preprocess(ImageData(path=str(folder / "my notes.png"), orig_name="my notes.png"))
-    assert "my notes.png" in info.value.message and str(folder) not in info.value.message
 
 
 def _generate_until_error(**kwargs) -> tuple[list, gr.Error]:
@@ -593,18 +389,8 @@ def test_launch_serves_only_the_gallery_and_assets():
     blocked, allowed = kwargs["blocked_paths"], [*kwargs["allowed_paths"], str(REPO), "/tmp"]
     for code in (REPO / "app.py", REPO / "stylegallery" / "pipeline.py", REPO / "tests" / "test_app.py"):
         assert is_allowed_file(code, blocked, allowed, [])[0] is False, code
-    for served in (STYLES[0], app.ASSETS / "style.css"):
-        assert is_allowed_file(served, blocked, allowed, [])[0] is True, served
-
-
-def test_sizes_read_like_gradios_max_file_size():
-    from stylegallery.serving import parse_size
-
-    assert parse_size("15mb", "X") == 15 * 2**20 and parse_size("32MB", "X") == 32 * 2**20
-    assert parse_size("500kb", "X") == 500 * 1024 and parse_size("2048", "X") == 2048
-    for bad in ("1.5mb", "mb", "15 tb", "0mb", ""):
-        with pytest.raises(ValueError, match=f"STYLEGALLERY_MAX_REQUEST={bad!r} is not a size: use e.g. 15mb"):
-            parse_size(bad, "STYLEGALLERY_MAX_REQUEST")
+    for shown in (STYLES[0], app.ASSETS / "style.css"):
+        assert is_allowed_file(shown, blocked, allowed, [])[0] is True, shown
 
 
 def test_extra_gallery_folder_is_shown_and_served(fake, tmp_path):
@@ -623,16 +409,10 @@ def client():
     from gradio_client import Client
 
     demo = app.build_demo()
-    demo.queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=1)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.launch_kwargs())
-    try:
-        connected = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    with served(demo, app.QUEUE_SIZE, **app.launch_kwargs()) as url:
+        connected = Client(url, verbose=False)
         connected.server_demo = demo  # for tests of what the server keeps per session
         yield connected
-    finally:
-        demo.close()
 
 
 def _submit(client, styles=STYLES, overrides=None, size=256):
@@ -659,7 +439,7 @@ def test_client_streams_region_map_before_the_final_image(client):
 
 def test_runs_do_not_grow_what_the_server_keeps_for_the_session(client):
     """gradio 6.31 files a copy of a component under a fresh id in the session's state each time an update skips it
-    and a later one gives it a value (~9 per run); generate drops those (app._forget_stale_copies)."""
+    and a later one gives it a value (~9 per run); generate drops those (web.compat.forget_stale_copies)."""
     list(_submit(client))
     state = client.server_demo.state_holder[client.session_hash]
     kept = len(state.blocks_config.blocks)
@@ -705,35 +485,18 @@ def test_client_gets_clear_errors_and_the_app_keeps_serving(client, tmp_path):
     ("STYLEGALLERY_QUEUE_SIZE", "abc", "expected a whole number"),
     ("STYLEGALLERY_QUEUE_SIZE", "0", "expected a whole number >= 1"),
     ("STYLEGALLERY_CACHE_BYTES", "2 bananas", "expected a byte count"),
-    ("STYLEGALLERY_MAX_REQUEST", "lots", "is not a size"),
-    ("STYLEGALLERY_MAX_UPLOAD", "-1mb", "is not a size"),
+    ("STYLEGALLERY_MAX_REQUEST", "lots", "expected a byte count"),
+    ("STYLEGALLERY_MAX_UPLOAD", "-1mb", "expected a byte count"),
+    ("STYLEGALLERY_MAX_UPLOAD", "0MB", "expected a byte count above 0"),
 ])
 def test_a_bad_setting_stops_the_app_before_it_serves_with_one_line(name, value, pattern):
     import os
     import subprocess
 
     env = {**os.environ, name: value, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "app.py"), "--port", str(_free_port())], env=env,
+    done = subprocess.run([sys.executable, str(REPO / "app.py"), "--port", str(free_port())], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and name in errors[0] and pattern in errors[0], done.stderr
     assert "Traceback" not in done.stderr and "Running on" not in done.stdout
-
-
-
-def test_warm_up_runs_the_classic_engine_once_and_leaves_the_cache_empty(monkeypatch):
-    from stylegallery.pipeline import Pipeline
-
-    pipe = Pipeline()
-    runs = []
-    real_run = pipe.run
-
-    def counting_run(*args, **kwargs):
-        runs.append(args[2].engine)
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(pipe, "run", counting_run)
-    monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
-    app.warm_up()
-    assert runs == ["classic"] and len(pipe.cache) == 0

@@ -14,9 +14,6 @@ import gc
 import importlib.util
 import io
 import os
-import platform
-import subprocess
-import sys
 import time
 import tracemalloc
 import uuid
@@ -27,11 +24,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks import load_test as bench
 from stylegallery import cli
 from stylegallery.config import preset
 from stylegallery.errors import Cancelled
 from stylegallery.pipeline import Done, Matched, Pipeline, Preview, Result, Segmented
 from stylegallery.types import Match
+from tests.fixtures import served
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,18 +38,6 @@ GALLERY = REPO / "gallery"
 CONTENT = GALLERY / "content" / "chelsea.jpg"
 STYLES = [GALLERY / "style" / "starry-swirls.png", GALLERY / "style" / "rose-window.png"]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def _load(name: str, path: Path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bench = _load("load_test", REPO / "benchmarks" / "load_test.py")
 
 
 # ---- the app server: started at once, waited for by the tests that need it ---------------------------
@@ -257,7 +244,9 @@ def test_unloadable_diffusion_models_fall_back_to_classic_with_a_clear_status(se
 @pytest.fixture(scope="module")
 def app():
     pytest.importorskip("gradio")
-    return _load("app", REPO / "app.py")
+    import app
+
+    return app
 
 
 @pytest.fixture
@@ -321,34 +310,6 @@ def test_cli_on_a_full_disk_exits_2_with_one_line_and_leaves_nothing(cli_files, 
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "No space left on device" in err
     assert sorted(p.name for p in out.iterdir()) == []  # no partial file, no temp file, no half of the outputs
-
-
-def _partial_save(self, fp, format=None, **params):  # noqa: A002 (Pillow's signature)
-    """Image.save on a full disk: half the encoded bytes reach the file, then ENOSPC."""
-    buffer = io.BytesIO()
-    _real_save(self, buffer, format=format or "PNG", **params)
-    data = buffer.getvalue()[: len(buffer.getvalue()) // 2]
-    if isinstance(fp, (str, os.PathLike)):
-        with open(fp, "wb") as handle:
-            handle.write(data)
-    else:
-        fp.write(data)
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-_real_save = Image.Image.save
-
-
-def test_run_pictures_on_a_full_disk_leave_no_file(monkeypatch, tmp_path):
-    from stylegallery.serving import CannotSave, RunPictures
-
-    pictures = RunPictures(tmp_path / "runs", "session1")
-    kept = pictures.save({"regions": Image.new("RGB", (32, 24), "red")})
-    monkeypatch.setattr(Image.Image, "save", _partial_save)
-    with pytest.raises(CannotSave) as info:
-        pictures.save({"result": Image.new("RGB", (32, 24)), "panel": Image.new("RGB", (64, 24))})
-    assert info.value.disk_full and info.value.reason == "No space left on device"
-    assert sorted(p.name for p in (tmp_path / "runs" / "session1").iterdir()) == [Path(kept["regions"]).name]
 
 
 # ---- a full disk under the running app (in this process, so that its file writes can fail) --------------
@@ -443,20 +404,14 @@ def filling_app(app, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(cache))
         patch.setattr(app, "get_pipeline", lambda: pipe)
-        demo = app.build_demo()
-        demo.queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=1)
-        port = bench.free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                    **app.launch_kwargs())
-        patch.setattr(io, "open", disk.wrap(io.open))
-        patch.setattr(builtins, "open", disk.wrap(builtins.open))
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False,
-                        download_files=str(tmp_path_factory.mktemp("downloads")))
-        try:
-            yield client, pipe, disk, cache
-        finally:
-            client.close()
-            demo.close()
+        with served(app.build_demo(), app.QUEUE_SIZE, **app.launch_kwargs()) as url:
+            patch.setattr(io, "open", disk.wrap(io.open))
+            patch.setattr(builtins, "open", disk.wrap(builtins.open))
+            client = Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+            try:
+                yield client, pipe, disk, cache
+            finally:
+                client.close()
 
 
 def _broken_files(folder: Path) -> list[str]:
@@ -501,34 +456,3 @@ def test_a_full_disk_in_the_app_is_a_clear_page_error_and_leaves_no_partial_file
     final = client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(STYLES[0])), "caption": None}],
                           {}, "classic", "paper", 256, 6, 1.0, 3, 0, False, api_name="/generate").result(timeout=120)
     assert "done in" in str(final[1])
-
-
-# ---- memory: app.py caps glibc's malloc arenas before serving ------------------------------------
-
-_ARENAS_PROBE = """
-import ctypes, sys, threading
-from stylegallery.serving import limit_malloc_arenas
-print(limit_malloc_arenas(1) if sys.argv[1] == "cap" else "uncapped", flush=True)
-def allocate():  # blocks above pymalloc's 512 bytes come from the thread's malloc arena
-    blocks = [bytearray(4096) for _ in range(256)]
-    barrier.wait()
-barrier = threading.Barrier(4)
-threads = [threading.Thread(target=allocate) for _ in range(4)]
-for t in threads: t.start()
-for t in threads: t.join()
-ctypes.CDLL(None).malloc_stats()  # one "Arena N:" section per arena, on stderr
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas are glibc's")
-def test_capping_malloc_arenas_makes_threads_share_them():
-    def arenas(mode: str, env: dict[str, str]) -> tuple[str, int]:
-        done = subprocess.run([sys.executable, "-c", _ARENAS_PROBE, mode], capture_output=True, text=True, timeout=60,
-                              env={k: v for k, v in {**os.environ, **env}.items() if v is not None})
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip(), done.stderr.count("Arena ")
-
-    env = {"MALLOC_ARENA_MAX": None, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    assert arenas("uncapped", env)[1] > 1  # glibc's default: threads get arenas of their own
-    assert arenas("cap", env) == ("True", 1)
-    assert arenas("cap", {**env, "MALLOC_ARENA_MAX": "3"})[0] == "False"  # the operator's setting stands

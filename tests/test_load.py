@@ -6,27 +6,12 @@ The same scenario at full size is benchmarks/load_test.py (20 clients); this mod
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    if "load_test" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("load_test", REPO / "benchmarks" / "load_test.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["load_test"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["load_test"]
+from benchmarks import load_test as bench
 
 
-bench = _load_bench()
 CLIENTS = 6
 QUEUE = 2
 

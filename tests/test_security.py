@@ -11,12 +11,10 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
-import importlib.util
 import io
 import json
 import re
 import shutil
-import sys
 import uuid
 import zlib
 from pathlib import Path
@@ -25,23 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks import load_test as bench
+
 
 REPO = Path(__file__).resolve().parents[1]
 GALLERY = REPO / "gallery"
 GENERIC = "has raised an exception but has not enabled verbose error reporting"  # gradio's text for a crash
 META = {"_type": "gradio.FileData"}
-
-
-def _load_bench():
-    if "load_test" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("load_test", REPO / "benchmarks" / "load_test.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["load_test"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["load_test"]
-
-
-bench = _load_bench()
 
 
 # ---- files ------------------------------------------------------------------------------------------

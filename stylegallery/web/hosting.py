@@ -1,37 +1,141 @@
-"""What app.py needs to serve the library to strangers, kept out of the widget wiring (no gradio import here).
+"""Hosting the page for strangers: its limits, its per-session files and its server set-up (no widget wiring; gradio
+is imported only by the functions that need it).
 
-- `FileGate`: the only files a client may name are the uploads the server's upload route stored and the
-  gallery's images, named by their exact paths; anything else (a path on the server, a data: URL, another
-  address) is refused before a byte of it is read.
-- `blocked_beside`: what gradio must never serve from the app's own folder.
+- `env_int` and `ENV_ERRORS`: whole-number STYLEGALLERY_* settings; bad values are collected so that `python app.py`
+  stops with one line before serving.
+- `upload_cap` and `request_cap`: the byte caps per uploaded file (gradio's max_file_size, given in bytes) and per
+  request (`BodyCap`), read with the library's one byte-size parser (`stylegallery.config.parse_bytes`: MB = 10^6).
+- `BodyCap`: ASGI middleware refusing any request whose body is larger than a total (gradio caps each file only).
 - `RunPictures`: every picture the page shows, written by the app itself as a whole file or not at all (a full
   disk leaves no truncated PNG behind and is reported as such), in a per-session folder that gradio serves as is.
-- `BodyCap`: ASGI middleware refusing any request whose body is larger than a total (gradio caps each file only).
+- `Stops`: the Stop button's record per session, which stops a run at its next step or before it leaves the queue.
+- `blocked_beside`: what gradio must never serve from the app's own folder; `theme`: the page's look.
 - `limit_malloc_arenas`: glibc's MALLOC_ARENA_MAX for the serving process, so its memory levels off.
+- `warm_up`: one tiny run before serving; `zero_gpu`: the GPU decorator on Hugging Face ZeroGPU Spaces.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
-import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Container, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from starlette.middleware import Middleware
 
-from stylegallery.errors import InputError
+from stylegallery.config import parse_bytes
 
 
-class Refused(InputError):
-    """A client named a file it may not use. The message is one line for the page and never shows a server path."""
+ENV_ERRORS: list[str] = []  # bad STYLEGALLERY_* values: `python app.py` stops with them before serving
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """A whole-number setting from the environment; a bad value is recorded (the default is used meanwhile)."""
+    text = os.environ.get(name, str(default)).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        ENV_ERRORS.append(f"{name}={text!r} is invalid: expected a whole number >= {minimum}")
+        return default
+    return value
+
+
+def upload_cap(text: str, name: str) -> int:
+    """A byte cap from a STYLEGALLERY_* setting: "15MB" -> 15000000 (KB/MB/GB are powers of 10, KiB/MiB/GiB powers
+    of 2, as everywhere in StyleGallery; gradio's own max_file_size parser would read "15mb" as 15 x 2^20, so the app
+    hands gradio the byte count). `name` labels the value in the ValueError."""
+    cap = parse_bytes(text, name)
+    if cap < 1:
+        raise ValueError(f"{name}={text!r} is invalid: expected a byte count above 0, such as 15MB")
+    return cap
+
+
+def request_cap(max_request: str, max_upload: str) -> Middleware:
+    """gradio caps each uploaded file (max_file_size), not a request: one upload of many files is capped here."""
+    limit = upload_cap(max_request, "STYLEGALLERY_MAX_REQUEST")
+    per_file = upload_cap(max_upload, "STYLEGALLERY_MAX_UPLOAD")
+    message = (f"This upload is too large: at most {limit / 10**6:g} MB per upload and {per_file / 10**6:g} MB per "
+               "file. Upload fewer or smaller images at once.")
+    return Middleware(BodyCap, limit=limit, message=message)
+
+
+def session(request: Any) -> str:
+    """The browser tab's (or gradio_client's) session of a gr.Request, safe as a folder name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "", getattr(request, "session_hash", None) or "") or "anonymous"
+
+
+class Stops:
+    """When each session last pressed Stop (time.monotonic): its runs submitted before then stop. Presses older than
+    `max_age` seconds (longer than any wait in the queue) are forgotten."""
+
+    def __init__(self, max_age: float = 3600.0) -> None:
+        self.max_age, self.pressed = max_age, {}
+
+    def press(self, session: str) -> None:
+        now = time.monotonic()
+        for other, at in list(self.pressed.items()):
+            if now - at > self.max_age:
+                self.pressed.pop(other, None)
+        self.pressed[session] = now
+
+    def since(self, session: str, moment: float) -> bool:
+        """Whether `session` pressed Stop at or after `moment`."""
+        return self.pressed.get(session, -math.inf) >= moment
+
+
+def pictures_root() -> Path:
+    """Where runs put their pictures: inside gradio's cache, which it serves from without copying."""
+    from stylegallery.web import compat  # imports gradio: not at import time, so that this module loads without it
+
+    return Path(compat.upload_folder()) / "stylegallery-runs"
+
+
+def zero_gpu(seconds: int) -> Callable[[Callable], Callable]:
+    """ZeroGPU's `spaces.GPU(duration=seconds)` on Hugging Face Spaces; where `spaces` is not installed, a decorator
+    that changes nothing."""
+    try:
+        import spaces
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=seconds)
+
+
+def warm_up(pipe: Any) -> None:
+    """One tiny classic run of `pipe` (a stylegallery.Pipeline) before serving: the first visitor's run then pays no
+    first-use costs (lazy imports of scikit-learn and OpenCV's face cascade, about 0.8 s). Its analyses are dropped
+    from the cache."""
+    import dataclasses
+
+    import numpy as np
+
+    from stylegallery.config import preset
+
+    rng = np.random.default_rng(0)
+    tiny = [rng.uniform(0, 1, (64, 96 - 16 * i, 3)).astype(np.float32) for i in range(2)]
+    pipe(tiny[0], [tiny[1]], dataclasses.replace(preset("fast", engine="classic"),
+                                                 image=dataclasses.replace(preset("fast").image, size=64)))
+    pipe.cache.clear()
+
+
+def theme() -> Any:
+    """The page's gradio theme, with the bundled fonts (no font is fetched from the network)."""
+    import gradio as gr
+
+    fonts = [gr.themes.LocalFont("Source Sans Pro"), gr.themes.LocalFont("Lora"), "sans-serif"]
+    return gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate", font=fonts).set(
+        button_primary_background_fill="*primary_600", button_primary_background_fill_hover="*primary_700",
+        button_primary_text_color="white")
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter behind the MALLOC_ARENA_MAX environment variable
@@ -50,64 +154,6 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return mallopt(M_ARENA_MAX, arenas) == 1
-
-
-FILE_ROUTE = "/gradio_api/file="  # how the server itself addresses the files it hands out
-
-
-@dataclass(frozen=True)
-class Named:
-    """A file a client may use: where to read it, and its name on the page."""
-
-    path: Path
-    name: str
-
-
-class FileGate:
-    """Checks every file path a client sends (what it names, never what it contains).
-
-    `uploads()` returns the server's record of the paths its upload route stored (exact strings, as handed to
-    the uploader). `gallery` maps every exact path a client can hold for a gallery image (the original, or the
-    server's cached copy of it) to that image's (original path, title). A path is accepted when it is in one of
-    the two; an upload must also still be a regular file inside `upload_dir` (no symlink out of it).
-    """
-
-    def __init__(self, upload_dir: str | os.PathLike, uploads: Callable[[], Container[str]],
-                 gallery: Mapping[str, tuple[Path, str]]) -> None:
-        self.upload_dir = Path(upload_dir).resolve()
-        self.uploads = uploads
-        self.gallery = dict(gallery)
-
-    def check(self, path: object, url: object, what: str) -> Named:
-        """The file named by a client's (path, url), or `Refused`. `what` names the slot ("The content image")."""
-        _check_url(path, url, what)
-        if not isinstance(path, str) or not path:
-            raise Refused(f"{what} names no uploaded file: upload an image (gradio_client: handle_file(path)).")
-        if path in self.gallery:
-            original, title = self.gallery[path]
-            return Named(original, title)
-        if path not in self.uploads():
-            raise Refused(f"{what} was named by a path on the server instead of uploaded: upload the file itself.")
-        stored = Path(path)
-        if stored.is_symlink() or not stored.resolve().is_relative_to(self.upload_dir):
-            raise Refused(f"{what} was named by a path on the server instead of uploaded: upload the file itself.")
-        if not stored.is_file():
-            raise Refused(f"{what} is no longer on the server (uploads are kept for an hour): upload it again.")
-        return Named(stored, stored.name)
-
-
-def _check_url(path: object, url: object, what: str) -> None:
-    """A url is only ever the server's own address of `path` (what its file route and uploads hand out)."""
-    if url is None or url == "":
-        return
-    if not isinstance(url, str):
-        raise Refused(f"{what} has a malformed url: send the uploaded file's path only.")
-    if url[:5].lower() == "data:":
-        raise Refused(f"{what} was sent inline as a data: URL, which this app does not read: upload the file "
-                      "itself (gradio_client: handle_file(path)).")
-    _, found, rest = url.partition(FILE_ROUTE)
-    if not found or path not in (rest, urllib.parse.unquote(rest)):
-        raise Refused(f"{what} names an address, not a file uploaded to this server: upload the file itself.")
 
 
 def blocked_beside(folder: str | os.PathLike, served: list[str | os.PathLike]) -> list[str]:
@@ -193,18 +239,6 @@ def _remove(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}  # as gradio's max_file_size
-
-
-def parse_size(text: str, name: str) -> int:
-    """"15mb" -> 15728640 (units b, kb, mb, gb, powers of 1024, as gradio's max_file_size); `name` for the error."""
-    number = text.strip().lower().rstrip("bkmg")
-    unit = text.strip().lower()[len(number):] or "b"
-    if not number.isdigit() or unit not in UNITS or int(number) == 0:
-        raise ValueError(f"{name}={text!r} is not a size: use e.g. 15mb, 500kb or 1gb")
-    return int(number) * UNITS[unit]
 
 
 Scope = dict[str, Any]

@@ -1,0 +1,280 @@
+"""The page's side of a run: pipeline events rendered as widget updates, and the region-choice codec.
+
+- `stream`: pipeline events -> one update tuple per event, in the order of `OUTPUTS` (the generate endpoint's
+  outputs); every picture goes out as a PNG the app wrote itself (`hosting.RunPictures`).
+- `parse_overrides`, `override_message`: region choices in the page's 1-based numbers ({"2": [1, 3]}) to the
+  library's 0-based indices, and the library's complaint about one back in the page's numbers.
+- `failures_said`, `page_error`: a failed run ends with the status line saying so, and the library's errors are
+  worded for the page (uploads named by their file names, region choices in the page's numbers).
+- `take_uploads`, `toggle_style`, `choose_target`, `show_choice`: the chosen styles and region choices as the
+  page's small events change them.
+- `status`, `timings`, `thumbs`, `numbered`, `overrides_text`, `target`, `hero`, `credits`: the page's text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from stylegallery import images, viz
+from stylegallery.errors import OverrideError
+from stylegallery.gallery import GalleryItem
+from stylegallery.pipeline import ContentSegmented, Done, Matched, Preview, Segmented
+from stylegallery.web.gate import described, named_as_uploaded
+from stylegallery.web.hosting import CannotSave, RunPictures
+
+
+PAPER = ("StyleGallery: Training-free and Semantic-aware Personalized Style Transfer from Arbitrary Image "
+         "References (He et al., CVPR 2026)")
+DOWNLOADS = {"result": "Result PNG", "regions": "Region map", "matches": "Match figure", "panel": "Talk panel"}
+OUTPUTS = ("seed", "status", "region_map", "result", "match_figure", "style_regions", "timings", "match_table",
+           "region_pick", "target_pick", *(f"dl_{k}" for k in DOWNLOADS))
+TARGET = re.compile(r"Style (\d+) · region (\d+)")
+
+
+def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
+    """{"2": [1, 3]} (1-based, as on the page) -> {1: (0, 2)} (the library's 0-based indices).
+
+    A malformed choice is described, not echoed (a client's string would come back quoted and escaped)."""
+    example = 'expected e.g. {"2": [1, 3]}: region R2 painted like region 3 of style 1'
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise gr.Error(f"Region choices are malformed: got {described(overrides)}, {example}.")
+    parsed: dict[int, tuple[int, int]] = {}
+    for key, value in overrides.items():
+        if value in (None, [], ""):  # automatic
+            continue
+        if not str(key).isdigit():
+            shown = "".join(c for c in str(key) if c.isprintable())[:20]
+            raise gr.Error(f"Region choices are malformed: the key {shown or 'given'} is not a region number; "
+                           f"{example}.")
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(is_whole(v) for v in value):
+            raise gr.Error(f"Region choices are malformed: region {key} takes [style, style region] (two whole "
+                           f"numbers), got {described(value)}; {example}.")
+        parsed[int(key)] = (int(value[0]), int(value[1]))
+    for region, (style, style_region) in parsed.items():
+        if min(region, style, style_region) < 1:
+            raise gr.Error(f"Region choice R{region} → Style {style} · region {style_region} is invalid: regions and "
+                           "styles are numbered from 1.")
+    return {k - 1: (v[0] - 1, v[1] - 1) for k, v in parsed.items()}
+
+
+def is_whole(value: object) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+
+
+def override_message(exc: OverrideError) -> str:
+    """The library's complaint about a region choice (0-based), in the page's numbers (R1, Style 1, region 1)."""
+    fix = "choose again under Personalise, or press “All regions automatic”."
+    region, target = exc.region, exc.target
+    if not isinstance(region, int):
+        return str(exc)  # not a choice the page can make
+    if region not in exc.content_regions:
+        have = ", ".join(f"R{i + 1}" for i in exc.content_regions)
+        return f"Your choice for region R{region + 1} cannot be used: this run found regions {have}; {fix}"
+    if target is None or len(target) != 2:
+        return str(exc)
+    style, style_region = target
+    if not 0 <= style < len(exc.style_regions):
+        return (f"Your choice R{region + 1} → Style {style + 1} cannot be used: this run has "
+                f"{len(exc.style_regions)} style images; {fix}")
+    have = ", ".join(str(r + 1) for r in exc.style_regions[style])
+    return (f"Your choice R{region + 1} → Style {style + 1} · region {style_region + 1} cannot be used: Style "
+            f"{style + 1} has regions {have}; {fix}")
+
+
+def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[tuple]:
+    """Pipeline events -> page updates. Every picture goes out as a PNG the app wrote itself (`pictures`), whole or
+    not at all. `keep_picks`: the run has region choices, so the Personalise dropdowns keep showing the user's last
+    choice (the browser keeps a value that is still among the new choices)."""
+    shown: dict[str, str] = {}  # key -> the file of a picture on the page
+    noted: list[str] = []  # the run's notes (settings it does not honour as asked): with the engine line throughout
+
+    def note(notes: tuple[str, ...]) -> None:
+        for line in notes:
+            if line not in noted:
+                noted.append(line)
+                gr.Warning(line)
+
+    def said(text: str) -> str:
+        return status(text + "".join(f"<br><span class='sg-note'>Note: {html.escape(line, quote=False)}</span>"
+                                     for line in noted))
+
+    for ev in events:
+        if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
+            note(ev.notes)
+            engine, n = engine_line(ev), int(ev.content_labels.max()) + 1
+            shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
+            yield out(region_map=shown["regions"], timings=timings(ev.timings),
+                      status=said(f"{engine}: {n} content regions found; segmenting the styles…"))
+        elif isinstance(ev, Segmented):
+            note(ev.notes)
+            seg, engine, n = ev, engine_line(ev), int(ev.content_labels.max()) + 1
+            style_maps = pictures.save({f"style{i + 1}-regions": viz.region_overlay(img, lab, alpha=0.45, legend=False)
+                                        for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))})
+            targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
+                                  for r in range(int(lab.max()) + 1)]
+            update = {}
+            if "regions" not in shown:
+                shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
+                update["region_map"] = shown["regions"]
+            regions = [f"R{i + 1}" for i in range(n)]
+            if keep_picks:
+                picks = {"region_pick": gr.update(choices=regions), "target_pick": gr.update(choices=targets)}
+            else:
+                picks = {"region_pick": gr.update(choices=regions, value="R1"),
+                         "target_pick": gr.update(choices=targets, value="auto")}
+            yield out(**update, **picks, timings=timings(ev.timings),
+                      style_regions=[(path, f"Style {i + 1}") for i, path in enumerate(style_maps.values())],
+                      status=said(f"{engine}: {n} content regions found; matching them to the styles…"))
+        elif isinstance(ev, Matched):
+            rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
+                     round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
+            shown.update(pictures.save({"matches": viz.match_figure(
+                seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches)}))
+            yield out(match_figure=shown["matches"], match_table=rows, timings=timings(ev.timings),
+                      status=said(f"{engine}: regions matched; painting…"))
+        elif isinstance(ev, Preview):
+            preview = pictures.save({f"preview{ev.step}": images.to_pil(ev.image)})
+            yield out(result=preview[f"preview{ev.step}"], timings=timings(ev.timings),
+                      status=said(f"{engine}: painting, step {ev.step} of {ev.total}…"))
+        elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
+            note(ev.result.notes)
+            files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)})}
+            yield out(result=files["result"], timings=timings(ev.result.timings),
+                      status=said(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
+                                  "below, or download the pictures."),
+                      **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
+
+
+def failures_said(updates: Iterator[tuple]) -> Iterator[tuple]:
+    """`updates`; when they fail, one more update whose status line says so, then the error (gradio shows what was
+    yielded before it)."""
+    try:
+        yield from updates
+    except gr.Error as exc:
+        yield out(status=status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed"))
+        raise
+    except Exception:
+        yield out(status=status("<b>Failed</b> with an unexpected error (details are in the server's log).",
+                                "sg-failed"))
+        raise
+
+
+def page_error(exc: Exception, uploads: list[str]) -> gr.Error:
+    """A run's error (the library's InputError, OverrideError, ModelLoadError, EngineUnavailable, ValueError, or the
+    app's CannotSave) as the page says it; `uploads` are the run's files, named by their file names."""
+    if isinstance(exc, CannotSave):
+        if exc.disk_full:
+            return gr.Error("The server's disk is full, so this run's pictures could not be saved; try again later.")
+        return gr.Error(f"The server could not save this run's pictures ({exc.reason}); try again later.")
+    if isinstance(exc, OverrideError):
+        return gr.Error(override_message(exc))
+    return gr.Error(named_as_uploaded(str(exc), uploads))
+
+
+def engine_line(ev: ContentSegmented | Segmented) -> str:
+    return f"<b>{ev.engine}</b> engine ({html.escape(ev.engine_reason, quote=False)})"
+
+
+def out(**updates: object) -> tuple:
+    """One value per name in OUTPUTS; outputs not named stay as they are."""
+    return tuple(updates.get(name, gr.skip()) for name in OUTPUTS)
+
+
+def status(text: str, kind: str = "") -> str:
+    """The status line's HTML; `kind` "sg-failed" marks a failure."""
+    return f"<div class='sg-status {kind}'>{text}</div>"
+
+
+def timings(seconds: dict[str, float]) -> str:
+    """The stages' times as a Markdown table."""
+    names = {"analyze": "Analyse images", "segment": "1 · Segment regions", "match": "2 · Match regions",
+             "transfer": "3 · Transfer style", "total": "Total"}
+    return "| Stage | Time |\n|---|---:|\n" + "".join(f"| {label} | {seconds[key]:.2f} s |\n"
+                                                     for key, label in names.items() if key in seconds)
+
+
+# ---- page text -------------------------------------------------------------------------------------------
+
+def thumbs(items: list[GalleryItem], chosen: set[str]) -> list[tuple[str, str]]:
+    """Gallery thumbnails; a chosen image's caption starts with a check mark (assets/chosen.js outlines it)."""
+    return [(str(i.thumb), f"✓ {i.title}" if i.title in chosen else i.title) for i in items]
+
+
+def titles(styles: list | None) -> list[str]:
+    """The names of the chosen styles (guard_styles names each by its gallery title or its upload's file name)."""
+    return [caption or "" for _, caption in styles or []]
+
+
+def numbered(styles: list) -> list[tuple[str, str]]:
+    return [(path, f"{i + 1}: {cap or Path(path).name}") for i, (path, cap) in enumerate(styles)]
+
+
+def overrides_text(overrides: dict) -> str:
+    chosen = [f"R{k} → {target(v)}" for k, v in sorted(overrides.items(), key=lambda kv: int(kv[0])) if v]
+    return "Your choices: " + (", ".join(chosen) if chosen else "none yet (every region is matched automatically).")
+
+
+def target(choice: list[int] | None) -> str:
+    """[2, 3] -> "Style 2 · region 3" (the target dropdown's wording); None -> "auto"."""
+    return f"Style {choice[0]} · region {choice[1]}" if choice else "auto"
+
+
+def take_uploads(styles: list | None, most: int) -> list:
+    """Uploads join the chosen styles; beyond `most` they are refused, by name."""
+    styles = list(styles or [])
+    if len(styles) > most:
+        refused = [Path(path).name for path, _ in styles[most:]]
+        gr.Warning(f"At most {most} styles: {', '.join(refused)} {'was' if len(refused) == 1 else 'were'} "
+                   "not added. Click a chosen style to remove it, then upload again.")
+        styles = styles[:most]
+    return styles
+
+
+def toggle_style(styles: list | None, item: GalleryItem, most: int) -> list:
+    """A click on a gallery style: chosen if it was not (at most `most`), removed if it was."""
+    styles, chosen = list(styles or []), titles(styles)
+    if item.title in chosen:
+        styles.pop(chosen.index(item.title))
+    elif len(styles) >= most:
+        gr.Warning(f"At most {most} styles: click a chosen style to remove it first.")
+    else:
+        styles.append((str(item.path), item.title))
+    return styles
+
+
+def choose_target(overrides: dict | None, region: str | None, target: str | None) -> tuple[Any, Any]:
+    """Choosing a target records it at once for the region shown (no separate "Set" to forget)."""
+    if not region:
+        gr.Info("Generate first: the regions you can reassign appear after a run.")
+        return gr.skip(), gr.skip()
+    match = TARGET.fullmatch(target or "")
+    overrides = {**(overrides or {}), region.lstrip("R"): [int(match[1]), int(match[2])] if match else None}
+    return overrides, overrides_text(overrides)
+
+
+def show_choice(overrides: dict | None, region: str | None) -> str:
+    """The target dropdown shows the choice recorded for the region picked."""
+    return target((overrides or {}).get((region or "").lstrip("R")))
+
+
+def hero(engine: str, reason: str) -> str:
+    """The page's title block; off a GPU it says that the classic engine paints."""
+    notice = ("" if engine == "diffusion" else f"<p class='sg-notice'>Running on CPU ({reason}): the weight-free "
+              "classic engine paints the result.</p>")
+    return (f"<div class='sg-hero'><h1>StyleGallery</h1><p class='sg-sub'>Restyle a photo region by region from "
+            "several style images: each part of the picture takes its look from the style region that fits it "
+            f"best.</p><p class='sg-paper'>A reimplementation of <i>{PAPER}</i>.</p>{notice}</div>")
+
+
+def credits(items: list[GalleryItem]) -> str:
+    """The gallery's credits as a Markdown table."""
+    return ("| Image | Kind | Licence | Source |\n|---|---|---|---|\n"
+            + "".join(f"| {i.title} | {i.kind} | {i.licence} | {i.source} |\n" for i in items))

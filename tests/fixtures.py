@@ -1,0 +1,75 @@
+"""The web tests' shared pieces, in one place (tests/conftest.py turns them into fixtures): the repository's
+pictures, a free port, the app served in this process or as `python app.py`, and a fake pipeline.
+
+The diffusion engine's tiny models are in tests/diffusion_fixtures.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.load_test import AppServer, free_port
+from stylegallery.errors import ModelLoadError
+from stylegallery.pipeline import ContentSegmented, Done, Matched, Preview, Result, Segmented
+from stylegallery.types import Match
+
+
+__all__ = ["CONTENT", "GALLERY", "REPO", "STYLES", "AppServer", "FakePipeline", "free_port", "served"]
+
+REPO = Path(__file__).resolve().parents[1]
+GALLERY = REPO / "gallery"
+CONTENT = GALLERY / "content" / "chelsea.jpg"  # 451 x 300: not square
+STYLES = [GALLERY / "style" / "starry-swirls.png", GALLERY / "style" / "rose-window.png"]
+
+
+@contextlib.contextmanager
+def served(demo, queue_size: int = 16, **launch: object) -> Iterator[str]:
+    """`demo` queued as the app queues it and served in this process on a free 127.0.0.1 port; yields its URL."""
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+class FakePipeline:
+    """Yields the real event types on tiny arrays; `fail` engines raise ModelLoadError, `error` is raised mid-run."""
+
+    def __init__(self, fail: tuple[str, ...] = (), error: Exception | None = None) -> None:
+        self.fail, self.error, self.runs = fail, error, []
+        self.notes: tuple[str, ...] = ()  # on ContentSegmented and Segmented; Result.notes adds `late_notes`
+        self.late_notes: tuple[str, ...] = ()
+
+    def resolve_engine(self, settings):
+        if settings.engine == "auto":
+            return "classic", "no GPU found"
+        return settings.engine, "chosen in the settings"
+
+    def run(self, content, styles, settings, overrides=None, should_stop=None):
+        self.runs.append({"content": content, "styles": styles, "settings": settings, "overrides": overrides})
+        name, reason = self.resolve_engine(settings)
+        if name in self.fail:
+            raise ModelLoadError(f"{name} models are not available here")
+        image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
+        labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8), two regions
+        timings = {"analyze": 0.1, "segment": 0.2}
+        yield ContentSegmented(name, reason, image, labels, dict(timings), self.notes)
+        yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings),
+                        self.notes)
+        matches = [Match(0, 0, 0, 0.5, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3}),
+                   Match(1, len(styles) - 1, 1, 0.25, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3},
+                         source="user" if overrides else "auto")]
+        timings["match"] = 0.01
+        yield Matched(matches, dict(timings))
+        if self.error is not None:
+            raise self.error
+        yield Preview(1, 2, image * 0.5, dict(timings, transfer=0.1))
+        timings.update(transfer=0.3, total=0.61)
+        yield Done(Result(1 - image, image, [image] * len(styles), labels, [labels] * len(styles), matches, timings,
+                          name, reason, settings, self.notes + self.late_notes))

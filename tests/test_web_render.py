@@ -1,0 +1,93 @@
+"""stylegallery/web/render.py: the region-choice codec in the page's numbers, and the page's text for a run."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import gradio as gr
+import pytest
+
+from stylegallery.web import render
+from stylegallery.web.hosting import CannotSave
+
+
+def test_parse_overrides_turns_page_numbers_into_library_indices():
+    assert render.parse_overrides({"2": [1, 3], "4": None}) == {1: (0, 2)}
+    assert render.parse_overrides(None) == {}
+    for bad in ({"two": [1, 3]}, {"2": [1]}, {"2": [1, 2, 3]}, {"2": "13"}, ["2"]):
+        with pytest.raises(gr.Error, match="malformed"):
+            render.parse_overrides(bad)
+    with pytest.raises(gr.Error, match="R0 → Style 1 · region 1 is invalid: regions and styles are numbered from 1"):
+        render.parse_overrides({"0": [1, 1]})
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ('{"2": [1, "C:\\x"]}', "Region choices are malformed: got a string, expected e.g. {\"2\": [1, 3]}: region R2 "
+                              "painted like region 3 of style 1."),
+    ({"2": "13"}, "Region choices are malformed: region 2 takes [style, style region] (two whole numbers), got a "
+                  "string; expected e.g."),
+    ({"2": [1.5, 3]}, "region 2 takes [style, style region] (two whole numbers), got a list of 2 items;"),
+    ({"2": [1]}, "got a list of 1 item;"),
+    ({"R\\2\x00": [1, 3]}, "Region choices are malformed: the key R\\2 is not a region number; expected e.g."),
+    (["2"], "Region choices are malformed: got a list of 1 item, expected"),
+])
+def test_malformed_region_choices_are_described_not_echoed(bad, message):
+    with pytest.raises(gr.Error) as info:
+        render.parse_overrides(bad)
+    assert message in info.value.message
+    assert "'" not in info.value.message and "\\\\" not in info.value.message
+
+
+def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):
+    from stylegallery.errors import OverrideError
+
+    return OverrideError("0-based library text", region, target, list(content_regions),
+                         [list(r) for r in style_regions])
+
+
+@pytest.mark.parametrize(("region", "target", "message"), [
+    (3, (0, 0), "Your choice for region R4 cannot be used: this run found regions R1, R2; choose again"),
+    (1, (4, 0), "Your choice R2 → Style 5 cannot be used: this run has 2 style images; choose again"),
+    (0, (1, 2), "Your choice R1 → Style 2 · region 3 cannot be used: Style 2 has regions 1, 2; choose again"),
+])
+def test_override_errors_use_the_page_numbers(region, target, message):
+    assert render.override_message(_override_error(region, target)).startswith(message)
+
+
+def test_an_update_names_every_output_and_skips_the_others():
+    update = render.out(seed=3, status="x")
+    assert len(update) == len(render.OUTPUTS) and update[0] == 3 and update[1] == "x"
+    assert all(value == gr.skip() for value in update[2:])
+
+
+def test_a_failed_run_ends_with_a_failed_status_line_then_the_error():
+    def run():
+        yield render.out(status="working")
+        raise gr.Error("Choose <one> style")
+
+    updates = []
+    with pytest.raises(gr.Error, match="Choose <one> style"):
+        for update in render.failures_said(run()):
+            updates.append(update)
+    status = updates[-1][render.OUTPUTS.index("status")]
+    assert "sg-failed" in status and "<b>Failed:</b> Choose &lt;one&gt; style" in status
+
+
+def test_run_errors_are_worded_for_the_page():
+    full = render.page_error(CannotSave(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))), [])
+    assert full.message == "The server's disk is full, so this run's pictures could not be saved; try again later."
+    denied = render.page_error(CannotSave(OSError(errno.EACCES, os.strerror(errno.EACCES))), [])
+    assert denied.message == "The server could not save this run's pictures (Permission denied); try again later."
+    assert render.page_error(_override_error(3, (0, 0)), []).message.startswith("Your choice for region R4")
+    named = render.page_error(ValueError("style image 2 '/tmp/gradio/ab12/cat.png' is not an image"),
+                              ["/tmp/gradio/ab12/cat.png"])
+    assert named.message == "style image 2 'cat.png' is not an image"
+
+
+def test_a_target_is_recorded_in_page_numbers_and_shown_back():
+    overrides, text = render.choose_target({"1": [1, 2]}, "R4", "Style 1 · region 1")
+    assert overrides == {"1": [1, 2], "4": [1, 1]}
+    assert text == "Your choices: R1 → Style 1 · region 2, R4 → Style 1 · region 1"
+    assert render.show_choice(overrides, "R4") == "Style 1 · region 1"
+    assert render.show_choice(overrides, "R2") == "auto"
