@@ -6,8 +6,8 @@ This file only wires widgets to one cached `stylegallery.Pipeline`: the method l
 app's own machinery (file gate, page rendering, hosting limits, gradio shims) in `stylegallery/web/`.
 The "generate" API endpoint takes (content, styles, overrides, engine, preset, size, max regions,
 content weight, steps, seed, randomise). Overrides use the page's 1-based numbers: {"2": [1, 3]}
-paints content region R2 like region 3 of style 1. Steps go to the engine that runs, as the CLI's --steps:
-diffusion optimisation timesteps (1-1000) or classic iterations per patch size (1-20).
+paints content region R2 like region 3 of style 1. Widget values become a `stylegallery.request.Request`, as the
+CLI's flags do: steps go to the engine that paints (its own range), the content weight multiplies the preset's.
 """
 
 import os
@@ -18,19 +18,20 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import html  # noqa: E402
 import random  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from stylegallery.config import DiffusionSettings, Settings, preset  # noqa: E402
+from stylegallery.config import PRESETS, ImageSettings, RegionSettings, Settings, knob_range  # noqa: E402
+from stylegallery.engines import AUTO_ORDER, ENGINES  # noqa: E402
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError, OverrideError  # noqa: E402
 from stylegallery.gallery import by_kind, folders_of, load_gallery  # noqa: E402
-from stylegallery.pipeline import Pipeline, gpu_available  # noqa: E402
+from stylegallery.pipeline import Pipeline  # noqa: E402
+from stylegallery.request import KnobError, Request, engine_names, knob_setting, plan  # noqa: E402
 from stylegallery.web import compat, hosting, render  # noqa: E402
 from stylegallery.web.gate import file_gate, guard_content, guard_styles  # noqa: E402
 from stylegallery.web.hosting import CannotSave, RunPictures, env_int  # noqa: E402
@@ -54,73 +55,40 @@ def get_pipeline() -> Pipeline:
     return Pipeline()
 
 
-@functools.lru_cache(maxsize=1)
-def gpu_device() -> tuple[str | None, str]:
-    """("cuda" | "mps" | None, why): the app, not the library, picks the GPU and half precision."""
-    found, why = gpu_available()
-    if not found:
-        return None, why
-    return ("mps" if "mps" in why else "cuda"), why
-
-
-def model_settings(base: DiffusionSettings) -> DiffusionSettings:
-    """Model locations from the environment (hub ids or local folders), and the GPU when there is one."""
+def page_request(engine: str, preset_name: str, size: float, k_max: float, content_weight: float, steps: float,
+                 seed: int) -> Request:
+    """Widget values -> the front desk's Request, with the same meaning per knob as the CLI's flags. Model locations
+    come from the environment; an engine that cannot load paints with the next one that can (the page says so)."""
     env = os.environ.get
-    depth = env("STYLEGALLERY_DEPTH_MODEL", base.depth_model or "none")
-    device, _ = gpu_device()
-    return dataclasses.replace(
-        base, sd_model=env("STYLEGALLERY_SD_MODEL", base.sd_model), dino_model=env("STYLEGALLERY_DINO_MODEL",
-                                                                                  base.dino_model),
-        depth_model=None if depth.lower() == "none" else depth, lora=env("STYLEGALLERY_LORA") or base.lora,
-        device=device or "cpu", dtype="float16" if device == "cuda" else "float32",
+    return Request(
+        engine=engine, preset=preset_name, size=_whole("size", size), max_regions=_whole("max_regions", k_max),
+        content_weight=content_weight, steps=_whole("steps", steps), seed=seed,
+        sd_model=env("STYLEGALLERY_SD_MODEL"), dino_model=env("STYLEGALLERY_DINO_MODEL"),
+        depth_model=env("STYLEGALLERY_DEPTH_MODEL"), lora=env("STYLEGALLERY_LORA"), fallback=True,
+        allow_slow=env("STYLEGALLERY_ALLOW_CPU_DIFFUSION") == "1",
     )
 
 
-# What the page's one "Steps" setting means on each engine, and the range the library accepts for it
-# (DiffusionSettings.steps, ClassicSettings.iterations), as the CLI's --steps.
-STEPS = {"diffusion": ("optimisation timesteps", 1, 1000), "classic": ("iterations per patch size", 1, 20)}
-
-
-def make_settings(engine: str, preset_name: str, size: float, k_max: float, content_weight: float, steps: float,
-                  seed: int) -> Settings:
-    """Widget values -> Settings; invalid values raise ValueError (no clamping).
-
-    As the CLI's --steps and --content-weight, `steps` and `content_weight` go to the engine that runs
-    (`Pipeline.resolve_engine`): diffusion timesteps or classic iterations per patch size. `content_weight`
-    scales the preset's content weight (1 = the preset's).
-    """
-    base = preset(preset_name)  # type: ignore[arg-type]
-    base = dataclasses.replace(
-        base, engine=engine, seed=seed, diffusion=model_settings(base.diffusion),
-        image=dataclasses.replace(base.image, size=_whole("size", size)),
-        regions=dataclasses.replace(base.regions, k_max=_whole("max regions", k_max)),
-    )
-    runs_on, _ = get_pipeline().resolve_engine(base)
-    steps = _whole("steps", steps)
-    what, low, high = STEPS[runs_on]
-    if not low <= steps <= high:
-        raise ValueError(f"steps={steps} is out of range for the {runs_on} engine ({what}): choose {low} to {high}")
-    if runs_on == "classic":
-        return dataclasses.replace(base, classic=dataclasses.replace(
-            base.classic, iterations=steps, content_weight=base.classic.content_weight * content_weight))
-    return dataclasses.replace(base, diffusion=dataclasses.replace(
-        base.diffusion, steps=steps, content_weight=base.diffusion.content_weight * content_weight))
-
-
-def _whole(name: str, value: float) -> int:
-    if value is None or value != int(value):
-        raise ValueError(f"{name}={value!r} is invalid: expected a whole number")
+def _whole(knob: str, value: float) -> int:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != int(value):
+        raise KnobError(knob, f"{value!r} is invalid: expected a whole number")
     return int(value)
 
 
 def steps_setting(engine: str, preset_name: str) -> dict:
-    """The Steps slider for the engine that `engine` runs on here: its meaning, range and the preset's value."""
-    runs_on, _ = get_pipeline().resolve_engine(Settings(engine=engine))  # type: ignore[arg-type]
-    what, low, high = STEPS[runs_on]
-    base = preset(preset_name)  # type: ignore[arg-type]
-    value = base.classic.iterations if runs_on == "classic" else base.diffusion.steps
-    return {"minimum": low, "maximum": high, "value": value, "label": "Steps",
-            "info": f"{runs_on} engine: {what}, {low} to {high} (the {preset_name} preset uses {value})"}
+    """The Steps slider for the engine that `engine` paints with here: its range, the preset's value, its meaning;
+    hidden where that engine takes no steps."""
+    knob = knob_setting(engine, preset_name, "steps")
+    if knob is None:
+        return {"visible": False}
+    return {"minimum": knob["minimum"], "maximum": knob["maximum"], "value": knob["value"], "label": "Steps",
+            "visible": True, "info": f"{knob['engine']} engine: {knob['means']}, {knob['minimum']} to "
+                                     f"{knob['maximum']} (the {preset_name} preset uses {knob['value']})"}
+
+
+def slider_range(settings: object, name: str) -> dict:
+    low, high = knob_range(settings, name)
+    return {"minimum": low, "maximum": high}
 
 
 @gpu
@@ -154,17 +122,15 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
     if len(style_paths) > MAX_STYLES:
         raise gr.Error(f"{len(style_paths)} style images chosen: use at most {MAX_STYLES} (click one to remove it).")
-    device, why = gpu_device()
-    if engine == "diffusion" and device is None and os.environ.get("STYLEGALLERY_ALLOW_CPU_DIFFUSION") != "1":
-        raise gr.Error(f"The diffusion engine needs a GPU and this machine has none ({why}): choose the classic "
-                       "or auto engine.")
     chosen = render.parse_overrides(overrides)
     seed = random.randint(0, MAX_SEED) if randomize else int(seed or 0)
     try:
-        settings = make_settings(engine, preset_name, size, k_max, content_weight, steps, seed)
-    except ValueError as exc:
-        raise gr.Error(f"Invalid setting: {exc}") from None
-    name, reason = get_pipeline().resolve_engine(settings)
+        run_plan = plan(page_request(engine, preset_name, size, k_max, content_weight, steps, seed))
+    except KnobError as exc:
+        raise gr.Error(f"Invalid setting: {exc.knob.replace('_', ' ')} {exc.detail}") from None
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+    name, reason = run_plan.engine, run_plan.reason
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
     yield out(seed=seed, status=status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
                                        "finding regions…"),
@@ -172,8 +138,8 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
               timings=timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
         pictures = RunPictures(hosting.pictures_root(), session, max_age=PICTURES_MAX_AGE)
-        yield from render.stream(_run(content, style_paths, settings, chosen, stopped), pictures,
-                                 keep_picks=bool(chosen))
+        events = get_pipeline().run(content, style_paths, run_plan, chosen, should_stop=stopped)
+        yield from render.stream(events, pictures, keep_picks=bool(chosen))
     except Cancelled:
         yield out(status=status("Stopped. Press <b>Generate</b> to run again."))
     except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
@@ -182,41 +148,11 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise render.page_error(exc, [content, *style_paths]) from None
 
 
-def _run(content: str, styles: list[str], settings: Settings, overrides: dict, stop: Callable[[], bool]) -> Iterator:
-    """`Pipeline.run`; an explicitly chosen diffusion engine whose models cannot be loaded paints with classic.
-
-    For engine "auto" the pipeline itself falls back to classic and says why in the events' engine_reason. An
-    explicit "diffusion" that cannot load is an error in the library (the CLI exits 2 on it); the page paints with
-    the classic engine instead, warns, and gives the reason the same way.
-    """
-    events = get_pipeline().run(content, styles, settings, overrides, should_stop=stop)
-    if settings.engine != "diffusion":
-        yield from events
-        return
-    try:
-        first = next(events)
-    except (ModelLoadError, EngineUnavailable) as exc:
-        gr.Warning(f"The diffusion models could not be loaded, so the classic engine paints instead: {exc}")
-        classic = dataclasses.replace(settings, engine="classic")
-        events = _with_reason(get_pipeline().run(content, styles, classic, overrides, should_stop=stop),
-                              f"the diffusion models could not be loaded: {exc}")
-        first = next(events)
-    yield first
-    yield from events
-
-
-def _with_reason(events: Iterator, reason: str) -> Iterator:
-    """The events with `reason` as their engine_reason (why the engine that runs was chosen)."""
-    for ev in events:
-        if hasattr(ev, "engine_reason"):
-            ev.engine_reason = reason
-        yield ev
-
-
 def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     items = load_gallery(extra_galleries or [])
     contents, style_items = by_kind(items, "content"), by_kind(items, "style")
-    engine_name, engine_reason = get_pipeline().resolve_engine(Settings())
+    start = plan(Request(engine="auto"))
+    engine_name, engine_reason = start.engine, start.reason
     # Region choices and the Personalise dropdowns: cleared together when the regions will change.
     no_overrides = ({}, render.overrides_text({}), gr.update(choices=[], value=None),
                     gr.update(choices=["auto"], value="auto"))
@@ -248,7 +184,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
 
     with gr.Blocks(title="StyleGallery", delete_cache=(1800, 3600)) as demo:
         gate = file_gate(items, compat.uploaded_paths(demo))  # the paths gradio's upload route stored
-        gr.HTML(render.hero(engine_name, engine_reason))
+        gr.HTML(render.hero(engine_name, engine_reason, ENGINES[engine_name].summary))
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, elem_classes="sg-card"):
                 gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>"
@@ -273,22 +209,27 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             stop = gr.Button("Stop", variant="stop", size="lg", elem_id="stop", scale=1)
         with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
             with gr.Row():
-                engine = gr.Radio(["auto", "diffusion", "classic"], value="auto", label="Engine",
-                                  info="auto: diffusion on a GPU, else the weight-free classic engine",
-                                  elem_id="engine")
-                preset_name = gr.Radio(["paper", "fast"], value="paper", label="Preset",
+                engine = gr.Radio(list(engine_names()), value="auto", label="Engine", elem_id="engine",
+                                  info=f"auto: the first of {', '.join(AUTO_ORDER)} that can run here")
+                preset_name = gr.Radio(list(PRESETS), value="paper", label="Preset",
                                        info="paper: the official defaults; fast: the accelerated schedule",
                                        elem_id="preset")
             with gr.Row():
-                size = gr.Slider(256, 1024, value=512, step=64, label="Working size (px, long side)", elem_id="size")
-                k_max = gr.Slider(2, 16, value=10, step=1, label="Max regions (K)", elem_id="k-max")
-                content_weight = gr.Slider(0, 3, value=1, step=0.05, label="Content weight",
-                                           info="× the preset's weight; higher keeps more of the photo")
+                size = gr.Slider(value=512, step=32, label="Working size (px, long side)", elem_id="size",
+                                 **slider_range(ImageSettings, "size"))
+                k_max = gr.Slider(value=10, step=1, label="Max regions (K)", elem_id="k-max",
+                                  **slider_range(RegionSettings, "k_max"))
+                content_weight = gr.Slider(value=1, step=0.05, label="Content weight", elem_id="content-weight",
+                                           info="× the preset's weight; higher keeps more of the photo",
+                                           **slider_range(Request, "content_weight"))
             with gr.Row():
                 # Built with every engine's range, so API callers may pass any engine's steps (gradio checks a
-                # slider's bounds); the page narrows it to the engine that runs when it loads.
-                steps = gr.Slider(step=1, elem_id="steps", **{**steps_setting("auto", "paper"), "minimum": 1,
-                                                             "maximum": max(high for _, _, high in STEPS.values())})
+                # slider's bounds); the page narrows it to the engine that paints when it loads.
+                every = [knob_range(getattr(Settings(), spec.settings), spec.knobs["steps"])
+                         for spec in ENGINES.values() if "steps" in spec.knobs]
+                steps = gr.Slider(step=1, elem_id="steps", **{**steps_setting("auto", "paper"), "visible": True,
+                                                             "minimum": min(lo for lo, _ in every),
+                                                             "maximum": max(hi for _, hi in every)})
                 seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                 randomize = gr.Checkbox(False, label="Randomise seed")
         status = gr.HTML(render.status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
@@ -384,7 +325,7 @@ if __name__ == "__main__":
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    hosting.warm_up(get_pipeline())  # the first visitor's run pays no first-use costs
+    hosting.warm_up(get_pipeline(), plan(page_request("auto", "fast", 64, 10, 1.0, 1, 0)))  # first-use costs
     demo = build_demo(args.gallery)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(args.gallery))

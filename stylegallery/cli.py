@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="print speed and memory figures of the pipeline",
                            description="Speed and memory figures of the whole pipeline, per stage, cold and warm "
                                        "cache (medians; see stylegallery/bench.py).")
-    _add_request_flags(bench, engine_names(with_auto=False), "classic")
+    _add_request_flags(bench, engine_names(), "auto")
     bench.add_argument("--sizes", default="512", type=_whole_list, help="comma-separated long sides, e.g. 256,512")
     bench.add_argument("--styles", default="1,2,3,5", type=_whole_list, help="comma-separated numbers of styles")
     bench.add_argument("--repeats", type=_positive, default=3, help="runs per configuration; medians are printed")

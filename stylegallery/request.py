@@ -38,9 +38,9 @@ MODEL_KNOBS = ("sd_model", "dino_model", "depth_model", "lora")
 STAGE3_KNOBS = ("steps", "content_weight", "face_boost")
 
 
-def engine_names(with_auto: bool = True) -> tuple[str, ...]:
+def engine_names() -> tuple[str, ...]:
     """The engines a door offers, by key (`auto` first)."""
-    return (("auto",) if with_auto else ()) + tuple(ENGINES)
+    return ("auto", *ENGINES)
 
 
 class KnobError(InputError):

@@ -36,12 +36,17 @@ def gallery_dev() -> Path:
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
-    """app.py on a FakePipeline, with gradio's upload folder in tmp_path holding copies of CONTENT and STYLES."""
+    """app.py on a FakePipeline, with gradio's upload folder in tmp_path holding copies of CONTENT and STYLES, on a
+    machine without a GPU where `auto` paints with the classic engine."""
     import app
+    from stylegallery import request
     from tests.fixtures import CONTENT, STYLES, FakePipeline
 
     pipe = FakePipeline()
     monkeypatch.setattr(app, "get_pipeline", lambda: pipe)
+    monkeypatch.setattr(request, "detect_machine", lambda: request.Machine(None, "no GPU found"))
+    monkeypatch.setattr(request, "missing_packages", lambda name: None if name in ("classic", "diffusion") else
+                        f"the {name} engine's packages are not installed")
     uploads = tmp_path / "uploads"  # gradio's upload folder (and cache: the run's pictures go there too)
     uploads.mkdir()
     for path in (CONTENT, *STYLES):

@@ -46,22 +46,26 @@ class FakePipeline:
         self.notes: tuple[str, ...] = ()  # on ContentSegmented and Segmented; Result.notes adds `late_notes`
         self.late_notes: tuple[str, ...] = ()
 
-    def resolve_engine(self, settings):
-        if settings.engine == "auto":
-            return "classic", "no GPU found"
-        return settings.engine, "chosen in the settings"
-
     def run(self, content, styles, settings, overrides=None, should_stop=None):
-        self.runs.append({"content": content, "styles": styles, "settings": settings, "overrides": overrides})
-        name, reason = self.resolve_engine(settings)
+        """As Pipeline.run: a front-desk Plan (or Settings, planned), its engine or the first fallback that loads."""
+        from stylegallery.request import Plan, plan_settings
+
+        run_plan = settings if isinstance(settings, Plan) else plan_settings(settings)
+        settings, name, reason, notes = run_plan.settings, run_plan.engine, run_plan.reason, self.notes
         if name in self.fail:
-            raise ModelLoadError(f"{name} models are not available here")
+            if not run_plan.fallbacks:
+                raise ModelLoadError(f"{name} models are not available here")
+            reason = f"the {name} engine could not be loaded ({name} models are not available here)"
+            name = run_plan.fallbacks[0]
+            notes = (f"{reason}, so the {name} engine painted instead", *notes)
+        self.runs.append({"content": content, "styles": styles, "settings": settings, "overrides": overrides,
+                          "engine": name})
         image = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)  # (H, W, 3)
         labels = (np.arange(8)[None, :].repeat(6, 0) >= 4).astype(np.int32)  # (h, w) = (6, 8), two regions
         timings = {"analyze": 0.1, "segment": 0.2}
-        yield ContentSegmented(name, reason, image, labels, dict(timings), self.notes)
+        yield ContentSegmented(name, reason, image, labels, dict(timings), notes)
         yield Segmented(name, reason, image, labels, [image] * len(styles), [labels] * len(styles), dict(timings),
-                        self.notes)
+                        notes)
         matches = [Match(0, 0, 0, 0.5, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3}),
                    Match(1, len(styles) - 1, 1, 0.25, {"statistical": 0.1, "semantic": 0.2, "positional": 0.3},
                          source="user" if overrides else "auto")]
@@ -72,4 +76,4 @@ class FakePipeline:
         yield Preview(1, 2, image * 0.5, dict(timings, transfer=0.1))
         timings.update(transfer=0.3, total=0.61)
         yield Done(Result(1 - image, image, [image] * len(styles), labels, [labels] * len(styles), matches, timings,
-                          name, reason, settings, self.notes + self.late_notes))
+                          name, reason, settings, notes + self.late_notes))

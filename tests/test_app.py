@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import app
+from stylegallery.config import preset
 from stylegallery.errors import Cancelled, InputError
 from stylegallery.gallery import by_kind, load_gallery
 from tests.fixtures import CONTENT, GALLERY, REPO, STYLES, free_port, served
@@ -44,74 +45,95 @@ def _generate(content=None, styles=None, overrides=None, engine="auto", preset="
 
 # ---- settings and overrides --------------------------------------------------------------------
 
-def test_make_settings_maps_every_widget():
-    s = app.make_settings("classic", "fast", 320, 6, 2.0, 5, 123)
-    base = app.preset("fast")
+def _page(*args):
+    from stylegallery.request import plan
+
+    return plan(app.page_request(*args)).settings
+
+
+def test_page_request_maps_every_widget(fake, monkeypatch):
+    monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")
+    s = _page("classic", "fast", 320, 6, 2.0, 5, 123)
+    base = preset("fast")
     assert (s.engine, s.preset, s.seed, s.image.size, s.regions.k_max) == ("classic", "fast", 123, 320, 6)
-    # steps and content weight go to the engine that runs, as the CLI's --steps and --content-weight
+    # steps and content weight go to the engine that paints, as the CLI's --steps and --content-weight
     assert s.classic.iterations == 5 and s.classic.content_weight == pytest.approx(2 * base.classic.content_weight)
     assert s.diffusion.steps == base.diffusion.steps and s.diffusion.content_weight == base.diffusion.content_weight
     assert s.classic.scales == base.classic.scales  # the preset's other values stay
-    d = app.make_settings("diffusion", "fast", 320, 6, 2.0, 40, 123)
+    d = _page("diffusion", "fast", 320, 6, 2.0, 40, 123)
     assert d.diffusion.steps == 40 and d.diffusion.content_weight == pytest.approx(2 * base.diffusion.content_weight)
     assert d.classic == base.classic
 
 
-def test_steps_follow_the_engine_that_runs_like_the_cli(fake):
-    from stylegallery.cli import build_parser, settings_from_args
+@pytest.mark.parametrize(("widgets", "flags"), [
+    (("auto", "paper", 512, 10, 1.0, 4, 42), []),
+    (("classic", "fast", 320, 6, 2.0, 7, 5), ["--preset", "fast", "--size", "320", "--max-regions", "6",
+                                               "--content-weight", "2", "--seed", "5"]),
+    (("diffusion", "paper", 384, 8, 0.5, 300, 9), ["--size", "384", "--max-regions", "8", "--content-weight", "0.5",
+                                                   "--seed", "9", "--device", "cpu"]),
+    (("diffusion", "fast", 512, 10, 1.5, 20, 0), ["--preset", "fast", "--content-weight", "1.5", "--seed", "0",
+                                                  "--device", "cpu"]),
+])
+def test_the_same_knobs_at_the_page_and_at_the_cli_give_the_same_settings(fake, monkeypatch, widgets, flags):
+    """One meaning per knob: the page's widgets and the CLI's flags go through the same front desk."""
+    from stylegallery.cli import build_parser, request_from_args
+    from stylegallery.request import plan
 
-    for engine, steps in (("auto", 4), ("classic", 7), ("diffusion", 300)):  # the fake resolves auto to classic
-        runs_on, _ = fake.resolve_engine(app.Settings(engine=engine))
-        args = build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", "--engine", engine,
-                                          "--steps", str(steps)])
-        cli = settings_from_args(args, runs_on)
-        page = app.make_settings(engine, "paper", 512, 10, 1.0, steps, 42)
-        assert (page.classic.iterations, page.diffusion.steps) == (cli.classic.iterations, cli.diffusion.steps)
+    for name in ("SD", "DINO", "DEPTH"):
+        monkeypatch.delenv(f"STYLEGALLERY_{name}_MODEL", raising=False)
+    monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")  # the page refuses a GPU engine off a GPU otherwise
+    args = build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", "--engine", widgets[0], "--steps",
+                                      str(widgets[5]), *flags])
+    cli = plan(request_from_args(args))
+    page = plan(app.page_request(*widgets))
+    assert page.settings == cli.settings and page.engine == cli.engine
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("classic", "paper", 32, 6, 1.0, 3, 1), "size=32 is invalid"),
-    (("classic", "paper", 320.5, 6, 1.0, 3, 1), "size=320.5 is invalid: expected a whole number"),
-    (("classic", "paper", 512, 1, 1.0, 3, 1), "k_max=1 is invalid: expected 2..32"),  # not raised to k_min
-    (("classic", "paper", 512, 6, 20.0, 3, 1), "content_weight=20.0 is invalid: expected 0..10"),  # not clamped
+    (("classic", "paper", 32, 6, 1.0, 3, 1), "size 32 is invalid: expected an integer in 64..2048"),
+    (("classic", "paper", 320.5, 6, 1.0, 3, 1), "size 320.5 is invalid: expected a whole number"),
+    (("classic", "paper", 512, 1, 1.0, 3, 1), "max regions 1 is invalid: expected an integer in 2..32"),
+    (("classic", "paper", 512, 6, 20.0, 3, 1), "content weight 20 is out of range: choose 0 to 5"),  # not clamped
     (("classic", "paper", 512, 6, 1.0, 150, 1),
-     "steps=150 is out of range for the classic engine \\(iterations per patch size\\): choose 1 to 20"),
-    (("diffusion", "paper", 512, 6, 1.0, 0, 1), "steps=0 is out of range for the diffusion engine"),
-    (("classic", "paper", 512, 6, 1.0, 2.5, 1), "steps=2.5 is invalid: expected a whole number"),
+     "steps 150 is out of range for the classic engine: choose 1 to 20 \\(iterations per patch size\\)"),
+    (("diffusion", "paper", 512, 6, 1.0, 0, 1), "steps 0 is out of range for the diffusion engine"),
+    (("classic", "paper", 512, 6, 1.0, 2.5, 1), "steps 2.5 is invalid: expected a whole number"),
 ])
-def test_make_settings_rejects_invalid_values(args, message):
-    with pytest.raises(ValueError, match=message):
-        app.make_settings(*args)
+def test_invalid_widget_values_are_page_errors_naming_the_setting(fake, monkeypatch, args, message):
+    monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")
+    with pytest.raises(gr.Error, match="Invalid setting: " + message):
+        _generate(engine=args[0], preset=args[1], size=args[2], k_max=args[3], weight=args[4], steps=args[5])
+    assert fake.runs == []
 
 
-@pytest.mark.parametrize("engine", ["classic", "diffusion"])
-def test_the_steps_ranges_are_the_librarys(engine):
-    from stylegallery.config import ClassicSettings, DiffusionSettings
-
-    _, low, high = app.STEPS[engine]
-    make = (lambda n: ClassicSettings(iterations=n)) if engine == "classic" else (lambda n: DiffusionSettings(steps=n))
-    make(low), make(high)
-    for outside in (low - 1, high + 1):
-        with pytest.raises(ValueError):
-            make(outside)
-
-
-def test_the_steps_slider_shows_the_range_of_the_engine_that_runs(fake):
+def test_the_steps_slider_shows_the_range_of_the_engine_that_paints(fake):
     classic = app.steps_setting("classic", "paper")
-    paper = app.preset("paper").classic.iterations
+    paper = preset("paper").classic.iterations
     assert (classic["minimum"], classic["maximum"], classic["value"]) == (1, 20, paper)
     assert classic["info"] == f"classic engine: iterations per patch size, 1 to 20 (the paper preset uses {paper})"
     diffusion = app.steps_setting("diffusion", "fast")
-    assert (diffusion["maximum"], diffusion["value"]) == (1000, app.preset("fast").diffusion.steps)
-    assert app.steps_setting("auto", "paper")["maximum"] == 20  # the fake runs auto on classic
+    assert (diffusion["maximum"], diffusion["value"]) == (1000, preset("fast").diffusion.steps)
+    assert app.steps_setting("auto", "paper")["maximum"] == 20  # auto paints with classic on this (fake) machine
     demo = app.build_demo()
     steps = _component(demo, "steps")  # built wide, so API callers may pass any engine's steps...
-    assert (steps.minimum, steps.maximum, steps.value) == (1, 1000, app.preset("paper").classic.iterations)
+    assert (steps.minimum, steps.maximum, steps.value) == (1, 1000, preset("paper").classic.iterations)
     on_load = next(fn.fn for fn in demo.fns.values() if (demo._id, "load") in fn.targets and steps in fn.outputs)
-    assert on_load()["maximum"] == 20  # ...and narrowed to the engine that runs when the page loads
+    assert on_load()["maximum"] == 20  # ...and narrowed to the engine that paints when the page loads
     engine = _component(demo, "engine")
     update = next(fn.fn for fn in demo.fns.values() if (engine._id, "change") in fn.targets and steps in fn.outputs)
     assert update("diffusion", "paper")["maximum"] == 1000
+    assert list(engine.choices) == [(n, n) for n in ("auto", *app.ENGINES)]  # the registry's engines
+
+
+def test_the_sliders_read_their_ranges_from_the_settings(fake):
+    from stylegallery.config import ImageSettings, RegionSettings, knob_range
+    from stylegallery.request import Request
+
+    demo = app.build_demo()
+    for elem_id, (settings, name) in {"size": (ImageSettings, "size"), "k-max": (RegionSettings, "k_max"),
+                                      "content-weight": (Request, "content_weight")}.items():
+        slider = _component(demo, elem_id)
+        assert (slider.minimum, slider.maximum) == knob_range(settings, name), elem_id
 
 
 def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):
@@ -166,8 +188,8 @@ def test_the_pipelines_notes_show_with_the_engine_line_from_the_first_event(fake
     first = next(i for i, o in enumerate(outputs) if _shows(o[OUT["region_map"]]))  # ContentSegmented
     note = "Note: the fast preset needs a LoRA: none given, running the paper schedule &lt;on the plain UNet&gt;"
     statuses = [o[OUT["status"]] for o in outputs[first:] if _is_set(o[OUT["status"]])]
-    assert note in outputs[first][OUT["status"]] and "<b>classic</b> engine (no GPU found)" in outputs[first][
-        OUT["status"]]
+    engine_line = "<b>classic</b> engine (no GPU found for the diffusion engine"
+    assert note in outputs[first][OUT["status"]] and engine_line in outputs[first][OUT["status"]]
     assert all(note in status for status in statuses)  # it stays with the engine line to the end
     assert statuses[-1].count("Note:") == 2 and "Note: auto picked classic: no GPU" in statuses[-1]
     notes = [*fake.notes, *fake.late_notes]
@@ -192,8 +214,8 @@ def test_overrides_and_random_seed_reach_the_pipeline(fake):
         ({"content": ""}, "Choose a content image"),
         ({"styles": []}, "Choose at least one style image"),
         ({"styles": [(str(STYLES[0]), None)] * 6}, "6 style images chosen: use at most 5"),
-        ({"size": 10}, "Invalid setting: size=10"),
-        ({"steps": 150}, "Invalid setting: steps=150 is out of range for the classic engine"),
+        ({"size": 10}, "Invalid setting: size 10 is invalid"),
+        ({"steps": 150}, "Invalid setting: steps 150 is out of range for the classic engine"),
     ],
 )
 def test_bad_inputs_become_page_errors(fake, kwargs, message):
@@ -266,28 +288,30 @@ def test_a_new_run_clears_the_last_runs_pictures_first(fake):
 
 
 def test_diffusion_is_refused_without_a_gpu(fake, monkeypatch):
-    monkeypatch.setattr(app, "gpu_device", lambda: (None, "no GPU found"))
-    with pytest.raises(gr.Error, match="needs a GPU and this machine has none"):
+    monkeypatch.delenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", raising=False)
+    with pytest.raises(gr.Error, match="The diffusion engine needs a GPU and this machine has none"):
         _generate(engine="diffusion")
     assert fake.runs == []
 
 
-def test_model_locations_and_gpu_come_from_the_environment(monkeypatch):
-    monkeypatch.setattr(app, "gpu_device", lambda: ("cuda", "GPU found"))
+def test_model_locations_and_gpu_come_from_the_environment(fake, monkeypatch):
+    from stylegallery import request
+
+    monkeypatch.setattr(request, "detect_machine", lambda: request.Machine("cuda", "GPU found"))
     monkeypatch.setenv("STYLEGALLERY_SD_MODEL", "/models/sd15")
     monkeypatch.setenv("STYLEGALLERY_DEPTH_MODEL", "none")
-    d = app.make_settings("diffusion", "paper", 512, 10, 1.0, 150, 0).diffusion
+    d = _page("diffusion", "paper", 512, 10, 1.0, 150, 0).diffusion
     assert (d.sd_model, d.depth_model, d.device, d.dtype) == ("/models/sd15", None, "cuda", "float16")
 
 
-def test_unloadable_models_fall_back_to_classic_with_a_clear_status(fake, monkeypatch):
+def test_unloadable_models_fall_back_to_a_cpu_engine_with_a_clear_status(fake, monkeypatch):
     monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")
     fake.fail = ("diffusion",)
-    with pytest.warns(UserWarning, match="classic engine paints instead"):
+    with pytest.warns(UserWarning, match="so the classic engine painted instead"):
         outputs = _generate(engine="diffusion")
-    assert [r["settings"].engine for r in fake.runs] == ["diffusion", "classic"]
+    assert [r["engine"] for r in fake.runs] == ["classic"]
     status = outputs[next(i for i, o in enumerate(outputs) if _shows(o[OUT["region_map"]]))][OUT["status"]]
-    assert "<b>classic</b> engine (the diffusion models could not be loaded" in status
+    assert "<b>classic</b> engine (the diffusion engine could not be loaded" in status
     assert "done in" in outputs[-1][OUT["status"]]
 
 

@@ -43,7 +43,7 @@ def test_diffusion_end_to_end(tiny, files, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code, err = _run(["run", str(files["content"]), str(files["style1"]), str(files["style2"]),
                       "-o", str(out / "result.png"), "--engine", "diffusion", "--size", "96", "--steps", "3",
-                      "--mask-out", str(out / "mask.png"), "--matches-out", str(out / "matches.json"),
+                      "--flat-mask-out", str(out / "mask.png"), "--matches-out", str(out / "matches.json"),
                       *_model_flags(tiny)], capsys)
     assert code == 0, err
     assert "engine: diffusion (chosen in the settings)" in err

@@ -216,7 +216,7 @@ def test_a_pipeline_run_stopped_in_stage_1_ends_at_the_next_unet_call(engine):
     from stylegallery.pipeline import Pipeline
 
     pipe = Pipeline(cache_bytes=0)
-    pipe._engine_for = lambda settings: (engine, "test")  # the tiny engine, already loaded
+    pipe._engine_for = lambda plan: (engine, "test", ())  # the tiny engine, already loaded
     unet_calls = []
     handle = engine.sd.unet.register_forward_hook(lambda *args: unet_calls.append(1))
     settings = dataclasses.replace(tiny_settings(), image=dataclasses.replace(tiny_settings().image, size=64))

@@ -234,7 +234,7 @@ def test_unloadable_diffusion_models_fall_back_to_classic_with_a_clear_status(se
                         {}, "diffusion", "paper", 256, 6, 1.0, 150, 0, False, api_name="/generate")
     final = job.result(timeout=300)
     status = str(final[at["status"]])
-    assert "<b>classic</b> engine (the diffusion models could not be loaded" in status and "done in" in status
+    assert "<b>classic</b> engine (the diffusion engine could not be loaded" in status and "done in" in status
     assert "sd_model" in status and "\n" not in status  # says which model and stays one line
     with Image.open(final[at["result"]]) as picture:
         assert max(picture.size) == 256
@@ -267,7 +267,7 @@ def test_generate_with_a_missing_model_folder_paints_with_classic(app, uploads, 
     missing = tmp_path / "no-such-model"
     monkeypatch.setenv("STYLEGALLERY_SD_MODEL", str(missing))
     monkeypatch.setenv("STYLEGALLERY_ALLOW_CPU_DIFFUSION", "1")
-    with pytest.warns(UserWarning, match="classic engine paints instead"):
+    with pytest.warns(UserWarning, match="so the classic engine painted instead"):
         outputs = list(app.generate(str(uploads[0]), [(str(uploads[1]), None)], {}, "diffusion", "paper", 256, 6,
                                     1.0, 150, 0, False, gr.Request()))
     statuses = [str(o[app.OUTPUTS.index("status")]) for o in outputs]

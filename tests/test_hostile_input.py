@@ -249,11 +249,7 @@ def test_an_ico_wrapping_a_huge_png_is_refused_without_decoding_it() -> None:
 def test_the_fuzzer_finds_no_escape_over_every_format_it_writes() -> None:
     """benchmarks/fuzz_inputs.py, bounded: mutated files of the six formats the loader opens and of every other
     format Pillow writes here (renamed ones included), each an image or one clear line."""
-    import importlib.util
+    from benchmarks import fuzz_inputs as fuzz
 
-    spec = importlib.util.spec_from_file_location("fuzz_inputs", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "fuzz_inputs.py")
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
     assert {"ICO", "DDS", "BLP", "SPIDER", "EPS"} <= set(fuzz.seed_files())
     assert fuzz.main(["--cases", "3000", "--seed", "7"]) == 0

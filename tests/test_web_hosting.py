@@ -67,8 +67,9 @@ def test_a_session_is_safe_as_a_folder_name():
     assert hosting.session(Request()) == "abc12" and hosting.session(None) == "anonymous"
 
 
-def test_warm_up_runs_the_classic_engine_once_and_leaves_the_cache_empty(monkeypatch):
+def test_warm_up_runs_the_planned_engine_once_and_leaves_the_cache_empty(monkeypatch):
     from stylegallery.pipeline import Pipeline
+    from stylegallery.request import Request, plan
 
     pipe = Pipeline()
     runs = []
@@ -79,8 +80,10 @@ def test_warm_up_runs_the_classic_engine_once_and_leaves_the_cache_empty(monkeyp
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(pipe, "run", counting_run)
-    hosting.warm_up(pipe)
+    warm = plan(Request(engine="classic", preset="fast", size=64))
+    hosting.warm_up(pipe, warm)
     assert runs == ["classic"] and len(pipe.cache) == 0
+    assert ("classic", ()) in pipe._engines  # the engine is built and kept for the first visitor
 
 
 def _partial_save(self, fp, format=None, **params):  # noqa: A002 (Pillow's signature)

@@ -111,20 +111,15 @@ def zero_gpu(seconds: int) -> Callable[[Callable], Callable]:
     return spaces.GPU(duration=seconds)
 
 
-def warm_up(pipe: Any) -> None:
-    """One tiny classic run of `pipe` (a stylegallery.Pipeline) before serving: the first visitor's run then pays no
-    first-use costs (lazy imports of scikit-learn and OpenCV's face cascade, about 0.8 s). Its analyses are dropped
-    from the cache."""
-    import dataclasses
-
+def warm_up(pipe: Any, plan: Any) -> None:
+    """One tiny run of `pipe` (a stylegallery.Pipeline) with `plan` (the page's, at a tiny size) before serving: the
+    engine's models are loaded and the first visitor's run pays no first-use costs (lazy imports of scikit-learn and
+    OpenCV's face cascade, about 0.8 s). Its analyses are dropped from the cache."""
     import numpy as np
-
-    from stylegallery.config import preset
 
     rng = np.random.default_rng(0)
     tiny = [rng.uniform(0, 1, (64, 96 - 16 * i, 3)).astype(np.float32) for i in range(2)]
-    pipe(tiny[0], [tiny[1]], dataclasses.replace(preset("fast", engine="classic"),
-                                                 image=dataclasses.replace(preset("fast").image, size=64)))
+    pipe(tiny[0], [tiny[1]], plan)
     pipe.cache.clear()
 
 

@@ -265,10 +265,10 @@ def show_choice(overrides: dict | None, region: str | None) -> str:
     return target((overrides or {}).get((region or "").lstrip("R")))
 
 
-def hero(engine: str, reason: str) -> str:
-    """The page's title block; off a GPU it says that the classic engine paints."""
-    notice = ("" if engine == "diffusion" else f"<p class='sg-notice'>Running on CPU ({reason}): the weight-free "
-              "classic engine paints the result.</p>")
+def hero(engine: str, reason: str, summary: str) -> str:
+    """The page's title block, saying which engine paints here and why (the front desk's choice for `auto`)."""
+    notice = (f"<p class='sg-notice'>The <b>{html.escape(engine)}</b> engine paints here "
+              f"({html.escape(reason, quote=False)}): {html.escape(summary, quote=False)}.</p>")
     return (f"<div class='sg-hero'><h1>StyleGallery</h1><p class='sg-sub'>Restyle a photo region by region from "
             "several style images: each part of the picture takes its look from the style region that fits it "
             f"best.</p><p class='sg-paper'>A reimplementation of <i>{PAPER}</i>.</p>{notice}</div>")
