@@ -201,24 +201,3 @@ def test_depth_none_turns_the_depth_split_off() -> None:
     classic = settings("classic")
     assert classic.classic.iterations == 7 and classic.classic.content_weight == 0.5
     assert classic.diffusion.steps == preset("paper").diffusion.steps  # stage-3 flags go to the engine that runs
-
-
-def test_bench_prints_exact_unet_counts_per_stage(capsys) -> None:
-    steps, counts = 2, (1, 2)
-    code = cli.main(["bench", "--engine", "diffusion", "--tiny", "--sizes", "64", "--styles", "1,2", "--steps",
-                     str(steps), "--repeats", "1", "--device", "cpu", "--dtype", "auto"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    lines = out.splitlines()
-    assert lines[0].startswith("# engine diffusion, preset paper, device cpu, dtype float32, lora none")
-    header = [part.split() for part in lines[1].split("|")]
-    assert header == [["size", "styles", "cache"], ["analyze", "segment", "match", "transfer", "total"],
-                      ["fwd_analyze", "fwd_transfer", "bwd_transfer"], ["rss_MB", "cuda_MB"]]
-    rows = [[part.split() for part in line.split("|")] for line in lines[3:]]
-    assert [tuple(row[0]) for row in rows] == [("64", str(n), cache) for n in counts for cache in ("cold", "warm")]
-    for (_, n, cache), times, (fwd_analyze, fwd_transfer, bwd_transfer), (rss, cuda) in rows:
-        assert all(float(t) >= 0 for t in times) and float(rss) > 0 and cuda == "-"
-        # stage 1: 15 inversion forwards per image, none with a warm cache; stage 3: per step one batched
-        # reference call and one forward/backward on z (iters 1)
-        assert int(fwd_analyze) == (15 * (1 + int(n)) if cache == "cold" else 0)
-        assert (int(fwd_transfer), int(bwd_transfer)) == (steps * 2, steps)
