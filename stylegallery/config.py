@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
-EngineName = Literal["auto", "diffusion", "classic"]
+EngineName = str  # "auto" or a key of stylegallery.engines.ENGINES (the registry: no engine is named here)
 PresetName = Literal["paper", "fast"]
 
-ENGINES: tuple[str, ...] = ("auto", "diffusion", "classic")
 PRESETS: tuple[str, ...] = ("paper", "fast")
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -307,7 +306,9 @@ class Settings:
     classic: ClassicSettings = field(default_factory=ClassicSettings)
 
     def __post_init__(self) -> None:
-        _check(self.engine in ENGINES, "engine", self.engine, " | ".join(ENGINES))
+        from stylegallery.engines import ENGINES  # the registry (it imports nothing of the library)
+
+        _check(self.engine == "auto" or self.engine in ENGINES, "engine", self.engine, " | ".join(("auto", *ENGINES)))
         _check(self.preset in PRESETS, "preset", self.preset, " | ".join(PRESETS))
         _check_knobs(self)
 
