@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stylegallery.engines import ENGINES  # the engine registry (it imports nothing of the library)
+
 
 EngineName = str  # "auto" or a key of stylegallery.engines.ENGINES (the registry: no engine is named here)
 PresetName = Literal["paper", "fast"]
@@ -306,8 +308,6 @@ class Settings:
     classic: ClassicSettings = field(default_factory=ClassicSettings)
 
     def __post_init__(self) -> None:
-        from stylegallery.engines import ENGINES  # the registry (it imports nothing of the library)
-
         _check(self.engine == "auto" or self.engine in ENGINES, "engine", self.engine, " | ".join(("auto", *ENGINES)))
         _check(self.preset in PRESETS, "preset", self.preset, " | ".join(PRESETS))
         _check_knobs(self)
