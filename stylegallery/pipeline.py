@@ -37,6 +37,7 @@ from stylegallery.types import Analysis, Match, RegionDescriptor
 logger = logging.getLogger(__name__)
 
 MAX_STYLES = 16
+MAX_SOURCE_SIDE = 2048  # px: the long side of the content photo handed to engines that paint at its own size
 LOAD_RETRY_SECONDS = 300.0  # a failed engine load is not retried for the same model settings within this time
 DEFAULT_CACHE_BYTES = 1_500_000_000  # unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB")
 
@@ -44,6 +45,7 @@ DEFAULT_CACHE_BYTES = 1_500_000_000  # unless STYLEGALLERY_CACHE_BYTES says othe
 ENGINE_REGISTRY: dict[str, str] = {
     "classic": "stylegallery.engines.classic:ClassicEngine",
     "diffusion": "stylegallery.engines.diffusion:DiffusionEngine",
+    "neural": "stylegallery.engines.neural:NeuralEngine",
 }
 
 
@@ -281,7 +283,7 @@ class Pipeline:
                      match_settings.seed)
         descriptors = [
             self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings,
-                           str(getattr(engine, "device", "cpu")))
+                           str(getattr(engine, "device", "cpu")), engine)
             for analysis, lab, key in zip(analyses, grids, keys)
         ]
         matches = matching.match(descriptors[0], descriptors[1:], match_settings, overrides=overrides)
@@ -291,7 +293,9 @@ class Pipeline:
         # 6. Transfer the style region by region (stage 3)
         t0 = time.perf_counter()
         final: np.ndarray | None = None
-        for step in engine.transfer(analyses[0], content_labels, analyses[1:], style_labels, matches, settings, stop):
+        source = _source_image(content, settings) if engine.uses_source else None
+        for step in engine.transfer(analyses[0], content_labels, analyses[1:], style_labels, matches, settings, stop,
+                                    source=source):
             if step.final:
                 final = step.image
             else:
@@ -348,7 +352,7 @@ class Pipeline:
         if name not in ENGINE_REGISTRY:
             raise InputError(f"engine {name!r} is unknown; choose one of {', '.join(ENGINE_REGISTRY)} or auto")
         d = settings.diffusion
-        key: Hashable = (name,) if name == "classic" else (name, d.sd_model, d.dino_model, d.depth_model, d.lora,
+        key: Hashable = (name,) if name in ("classic", "neural") else (name, d.sd_model, d.dino_model, d.depth_model, d.lora,
                                                            d.device, d.dtype)
         with self._engine_lock:
             engine = self._engines.get(key)
@@ -399,18 +403,20 @@ class Pipeline:
         return cached
 
     def _describe(self, analysis: Analysis, labels: np.ndarray, key: Hashable,
-                  match_settings: MatchSettings, device: str = "cpu") -> list[RegionDescriptor]:
+                  match_settings: MatchSettings, device: str = "cpu",
+                  engine: Engine | None = None) -> list[RegionDescriptor]:
         descriptors = self.cache.get("describe", key)
         if descriptors is None:
+            statistical = engine.region_statistics(analysis, labels) if engine is not None else None
             aggregator = None
-            if match_settings.statistics == "random_transformer":  # built once per width and seed, then reused
+            if statistical is None and match_settings.statistics == "random_transformer":  # built once, then reused
                 agg_key = (analysis.cluster_features.shape[-1], match_settings.seed, device)
                 aggregator = self._aggregators.get(agg_key)
                 if aggregator is None:
                     aggregator = matching.RandomAggregator(agg_key[0], agg_key[1], device=device)
                     self._aggregators[agg_key] = aggregator
             descriptors = matching.describe_regions(labels, analysis.cluster_features, analysis.tokens, match_settings,
-                                                    aggregator=aggregator)
+                                                    aggregator=aggregator, statistical=statistical)
             size = sum(d.statistical.nbytes + d.semantic.nbytes + 64 for d in descriptors)
             self.cache.put("describe", key, descriptors, size)
         return descriptors
@@ -454,7 +460,7 @@ def _build_engine(name: str, settings: Settings) -> Engine:
             "run `pip install -r requirements.txt` or use --engine classic"
         ) from None
     cls = getattr(module, class_name)
-    if name == "classic":
+    if name in ("classic", "neural"):
         return cls()
     d = settings.diffusion
     device = d.device
@@ -466,6 +472,14 @@ def _build_engine(name: str, settings: Settings) -> Engine:
             device = "cuda" if torch.cuda.is_available() else "mps"
     return cls(sd_model=d.sd_model, dino_model=d.dino_model, depth_model=d.depth_model, lora=d.lora,
                device=device, dtype=d.dtype)
+
+
+def _source_image(content: images.ImageSource, settings: Settings) -> np.ndarray:
+    """The content photo at its own size, long side capped at MAX_SOURCE_SIDE, (H, W, 3) float32 in [0, 1]."""
+    rgb = images.to_rgb(content, settings.image, name="content image")  # (h0, w0, 3) uint8
+    long_side = min(MAX_SOURCE_SIDE, max(rgb.shape[:2]))
+    height, width = images.working_size(rgb.shape[0], rgb.shape[1], long_side, 1, settings.image.aspect)
+    return images.resize(rgb, height, width)
 
 
 def _check_inputs(
