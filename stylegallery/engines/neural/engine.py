@@ -69,7 +69,7 @@ class NeuralEngine(Engine):
         tokens = features.block_tokens(shape, s16)
         prepool = np.ascontiguousarray(features.crop_map(out["prepool"], features.STRIDE, shape))
         return Analysis(image=image, cluster_features=cluster, merge_features=merge, depth=None, tokens=tokens,
-                        payload={"prepool": prepool, "vector": out["vector"]})
+                        payload={"prepool": prepool})
 
     def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
         # statistics: unused (region_statistics gives s_r); "moments" only marks it resolved

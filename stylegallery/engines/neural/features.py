@@ -24,11 +24,14 @@ STRIDE = 32  # the predictor's total stride
 MARGIN = 64  # px of reflected border around the image before the predictor (two stride-32 cells)
 BLOCK_PX = 32  # px of one semantic block at a 512 px working size (MatchSettings.block_size's default, 3.2b)
 
-# regions.segment z-scores every channel, so a channel's weight in k-means is its share of the channels: Lab is
-# repeated so that colour holds about a quarter of the variance next to 768 deep channels (with one copy colour
-# had no say: regions of one object in light and shadow stayed apart from nothing; with all-colour the sky and sea
-# of a photo fused). Tuned by looking at the dev photos.
-COLOUR_COPIES = 32
+# regions.segment z-scores every channel, so a channel's weight in k-means is its share of the channels. The 768
+# deep channels are reduced here to their top DEEP_COMPONENTS principal components (z-scored, per image), which
+# segment then whitens; Lab is repeated COLOUR_COPIES times, so colour holds a third of the channels. On the dev
+# photos this split people / sand / sea / sky and boat / sea / shore, where all 768 channels plus colour merged the
+# people into the sea, and stage 1 ran 3x faster (the 860-channel PCA of segment dominated its time).
+DEEP_COMPONENTS = 24
+COLOUR_COPIES = 4
+PCA_ITERATIONS = 4  # subspace iterations of the top-component search (deterministic start)
 # The merge rule of stage 1 joins clusters whose mean merge features are closer than 0.85 (paper 2.2, latents of
 # unit-ish scale). Lab / 12 makes 0.85 a CIE76 difference of ~10 (as the classic engine); the deep part adds the
 # distance of the unit-normalised mean s16 activations times MERGE_DEEP_SCALE, so two clusters of the same colour
@@ -72,17 +75,35 @@ def cluster_and_merge(image: np.ndarray, s8: np.ndarray, s16: np.ndarray) -> tup
     """F_mix and merge features on the stride-8 grid of `image` (paper 2.1-2.2).
 
     image: (H, W, 3) in [0, 1], H and W multiples of CELL; s8, s16: the predictor's maps cropped to the image
-    (`crop_map`). Returns cluster (h, w, 192 + 576 + 3 COLOUR_COPIES) and merge (h, w, 3 + 576), float32.
+    (`crop_map`). Returns cluster (h, w, DEEP_COMPONENTS + 3 COLOUR_COPIES) and merge (h, w, 3 + 576), float32.
     """
     grid = (image.shape[0] // CELL, image.shape[1] // CELL)
     s8 = s8[:grid[0], :grid[1]]  # (h, w, 192)
     up = _resize(s16, (2 * s16.shape[0], 2 * s16.shape[1]), cv2.INTER_LINEAR)[:grid[0], :grid[1]]  # (h, w, 576)
     lab = lab_cells(image, grid)  # (h, w, 3)
     colour = np.stack([(lab[..., 0] - 50.0) / 20.0, lab[..., 1] / 20.0, lab[..., 2] / 20.0], axis=-1)
-    cluster = np.concatenate([s8, up, np.tile(colour, (1, 1, COLOUR_COPIES))], axis=-1)
+    deep = np.concatenate([s8, up], axis=-1).reshape(grid[0] * grid[1], -1)  # (n, 768)
+    components = top_components(deep, DEEP_COMPONENTS).reshape(*grid, -1)  # (h, w, q)
+    cluster = np.concatenate([components, np.tile(colour, (1, 1, COLOUR_COPIES))], axis=-1)
     norm = np.linalg.norm(up, axis=-1, keepdims=True)
     merge = np.concatenate([lab / MERGE_LAB_SCALE, MERGE_DEEP_SCALE * up / np.maximum(norm, 1e-6)], axis=-1)
     return cluster.astype(np.float32), merge.astype(np.float32)
+
+
+def top_components(x: np.ndarray, q: int, iterations: int = PCA_ITERATIONS) -> np.ndarray:
+    """(n, C) -> (n, q): the scores of the z-scored rows on their top-q principal axes (subspace iteration from a
+    fixed start; signs fixed so the largest loading is positive). Deterministic."""
+    x = x.astype(np.float32)
+    z = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-6)  # (n, C)
+    q = max(1, min(q, z.shape[0] - 1, z.shape[1]))
+    basis = np.random.default_rng(0).normal(size=(z.shape[1], q + 8)).astype(np.float32)  # (C, q + 8)
+    for _ in range(iterations):
+        basis, _ = np.linalg.qr(z.T @ (z @ basis))
+    small = z @ basis  # (n, q + 8)
+    evals, evecs = np.linalg.eigh(small.T @ small)
+    axes = basis @ evecs[:, ::-1][:, :q]  # (C, q)
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(q)])
+    return z @ (axes * np.where(signs == 0, 1.0, signs))  # (n, q)
 
 
 def block_tokens(image_shape: tuple[int, ...], s16: np.ndarray) -> np.ndarray:
