@@ -33,7 +33,7 @@ from stylegallery.errors import Cancelled, InputError
 from stylegallery.types import Analysis, Match, TransferStep
 
 
-FEATURE_VERSION = 1  # bump when analyze's result changes (invalidates cached analyses)
+FEATURE_VERSION = 2  # bump when analyze's result changes (invalidates cached analyses)
 TRANSFORM_PAD = 16  # px of reflection around the content of each transformer pass (its own padding is 4 px)
 FACE_LIGHTNESS = 0.5  # share of the photo's lightness kept on faces (with all of its chroma)
 
@@ -68,8 +68,11 @@ class NeuralEngine(Engine):
         cluster, merge = features.cluster_and_merge(image, s8, s16)
         tokens = features.block_tokens(shape, s16)
         prepool = np.ascontiguousarray(features.crop_map(out["prepool"], features.STRIDE, shape))
+        # the network's own vector as it was trained: the image at VECTOR_SIDE px, no reflection (its zero-padding
+        # border activations are part of what it learned: without them the vectors drift, purple on the dev images)
+        vector = self.networks.predict(features.vector_input(image))["vector"]
         return Analysis(image=image, cluster_features=cluster, merge_features=merge, depth=None, tokens=tokens,
-                        payload={"prepool": prepool})
+                        payload={"prepool": prepool, "vector": vector})
 
     def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
         # statistics: unused (region_statistics gives s_r); "moments" only marks it resolved
@@ -98,9 +101,15 @@ class NeuralEngine(Engine):
         return self._region_vectors(analysis, labels)
 
     def _region_vectors(self, analysis: Analysis, labels: np.ndarray) -> np.ndarray:
+        """S_r = S + tail(masked mean_r) - tail(mean): the image's own vector S moved by how region r's pooled
+        features differ from the whole image's (the tail is linear up to int8 rounding), so one region covering the
+        image gets exactly S."""
         prepool = analysis.payload["prepool"]  # (hc, wc, 1280)
         weights = features.region_weights(labels, analysis.image.shape, prepool.shape[:2])  # (K, hc, wc)
-        return self.networks.vectors_from_pooled(features.masked_means(prepool, weights))  # (K, 100)
+        whole = np.ones((1, *prepool.shape[:2]), np.float32)
+        pooled = features.masked_means(prepool, np.concatenate([weights, whole]))  # (K + 1, 1280)
+        tails = self.networks.vectors_from_pooled(pooled)  # (K + 1, 100)
+        return (analysis.payload["vector"][None] + tails[:-1] - tails[-1:]).astype(np.float32)  # (K, 100)
 
     # -- stage 3 --------------------------------------------------------------------------------------------------
     def transfer(

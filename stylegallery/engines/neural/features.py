@@ -22,6 +22,7 @@ import numpy as np
 CELL = 8  # px per stage-1 cell: the predictor's stride-8 map
 STRIDE = 32  # the predictor's total stride
 MARGIN = 64  # px of reflected border around the image before the predictor (two stride-32 cells)
+VECTOR_SIDE = 256  # px: the long side at which the predictor gives an image's own style vector (its training size)
 BLOCK_PX = 32  # px of one semantic block at a 512 px working size (MatchSettings.block_size's default, 3.2b)
 
 # regions.segment z-scores every channel, so a channel's weight in k-means is its share of the channels. The 768
@@ -47,6 +48,14 @@ def pad_reflect(image: np.ndarray, margin: int = MARGIN, multiple: int = STRIDE)
     right = margin + (-(ww + 2 * margin)) % multiple
     return cv2.copyMakeBorder(np.ascontiguousarray(image, dtype=np.float32), margin, bottom, margin, right,
                               cv2.BORDER_REFLECT_101)
+
+
+def vector_input(image: np.ndarray, side: int = VECTOR_SIDE) -> np.ndarray:
+    """The image resized (area) to a long side of `side` px, each side a multiple of STRIDE, not padded."""
+    hh, ww = image.shape[:2]
+    scale = side / max(hh, ww)
+    size = (max(STRIDE, round(ww * scale / STRIDE) * STRIDE), max(STRIDE, round(hh * scale / STRIDE) * STRIDE))
+    return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
 
 
 def crop_map(x: np.ndarray, stride: int, shape: tuple[int, int], margin: int = MARGIN) -> np.ndarray:
