@@ -280,6 +280,11 @@ class NeuralSettings:
     # working size (ImageSettings.size)
     full_size: bool = True
     feather: float = 12.0  # px (at 512 px) of the soft masks that blend the per-region passes without seams; 0..64
+    # "passes": one transformer pass per distinct style vector, blended by the soft masks (each region exactly as the
+    # network paints it with its vector); "map": ONE pass with a per-pixel map of style vectors feeding the
+    # conditional instance norms (K times faster, seamless, but the norms' statistics are shared by all regions,
+    # which shifts each region's palette, e.g. Turner's dark golds turn olive next to a Van Gogh sky)
+    blend: Literal["passes", "map"] = "passes"
     # k-means restarts of stage 1 on the predictor's features (replaces RegionSettings.n_init); 1..20
     kmeans_restarts: int = 3
     silhouette_sample: int = 2048  # points of stage 1's silhouette (replaces RegionSettings.silhouette_sample); 100..20000
@@ -295,6 +300,7 @@ class NeuralSettings:
             "a tuple of (content region >= 0, strength 0..1) pairs")
         _check(128 <= self.stroke_size <= 2048, "stroke_size", self.stroke_size, "128..2048")
         _check(0 <= self.feather <= 64, "feather", self.feather, "0..64")
+        _check(self.blend in ("passes", "map"), "blend", self.blend, "'passes' or 'map'")
         _check(1 <= self.kmeans_restarts <= 20, "kmeans_restarts", self.kmeans_restarts, "1..20")
         _check(100 <= self.silhouette_sample <= 20000, "silhouette_sample", self.silhouette_sample, "100..20000")
         _check(2 <= self.min_regions <= 32, "min_regions", self.min_regions, "2..32")

@@ -82,6 +82,21 @@ def test_each_half_takes_its_own_styles_colours(engine):
     assert right[2] > right[0] + 0.1, f"right half (matched to the blue style) is {right}"
 
 
+def test_one_pass_with_a_map_of_style_vectors_paints_each_half_too(engine):
+    steps = _two_region_run(engine, _settings(blend="map"))
+    assert [s.final for s in steps] == [False, True]
+    left, right = _mean_rgb(steps[-1].image, "left"), _mean_rgb(steps[-1].image, "right")
+    assert left[0] > left[2] and right[2] > right[0], (left, right)
+
+
+def test_a_constant_map_of_style_vectors_is_the_original_network(engine):
+    content = _content()
+    vector = engine.networks.predict(cv2.resize(_flat((0.8, 0.3, 0.1), 4), (128, 128)))["vector"]
+    single = engine.networks.stylise(content, vector)
+    mapped = engine.networks.stylise(content, np.broadcast_to(vector, (8, 12, 100)).copy())
+    np.testing.assert_allclose(mapped, single, atol=1e-6)
+
+
 def test_a_preview_streams_before_the_final_image(engine):
     steps = _two_region_run(engine, _settings())
     assert len(steps) >= 2

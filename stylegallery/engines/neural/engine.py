@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from typing import ClassVar
 
 import cv2
@@ -155,22 +155,14 @@ class NeuralEngine(Engine):
         labels_px = cv2.resize(_upsample(content_labels, image.shape[:2]), (pw, ph), interpolation=cv2.INTER_NEAREST)
         masks = paint.soft_masks(labels_px, n_regions, ns.feather * max(ph, pw) / 512.0)  # (K, ph, pw)
 
-        # 4. One transformer pass per distinct vector, largest regions first; a preview after each but the last
-        groups = paint.group_vectors(vectors, np.bincount(labels_px.ravel(), minlength=n_regions))
-        total = len(groups) + 1
+        # 4. Paint: one transformer pass per distinct vector, largest regions first, a preview after each but the
+        # last; or one pass with the map of vectors, after a preview at half the size
         padded = cv2.copyMakeBorder(canvas, *(TRANSFORM_PAD,) * 4, cv2.BORDER_REFLECT_101)
-        passes: list[np.ndarray] = []
-        group_masks: list[np.ndarray] = []
-        for k, (vector, members) in enumerate(groups):
-            if should_stop():
-                raise Cancelled("the run was cancelled")
-            out = self.networks.stylise(padded, vector)
-            passes.append(out[TRANSFORM_PAD:TRANSFORM_PAD + ph, TRANSFORM_PAD:TRANSFORM_PAD + pw])
-            group_masks.append(masks[members].sum(axis=0))
-            if k + 1 < len(groups):
-                preview = paint.composite(passes, group_masks, canvas)
-                yield TransferStep(step=k + 1, total=total, image=_resize(preview, image.shape[:2]))
-        painted = paint.composite(passes, group_masks, canvas)  # (ph, pw, 3)
+        if ns.blend == "map":
+            painted, total = yield from self._paint_map(padded, (ph, pw), masks, vectors, image.shape[:2], should_stop)
+        else:
+            painted, total = yield from self._paint_passes(padded, canvas, masks, vectors, labels_px,
+                                                           image.shape[:2], should_stop)
 
         # 5. To the output's size: the photo's edges restored by a guided filter on its lightness
         if (ph, pw) != output.shape[:2]:
@@ -192,11 +184,52 @@ class NeuralEngine(Engine):
             painted = paint.recolour(painted, output, chroma, light)
         yield TransferStep(step=total, total=total, image=np.clip(painted, 0, 1).astype(np.float32), final=True)
 
+    def _paint_passes(self, padded: np.ndarray, canvas: np.ndarray, masks: np.ndarray, vectors: np.ndarray,
+                      labels_px: np.ndarray, preview_shape: tuple[int, int],
+                      should_stop: Callable[[], bool]) -> Generator[TransferStep, None, tuple[np.ndarray, int]]:
+        """(painted (ph, pw, 3), number of steps): sum_k m_k T(c, S_k), previews of the passes so far over the photo."""
+        ph, pw = canvas.shape[:2]
+        groups = paint.group_vectors(vectors, np.bincount(labels_px.ravel(), minlength=len(vectors)))
+        total = len(groups) + 1
+        passes: list[np.ndarray] = []
+        group_masks: list[np.ndarray] = []
+        for k, (vector, members) in enumerate(groups):
+            _raise_if(should_stop)
+            out = self.networks.stylise(padded, vector)
+            passes.append(out[TRANSFORM_PAD:TRANSFORM_PAD + ph, TRANSFORM_PAD:TRANSFORM_PAD + pw])
+            group_masks.append(masks[members].sum(axis=0))
+            if k + 1 < len(groups):
+                preview = paint.composite(passes, group_masks, canvas)
+                yield TransferStep(step=k + 1, total=total, image=_resize(preview, preview_shape))
+        return paint.composite(passes, group_masks, canvas), total  # (ph, pw, 3)
+
+    def _paint_map(self, padded: np.ndarray, shape: tuple[int, int], masks: np.ndarray, vectors: np.ndarray,
+                   preview_shape: tuple[int, int],
+                   should_stop: Callable[[], bool]) -> Generator[TransferStep, None, tuple[np.ndarray, int]]:
+        """(painted (ph, pw, 3), 2): T(c, sum_k m_k S_k), after a preview at half the size."""
+        ph, pw = shape
+        vmap = np.einsum("khw,kd->hwd", masks[:, ::4, ::4], vectors)  # (ph/4, pw/4, 100) the residual blocks' scale
+        pad = TRANSFORM_PAD // 4
+        vmap = np.pad(vmap, ((pad, pad), (pad, pad), (0, 0)), mode="edge")  # over the reflected border too
+        _raise_if(should_stop)
+        half = cv2.resize(padded, (padded.shape[1] // 2, padded.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        quick = self.networks.stylise(half, vmap)
+        quick = quick[TRANSFORM_PAD // 2:TRANSFORM_PAD // 2 + ph // 2, TRANSFORM_PAD // 2:TRANSFORM_PAD // 2 + pw // 2]
+        yield TransferStep(step=1, total=2, image=_resize(quick, preview_shape))
+        _raise_if(should_stop)
+        out = self.networks.stylise(padded, vmap)
+        return out[TRANSFORM_PAD:TRANSFORM_PAD + ph, TRANSFORM_PAD:TRANSFORM_PAD + pw], 2
+
     def _detect_faces(self, image: np.ndarray) -> list[faces.Box]:
         detector = faces.default_detector() if self._face_detector == "default" else self._face_detector
         if detector is None:
             return []
         return list(detector(image))  # type: ignore[operator]
+
+
+def _raise_if(should_stop: Callable[[], bool]) -> None:
+    if should_stop():
+        raise Cancelled("the run was cancelled")
 
 
 def _to_cells(image: np.ndarray) -> np.ndarray:

@@ -89,7 +89,7 @@ def _symbolic_hw(value_info, prefix: str) -> None:  # noqa: ANN001 - an onnx Val
 class _Graphs:
     predictor: bytes  # serialised, any size, with the extra outputs
     tail: bytes  # pooled (1, 1280, 1, 1) -> S (1, 1, 1, 100)
-    transformer: bytes  # any size
+    transformer: bytes  # any size, a style-vector MAP (1, h, w, 100) for its conditional instance norms
 
 
 def _edit_graphs(predict_bytes: bytes, transform_bytes: bytes) -> _Graphs:
@@ -109,7 +109,91 @@ def _edit_graphs(predict_bytes: bytes, transform_bytes: bytes) -> _Graphs:
     del t.value_info[:]
     _symbolic_hw(t.input[0], "in_")
     _symbolic_hw(t.output[0], "out_")
+    _spatial_style(transformer)
     return _Graphs(predictor.SerializeToString(), tail.SerializeToString(), transformer.SerializeToString())
+
+
+def _spatial_style(model) -> None:  # noqa: ANN001 - an onnx ModelProto, edited in place
+    """Let the transformer take a MAP of style vectors, (1, h, w, 100), instead of one vector (1, 1, 1, 100).
+
+    Each conditional instance norm computes x * (gamma / sigma) + (beta - mu * gamma / sigma), with gamma and beta
+    1x1 convs of the style vector and mu, sigma the moments of x over the whole image. Here the vector's reshape to
+    (1, 100, 1, 1) becomes a transpose to NCHW, so gamma and beta come out as maps; each is resized (bilinear) to
+    its layer's feature map, and the reshapes of mu * gamma / sigma to (1, C, 1, 1) become identities. mu and sigma
+    stay global, so a constant map gives the original network's output.
+    """
+    from onnx import helper
+
+    g = model.graph
+    _symbolic_hw(next(i for i in g.input if i.name == VECTOR), "style_")
+    nodes = list(g.node)
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    producer = {out: n for n in nodes for out in n.output}
+    new_nodes = []
+    for n in nodes:
+        if n.op_type == "Reshape" and n.input[0] == VECTOR + "_int8":
+            new_nodes.append(helper.make_node("Transpose", [n.input[0]], list(n.output), name=n.name, perm=[0, 3, 1, 2]))
+        elif n.op_type == "Reshape" and "batchnorm/mul_2" in n.input[0]:
+            new_nodes.append(helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name))
+        else:
+            new_nodes.append(n)
+    extra = []
+    for n in nodes:  # mul = rsqrt(var + eps) * gamma: gamma (Conv_1 of the vector) is resized to x's map
+        if n.op_type != "Mul" or not n.name.endswith("StyleNorm/batchnorm/mul_prequant"):
+            continue
+        layer = n.name[: -len("batchnorm/mul_prequant")]  # ".../StyleNorm/"
+        x = producer[layer + "moments/mean_prequant"].input[0]  # the normalised layer's input, (1, C, H_l, W_l)
+        gamma = next(i for i in n.input if i.startswith("style_params/"))
+        beta_consumer = next(c for c in nodes if c.name == layer + "batchnorm/sub_prequant")
+        beta = beta_consumer.input[0]
+        for name, users in ((gamma, [n]), (beta, [beta_consumer])):
+            out = name + "_map"
+            extra += [
+                helper.make_node("Shape", [x], [out + "_xshape"], name=out + "_xshape"),
+                helper.make_node("Shape", [name], [out + "_pshape"], name=out + "_pshape"),
+                helper.make_node("Slice", [out + "_xshape", "_sg_two", "_sg_four"], [out + "_hw"], name=out + "_hw"),
+                helper.make_node("Slice", [out + "_pshape", "_sg_zero", "_sg_two"], [out + "_nc"], name=out + "_nc"),
+                helper.make_node("Concat", [out + "_nc", out + "_hw"], [out + "_sizes"], name=out + "_sizes", axis=0),
+                helper.make_node("Resize", [name, "", "", out + "_sizes"], [out], name=out, mode="linear"),
+            ]
+            for user in users:
+                for i, inp in enumerate(user.input):
+                    if inp == name:
+                        user.input[i] = out
+    for value, name in ((0, "_sg_zero"), (2, "_sg_two"), (4, "_sg_four")):
+        g.initializer.append(helper.make_tensor(name, onnx_int64(), [1], [value]))
+    del g.node[:]
+    g.node.extend(new_nodes + extra)
+    _toposort(g)
+
+
+def onnx_int64() -> int:
+    import onnx
+
+    return onnx.TensorProto.INT64
+
+
+def _toposort(g) -> None:  # noqa: ANN001
+    """Order g.node so every node follows the producers of its inputs (onnxruntime requires it)."""
+    available = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
+    pending, ordered = list(g.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in available for i in n.input):
+                ordered.append(n)
+                available.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ModelLoadError(f"the transformer graph could not be ordered after the edit ({rest[0].name}): "
+                                 f"reinstall it with `{INSTALL_HINT}`")
+        pending = rest
+    del g.node[:]
+    g.node.extend(ordered)
 
 
 def _tail(predictor):  # noqa: ANN001, ANN202 - onnx ModelProto in and out
@@ -183,10 +267,11 @@ class Networks:
                for p in pooled]
         return np.stack([o.reshape(-1) for o in out]).astype(np.float32)
 
-    def stylise(self, content: np.ndarray, vector: np.ndarray) -> np.ndarray:
-        """(H, W, 3) content and a (100,) style vector -> (H, W, 3) stylised image (any H, W; the network pads by
-        reflection itself)."""
+    def stylise(self, content: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """(H, W, 3) content and a (100,) style vector or an (h, w, 100) map of them (any h, w: each layer's scale
+        and shift are resized to its feature map) -> (H, W, 3) stylised image (any H, W)."""
         x = np.ascontiguousarray(content[None], dtype=np.float32)  # (1, H, W, 3)
-        s = np.ascontiguousarray(vector.reshape(1, 1, 1, -1), dtype=np.float32)  # (1, 1, 1, 100)
+        vmap = vectors.reshape(1, 1, 1, -1) if vectors.ndim == 1 else vectors[None]
+        s = np.ascontiguousarray(vmap, dtype=np.float32)  # (1, h, w, 100)
         out = self.transformer.run(None, {CONTENT_INPUT: x, VECTOR: s})[0]
         return out[0, :content.shape[0], :content.shape[1]]
