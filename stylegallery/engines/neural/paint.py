@@ -6,8 +6,8 @@ Notation (code -> Ghiasi et al. 2017 / He et al. 2010):
     mix_vectors    -> S = s S_style + (1 - s) S_own (Ghiasi et al. section 4, the content-style interpolation)
     masks          -> soft region weights m_k summing to 1 per pixel (feathered indicators)
     passes         -> T(c, S_k): one transformer pass per distinct vector; the result is sum_k m_k T(c, S_k)
-    guided_upsample-> the guided filter (He, Sun & Tang 2010): q = a I + b fitted at the paint size, a and b
-                      upsampled and applied to the full-size photo's lightness I (edges come from the photo)
+    guided_upsample-> up(P) + a (I - up(I_small)): the painting upsampled, plus the photo's missing detail scaled by
+                      the guided filter's slope a of the painting on the photo (He, Sun & Tang 2010)
     keep_colours   -> the photo's Lab a, b under the painted L (Ghiasi et al. 5.3 use YUV; Lab is more even)
 """
 
@@ -53,22 +53,24 @@ def lightness(image: np.ndarray) -> np.ndarray:
 
 def guided_upsample(painting: np.ndarray, guide_small: np.ndarray, guide: np.ndarray, radius: int = 2,
                     eps: float = 4e-3) -> np.ndarray:
-    """The painting (h, w, 3) brought to the guide's size (H, W): per channel q = a I + b with (a, b) the guided
-    filter's local linear model of the painting on I = guide_small (h, w), box-filtered, bilinearly upsampled and
-    applied to the full-size guide (H, W). Painted strokes stay (b); the photo's fine edges come back (a I)."""
+    """The painting (h, w, 3) brought to the guide's size (H, W), its strokes kept and the photo's fine detail added.
+
+    q = up(P) + a_up (I - up(I_small)) per channel: up() is a bicubic upsampling (the strokes as painted), and a is
+    the guided filter's local slope of the painting on the photo's lightness I_small (h, w) (He et al. 2010,
+    box-filtered, bilinearly upsampled), so the detail the small photo lacked comes back where, and as strongly as,
+    the painting follows the photo; flat painted areas (a ~ 0) get none. guide: (H, W) lightness in [0, 1].
+    """
     hh, ww = guide.shape
     i = guide_small.astype(np.float32)
+    detail = guide - cv2.resize(i, (ww, hh), interpolation=cv2.INTER_CUBIC)  # (H, W) what the small photo lacks
     mean_i = _box(i, radius)
     var_i = _box(i * i, radius) - mean_i * mean_i
-    out = np.empty((hh, ww, 3), np.float32)
+    out = cv2.resize(np.ascontiguousarray(painting, dtype=np.float32), (ww, hh), interpolation=cv2.INTER_CUBIC)
     for c in range(3):
         p = np.ascontiguousarray(painting[..., c], dtype=np.float32)
         mean_p = _box(p, radius)
         a = (_box(i * p, radius) - mean_i * mean_p) / (var_i + eps)
-        b = mean_p - a * mean_i
-        a_up = cv2.resize(_box(a, radius), (ww, hh), interpolation=cv2.INTER_LINEAR)
-        b_up = cv2.resize(_box(b, radius), (ww, hh), interpolation=cv2.INTER_LINEAR)
-        out[..., c] = a_up * guide + b_up
+        out[..., c] += cv2.resize(_box(a, radius), (ww, hh), interpolation=cv2.INTER_LINEAR) * detail
     return np.clip(out, 0.0, 1.0)
 
 
