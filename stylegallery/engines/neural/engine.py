@@ -40,7 +40,8 @@ FACE_LIGHTNESS = 0.5  # share of the photo's lightness kept on faces (with all o
 
 class NeuralEngine(Engine):
     name: ClassVar[str] = "neural"
-    parallel_analysis: ClassVar[bool] = True  # onnxruntime sessions may run from several threads
+    # onnxruntime already runs each call on all cores; two analyses at once only added malloc arenas (+100 MB RSS)
+    parallel_analysis: ClassVar[bool] = False
     uses_source: ClassVar[bool] = True
 
     def __init__(self, model_dir: str | os.PathLike | None = None,
