@@ -104,6 +104,15 @@ def test_a_preview_streams_before_the_final_image(engine):
     assert steps[0].image.shape == (H, W, 3) and steps[0].step == 1 and steps[-1].step == steps[-1].total
 
 
+def test_one_style_vector_still_streams_a_preview(engine):
+    settings = _settings()
+    content, red = engine.analyze(_content(), settings, TW), engine.analyze(_flat((0.85, 0.15, 0.1), 1), settings, TW)
+    steps = list(engine.transfer(content, np.zeros((H, W), np.int32), [red], [np.zeros((128, 128), np.int32)],
+                                 [Match(0, 0, 0, 1.0, {})], settings))
+    assert [s.final for s in steps] == [False, True]
+    assert steps[0].image.shape == steps[1].image.shape == (H, W, 3)
+
+
 def test_strength_zero_keeps_the_contents_look(engine):
     content = _content()
     zero = _two_region_run(engine, _settings(strength=0.0), content)[-1].image

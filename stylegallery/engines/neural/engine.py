@@ -191,7 +191,10 @@ class NeuralEngine(Engine):
         """(painted (ph, pw, 3), number of steps): sum_k m_k T(c, S_k), previews of the passes so far over the photo."""
         ph, pw = canvas.shape[:2]
         groups = paint.group_vectors(vectors, np.bincount(labels_px.ravel(), minlength=len(vectors)))
-        total = len(groups) + 1
+        total = max(2, len(groups) + 1)
+        if len(groups) == 1:  # nothing to show between passes: a quick pass at half the size first
+            _raise_if(should_stop)
+            yield TransferStep(step=1, total=total, image=_resize(self._half_pass(padded, groups[0][0]), preview_shape))
         passes: list[np.ndarray] = []
         group_masks: list[np.ndarray] = []
         for k, (vector, members) in enumerate(groups):
@@ -213,13 +216,16 @@ class NeuralEngine(Engine):
         pad = TRANSFORM_PAD // 4
         vmap = np.pad(vmap, ((pad, pad), (pad, pad), (0, 0)), mode="edge")  # over the reflected border too
         _raise_if(should_stop)
-        half = cv2.resize(padded, (padded.shape[1] // 2, padded.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        quick = self.networks.stylise(half, vmap)
-        quick = quick[TRANSFORM_PAD // 2:TRANSFORM_PAD // 2 + ph // 2, TRANSFORM_PAD // 2:TRANSFORM_PAD // 2 + pw // 2]
-        yield TransferStep(step=1, total=2, image=_resize(quick, preview_shape))
+        yield TransferStep(step=1, total=2, image=_resize(self._half_pass(padded, vmap), preview_shape))
         _raise_if(should_stop)
         out = self.networks.stylise(padded, vmap)
         return out[TRANSFORM_PAD:TRANSFORM_PAD + ph, TRANSFORM_PAD:TRANSFORM_PAD + pw], 2
+
+    def _half_pass(self, padded: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """A quick preview: the transformer on the padded canvas at half its size, border cropped."""
+        half = cv2.resize(padded, (padded.shape[1] // 2, padded.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        pad = TRANSFORM_PAD // 2
+        return self.networks.stylise(half, vectors)[pad:half.shape[0] - pad, pad:half.shape[1] - pad]
 
     def _detect_faces(self, image: np.ndarray) -> list[faces.Box]:
         detector = faces.default_detector() if self._face_detector == "default" else self._face_detector

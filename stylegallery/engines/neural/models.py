@@ -246,7 +246,6 @@ class Networks:
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_cpu_mem_arena = False  # the arena kept ~250 MB after a 512 px run: RSS is a target (< 800 MB)
         options.log_severity_level = 3  # the QDQ graphs' shape warnings are expected after the edits
         providers = ["CPUExecutionProvider"]
         self.predictor = ort.InferenceSession(graphs.predictor, options, providers=providers)
