@@ -14,6 +14,7 @@ neural runs (before classic starts).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -26,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEV = REPO.parent / "shared" / "gallery-dev"
 CONTENT = "content/kodim16.png"
-STYLES = ["style/vangogh_starry_night.jpg", "style/hokusai_great_wave.png", "style/turner_shipwreck_of_the_minotaur.jpg"]
+STYLES = ["style/vangogh_starry_night.jpg", "style/hokusai_great_wave.png",
+          "style/turner_shipwreck_of_the_minotaur.jpg"]
 
 
 def _median_run(pipe, content, styles, settings, repeats: int, clear: bool) -> tuple[float, object]:
@@ -63,7 +65,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         big = cv2.imread(content)
         scale = 2048 / max(big.shape[:2])
-        big = cv2.resize(big, (round(big.shape[1] * scale), round(big.shape[0] * scale)), interpolation=cv2.INTER_CUBIC)
+        size = (round(big.shape[1] * scale), round(big.shape[0] * scale))
+        big = cv2.resize(big, size, interpolation=cv2.INTER_CUBIC)
         path = str(Path(tmp) / "big.png")
         cv2.imwrite(path, big)
         full, big_result = _median_run(pipe, path, styles, neural, args.repeats, clear=False)
@@ -79,7 +82,8 @@ def main() -> int:
         c_warm, _ = _median_run(pipe, content, styles, classic, args.repeats, clear=False)
         print(f"classic: 512 px, 3 styles: cold {c_cold:.2f} s, warm {c_warm:.2f} s; "
               f"neural is {c_cold / cold:.1f}x faster cold, {c_warm / warm:.1f}x warm")
-    print(f"medians of {args.repeats} runs; load average {' '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
+    load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"medians of {args.repeats} runs; load average {load_avg}")
     return 0
 
 

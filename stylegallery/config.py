@@ -286,9 +286,11 @@ class NeuralSettings:
     # which shifts each region's palette, e.g. Turner's dark golds turn olive next to a Van Gogh sky)
     blend: Literal["passes", "map"] = "passes"
     # k-means restarts of stage 1 on the predictor's features (replaces RegionSettings.n_init): 1 restart and 1024
-    # silhouette points picked the same k on 4 of 5 dev images (one more region on the fifth), stage 1 2.4x faster; 1..20
+    # silhouette points picked the same k on 4 of 5 dev images (one more region on the fifth), stage 1 2.4x faster;
+    # 1..20
     kmeans_restarts: int = 1
-    silhouette_sample: int = 1024  # points of stage 1's silhouette (replaces RegionSettings.silhouette_sample); 100..20000
+    # points of stage 1's silhouette (replaces RegionSettings.silhouette_sample); 100..20000
+    silhouette_sample: int = 1024
     # fewest regions stage 1 may pick (raises RegionSettings.k_min, never above k_max); 2..32
     min_regions: int = 3
     pca_dims: int = 30  # PCA components of stage 1 on the predictor's features (research/neural.md); 1..512

@@ -352,8 +352,8 @@ class Pipeline:
         if name not in ENGINE_REGISTRY:
             raise InputError(f"engine {name!r} is unknown; choose one of {', '.join(ENGINE_REGISTRY)} or auto")
         d = settings.diffusion
-        key: Hashable = (name,) if name in ("classic", "neural") else (name, d.sd_model, d.dino_model, d.depth_model, d.lora,
-                                                           d.device, d.dtype)
+        key: Hashable = (name,) if name in ("classic", "neural") else (name, d.sd_model, d.dino_model, d.depth_model,
+                                                                       d.lora, d.device, d.dtype)
         with self._engine_lock:
             engine = self._engines.get(key)
             if engine is None:

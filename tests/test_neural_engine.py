@@ -252,7 +252,8 @@ def test_pipeline_streams_previews_then_a_result_at_the_photos_size(tmp_path):
 
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:150, 0:260] / 150.0
-    content = np.stack([0.3 + 0.4 * yy, 0.5 + 0.2 * np.sin(6 * xx), 0.6 - 0.3 * yy], -1) + rng.normal(0, 0.02, (150, 260, 3))
+    content = np.stack([0.3 + 0.4 * yy, 0.5 + 0.2 * np.sin(6 * xx), 0.6 - 0.3 * yy], -1)
+    content = content + rng.normal(0, 0.02, (150, 260, 3))
     content = np.clip(content, 0, 1).astype(np.float32)
     styles = [_flat((0.85, 0.15, 0.1), 1), _flat((0.1, 0.2, 0.85), 2)]
     settings = Settings(engine="neural", image=dataclasses.replace(Settings().image, size=128))

@@ -188,13 +188,14 @@ class NeuralEngine(Engine):
     def _paint_passes(self, padded: np.ndarray, canvas: np.ndarray, masks: np.ndarray, vectors: np.ndarray,
                       labels_px: np.ndarray, preview_shape: tuple[int, int],
                       should_stop: Callable[[], bool]) -> Generator[TransferStep, None, tuple[np.ndarray, int]]:
-        """(painted (ph, pw, 3), number of steps): sum_k m_k T(c, S_k), previews of the passes so far over the photo."""
+        """(painted (ph, pw, 3), number of steps): sum_k m_k T(c, S_k); previews: the passes so far over the photo."""
         ph, pw = canvas.shape[:2]
         groups = paint.group_vectors(vectors, np.bincount(labels_px.ravel(), minlength=len(vectors)))
         total = max(2, len(groups) + 1)
         if len(groups) == 1:  # nothing to show between passes: a quick pass at half the size first
             _raise_if(should_stop)
-            yield TransferStep(step=1, total=total, image=_resize(self._half_pass(padded, groups[0][0]), preview_shape))
+            quick = self._half_pass(padded, groups[0][0])
+            yield TransferStep(step=1, total=total, image=_resize(quick, preview_shape))
         passes: list[np.ndarray] = []
         group_masks: list[np.ndarray] = []
         for k, (vector, members) in enumerate(groups):

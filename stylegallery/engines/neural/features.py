@@ -130,7 +130,7 @@ def block_tokens(image_shape: tuple[int, ...], s16: np.ndarray) -> np.ndarray:
 
 
 def _area_matrix(n_src: int, n_dst: int) -> np.ndarray:
-    """(n_dst, n_src) weights of an area (box) resize along one axis: row i averages source span [i, i+1) n_src/n_dst."""
+    """(n_dst, n_src) weights of an area (box) resize along one axis: row i averages the span [i, i+1) n_src/n_dst."""
     edges = np.arange(n_dst + 1) * n_src / n_dst
     src = np.arange(n_src)
     overlap = np.clip(np.minimum(edges[1:, None], src[None, :] + 1) - np.maximum(edges[:-1, None], src[None, :]), 0,

@@ -135,7 +135,8 @@ def _spatial_style(model) -> None:  # noqa: ANN001 - an onnx ModelProto, edited 
     new_nodes = []
     for n in nodes:
         if n.op_type == "Reshape" and n.input[0] == VECTOR + "_int8":
-            new_nodes.append(helper.make_node("Transpose", [n.input[0]], list(n.output), name=n.name, perm=[0, 3, 1, 2]))
+            new_nodes.append(helper.make_node("Transpose", [n.input[0]], list(n.output), name=n.name,
+                                              perm=[0, 3, 1, 2]))
         elif n.op_type == "Reshape" and "batchnorm/mul_2" in n.input[0]:
             new_nodes.append(helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name))
         else:
@@ -241,7 +242,7 @@ class Networks:
         try:
             graphs = _edit_graphs(predict, transform)
         except ImportError:
-            raise EngineUnavailable(f"the neural engine needs the onnx package: run `pip install onnx`") from None
+            raise EngineUnavailable("the neural engine needs the onnx package: run `pip install onnx`") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
