@@ -56,7 +56,8 @@ ENGINE_REGISTRY: dict[str, str] = {
 
 @dataclass
 class Result:
-    image: np.ndarray  # (H, W, 3) float32 in [0, 1], the content's working size
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1], the content's working size (the photo's own size, long side
+    # capped at MAX_SOURCE_SIDE, for an engine that `uses_source`: neural)
     content_image: np.ndarray
     style_images: list[np.ndarray]
     content_labels: np.ndarray  # (h, w) int32 region map: on the feature grid (diffusion) or per pixel (classic)
@@ -293,9 +294,9 @@ class Pipeline:
         # 6. Transfer the style region by region (stage 3)
         t0 = time.perf_counter()
         final: np.ndarray | None = None
-        source = _source_image(content, settings) if engine.uses_source else None
+        paint_at = {"source": _source_image(content, settings)} if engine.uses_source else {}  # the photo's own size
         for step in engine.transfer(analyses[0], content_labels, analyses[1:], style_labels, matches, settings, stop,
-                                    source=source):
+                                    **paint_at):
             if step.final:
                 final = step.image
             else:

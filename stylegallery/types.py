@@ -94,5 +94,6 @@ class TransferStep:
 
     step: int  # 1-based index of this step
     total: int  # number of steps
-    image: np.ndarray  # (H, W, 3) float32 in [0, 1], at the content's working size
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1], at the content's working size (a final step: at the source's
+    # size when the engine paints at the photo's own size, see Engine.transfer's `source`)
     final: bool = False
