@@ -83,6 +83,13 @@ class NeuralEngine(Engine):
             assignment="balanced" if matching.assignment == "auto" else matching.assignment,
         )
 
+    def notes(self, settings: Settings) -> tuple[str, ...]:
+        out = []
+        if settings.matching.statistics == "random_transformer":
+            out.append("the neural engine's statistical term is each region's style vector: statistics="
+                       "'random_transformer' is not used")
+        return tuple(out)
+
     def resolve_regions(self, settings: Settings) -> RegionSettings:
         """Stage 1 on the predictor's features: `neural.pca_dims`, `neural.kmeans_restarts` restarts,
         `neural.silhouette_sample` points for the silhouette, at least `neural.min_regions` clusters (never above
