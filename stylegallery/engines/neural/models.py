@@ -246,6 +246,10 @@ class Networks:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        # no spin-waiting between ops: with the cores shared (the app serving another request, other processes) the
+        # spinning threads took the cores from the work itself (a transformer + predictor call at 512 px: 0.69-0.86 s
+        # spinning, 0.34-0.48 s not, at load 5 on 2 cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # the QDQ graphs' shape warnings are expected after the edits
         providers = ["CPUExecutionProvider"]
