@@ -33,6 +33,10 @@ BLOCK_PX = 32  # px of one semantic block at a 512 px working size (MatchSetting
 DEEP_COMPONENTS = 24
 COLOUR_COPIES = 4
 PCA_ITERATIONS = 4  # subspace iterations of the top-component search (deterministic start)
+# cells the principal axes are fitted on (every cell is projected): 3x faster; the regions agreed with an all-cell
+# fit (adjusted Rand > 0.95) on 8 of 12 dev images, on the others the silhouette moved k by one (stage 1 on 1 k-means
+# restart is that sensitive to the axes: a 2048-cell fit did no better)
+PCA_FIT_ROWS = 1024
 # The merge rule of stage 1 joins clusters whose mean merge features are closer than 0.85 (paper 2.2, latents of
 # unit-ish scale). Lab / 12 makes 0.85 a CIE76 difference of ~10 (as the classic engine); the deep part adds the
 # distance of the unit-normalised mean s16 activations times MERGE_DEEP_SCALE, so two clusters of the same colour
@@ -99,16 +103,19 @@ def cluster_and_merge(image: np.ndarray, s8: np.ndarray, s16: np.ndarray) -> tup
     return cluster.astype(np.float32), merge.astype(np.float32)
 
 
-def top_components(x: np.ndarray, q: int, iterations: int = PCA_ITERATIONS) -> np.ndarray:
+def top_components(x: np.ndarray, q: int, iterations: int = PCA_ITERATIONS,
+                   fit_rows: int = PCA_FIT_ROWS) -> np.ndarray:
     """(n, C) -> (n, q): the scores of the z-scored rows on their top-q principal axes (subspace iteration from a
-    fixed start; signs fixed so the largest loading is positive). Deterministic."""
+    fixed start on at most `fit_rows` evenly spaced rows; signs fixed so the largest loading is positive).
+    Deterministic."""
     x = x.astype(np.float32)
     z = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-6)  # (n, C)
     q = max(1, min(q, z.shape[0] - 1, z.shape[1]))
+    fit = z[np.linspace(0, z.shape[0] - 1, min(fit_rows, z.shape[0])).astype(np.int64)]  # (m, C)
     basis = np.random.default_rng(0).normal(size=(z.shape[1], q + 8)).astype(np.float32)  # (C, q + 8)
     for _ in range(iterations):
-        basis, _ = np.linalg.qr(z.T @ (z @ basis))
-    small = z @ basis  # (n, q + 8)
+        basis, _ = np.linalg.qr(fit.T @ (fit @ basis))
+    small = fit @ basis  # (m, q + 8)
     evals, evecs = np.linalg.eigh(small.T @ small)
     axes = basis @ evecs[:, ::-1][:, :q]  # (C, q)
     signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(q)])
