@@ -118,7 +118,8 @@ def test_strength_zero_keeps_the_contents_look(engine):
     zero = _two_region_run(engine, _settings(strength=0.0), content)[-1].image
     full = _two_region_run(engine, _settings(strength=1.0), content)[-1].image
     d_zero, d_full = np.abs(zero - content).mean(), np.abs(full - content).mean()
-    assert d_zero < 0.1 and d_zero < 0.5 * d_full, (d_zero, d_full)
+    # the network's own vector does not give back the photo exactly (Ghiasi et al.: "close to"): ~0.1 on this toy
+    assert d_zero < 0.15 and d_zero < 0.4 * d_full, (d_zero, d_full)
     # per region: strength 0 on the left only keeps the left looking like the photo, the right still painted
     mixed = _two_region_run(engine, _settings(region_strengths=((0, 0.0),)), content)[-1].image
     left = np.abs(_mean_rgb(mixed, "left") - _mean_rgb(content, "left")).max()
