@@ -34,7 +34,7 @@ from stylegallery.errors import Cancelled, InputError
 from stylegallery.types import Analysis, Match, TransferStep
 
 
-FEATURE_VERSION = 2  # bump when analyze's result changes (invalidates cached analyses)
+FEATURE_VERSION = 3  # bump when analyze's result changes (invalidates cached analyses)
 # px of extra reflection around each transformer pass: none, the network pads every conv by reflection itself (it has
 # no zero-padded conv; only the predictor, MobileNetV2, pads with zeros), and 16 px cost 10% more time per pass
 TRANSFORM_PAD = 0
