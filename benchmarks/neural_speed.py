@@ -8,7 +8,7 @@ One content photo and three paintings from ../shared/gallery-dev at the 512 px w
 then the same cold/warm runs on the classic engine. Medians of --repeats runs; peak RSS of the process after the
 neural runs (before classic starts).
 
-    python benchmarks/neural_speed.py [--repeats 5] [--no-classic]
+    python benchmarks/neural_speed.py [--repeats 5] [--no-classic] [--blend passes|map]
 """
 
 from __future__ import annotations
@@ -46,17 +46,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-classic", action="store_true")
+    parser.add_argument("--blend", choices=["passes", "map"], default="passes", help="NeuralSettings.blend")
     args = parser.parse_args()
 
     import cv2
 
-    from stylegallery.config import Settings
+    from stylegallery.config import NeuralSettings, Settings
     from stylegallery.pipeline import Pipeline
 
     content = str(DEV / CONTENT)
     styles = [str(DEV / s) for s in STYLES]
     pipe = Pipeline()
-    neural = Settings(engine="neural")
+    neural = Settings(engine="neural", neural=NeuralSettings(blend=args.blend))
     t0 = time.perf_counter()
     pipe.engine("neural", neural)
     load = time.perf_counter() - t0
@@ -71,9 +72,10 @@ def main() -> int:
         cv2.imwrite(path, big)
         full, big_result = _median_run(pipe, path, styles, neural, args.repeats, clear=False)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"neural: load {load:.2f} s; 512 px, 3 styles: cold {cold:.2f} s, warm {warm:.2f} s "
+    print(f"neural ({args.blend}): load {load:.2f} s; 512 px, 3 styles: cold {cold:.2f} s, warm {warm:.2f} s "
           f"(stages of the last run: {', '.join(f'{k} {v:.2f}' for k, v in result.timings.items())}); "
-          f"2048 px output {big_result.image.shape[1]}x{big_result.image.shape[0]}: {full:.2f} s (stage 1-2 cached); "
+          f"2048 px output {big_result.image.shape[1]}x{big_result.image.shape[0]}: {full:.2f} s (stages 1-2 cached "
+          "after the first run); "
           f"peak RSS {rss:.0f} MB")
     if not args.no_classic:
         classic = Settings(engine="classic")
