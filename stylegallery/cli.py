@@ -54,6 +54,13 @@ def _add_request_flags(parser: argparse.ArgumentParser, engines: tuple[str, ...]
     parser.add_argument("--assignment", choices=ASSIGNMENTS,
                         help="stage 2: argmax (the paper: each region takes its best style region), balanced (spread "
                              "over style regions and images), auto (default: the engine's choice)")
+    parser.add_argument("--strength", type=float, metavar="S",
+                        help="share of each matched style in its region, 0 (the photo's own look) to 1 (default), "
+                             "where the engine mixes styles (neural)")
+    parser.add_argument("--keep-colours", action="store_true", default=None,
+                        help="keep the photo's colours under the painted strokes (neural)")
+    parser.add_argument("--stroke-size", type=int, metavar="PX",
+                        help="long side at which the engine paints; its strokes scale with it (neural, default 768)")
     parser.add_argument("--face-boost", type=float, metavar="F",
                         help="extra content weight on detected faces, where the engine protects them (0: off)")
     parser.add_argument("--sd-model", metavar="ID_OR_DIR", help="Stable Diffusion 1.5 hub id or local folder")
@@ -148,7 +155,8 @@ def request_from_args(args: argparse.Namespace) -> Request:
     return Request(
         engine=args.engine, preset=args.preset, size=getattr(args, "size", None), aspect=getattr(args, "aspect", None),
         seed=args.seed, max_regions=args.max_regions, assignment=args.assignment, steps=args.steps,
-        content_weight=args.content_weight, face_boost=args.face_boost, sd_model=args.sd_model,
+        content_weight=args.content_weight, face_boost=args.face_boost, strength=args.strength,
+        keep_colours=args.keep_colours, stroke_size=args.stroke_size, sd_model=args.sd_model,
         dino_model=args.dino_model, depth_model=args.depth_model, lora=args.lora, device=args.device,
         dtype=args.dtype,
     )

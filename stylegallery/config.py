@@ -295,6 +295,58 @@ class ClassicSettings:
 
 
 @dataclass(frozen=True)
+class NeuralSettings:
+    """The neural engine: Ghiasi et al. 2017's arbitrary-style networks on CPU (research/neural.md)."""
+
+    # share of the matched style in each region's style vector: S = s S_style + (1 - s) S_own, the interpolation of
+    # Ghiasi et al. 2017 (section 4: 0 keeps the photo's own look, 1 is the full style); 0..1
+    strength: float = knob(1.0, 0.0, 1.0)
+    # per-region strength as ((content region, strength), ...), replacing `strength` for those regions; 0..1 each
+    region_strengths: tuple[tuple[int, float], ...] = ()
+    keep_colours: bool = False  # the photo's chroma (Lab a, b) under the painted lightness (Ghiasi et al. 2017 5.3)
+    # detected faces keep the photo's skin tone and eye colour (its Lab a, b and half of its lightness); Haar cascade
+    face_protect: bool = True
+    # long side in px at which the network paints (its strokes scale with it): a larger output is painted at this
+    # size and brought up to the photo's size with its edges restored from the photo (research/neural.md); 128..2048
+    stroke_size: int = knob(768, 128, 2048)
+    # paint at the content photo's own size (long side capped at 2048) when the pipeline gives it, else at the
+    # working size (ImageSettings.size)
+    full_size: bool = True
+    feather: float = 12.0  # px (at 512 px) of the soft masks that blend the per-region passes without seams; 0..64
+    # "passes": one transformer pass per distinct style vector, blended by the soft masks (each region exactly as the
+    # network paints it with its vector); "map": ONE pass with a per-pixel map of style vectors feeding the
+    # conditional instance norms (K times faster, seamless, but the norms' statistics are shared by all regions,
+    # which shifts each region's palette, e.g. Turner's dark golds turn olive next to a Van Gogh sky)
+    blend: Literal["passes", "map"] = "passes"
+    # k-means restarts of stage 1 on the predictor's features (replaces RegionSettings.n_init): 1 restart and 1024
+    # silhouette points picked the same k on 4 of 5 dev images (one more region on the fifth), stage 1 2.4x faster;
+    # 1..20
+    kmeans_restarts: int = 1
+    # points of stage 1's silhouette (replaces RegionSettings.silhouette_sample); 100..20000
+    silhouette_sample: int = 1024
+    # fewest regions stage 1 may pick (raises RegionSettings.k_min, never above k_max); 2..32
+    min_regions: int = 3
+    pca_dims: int = 30  # PCA components of stage 1 on the predictor's features (research/neural.md); 1..512
+
+    def __post_init__(self) -> None:
+        _check_knobs(self)
+        _check(isinstance(self.region_strengths, tuple) and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], int) and p[0] >= 0 and 0 <= p[1] <= 1
+            for p in self.region_strengths), "region_strengths", self.region_strengths,
+            "a tuple of (content region >= 0, strength 0..1) pairs")
+        _check(0 <= self.feather <= 64, "feather", self.feather, "0..64")
+        _check(self.blend in ("passes", "map"), "blend", self.blend, "'passes' or 'map'")
+        _check(1 <= self.kmeans_restarts <= 20, "kmeans_restarts", self.kmeans_restarts, "1..20")
+        _check(100 <= self.silhouette_sample <= 20000, "silhouette_sample", self.silhouette_sample, "100..20000")
+        _check(2 <= self.min_regions <= 32, "min_regions", self.min_regions, "2..32")
+        _check(1 <= self.pca_dims <= 512, "pca_dims", self.pca_dims, "1..512")
+
+    def strength_of(self, region: int) -> float:
+        """The strength of content region `region`: its entry in region_strengths, else `strength`."""
+        return dict(self.region_strengths).get(region, self.strength)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything one run needs. `engine` and `preset` pick the engine and its defaults."""
 
@@ -306,6 +358,7 @@ class Settings:
     matching: MatchSettings = field(default_factory=MatchSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
     classic: ClassicSettings = field(default_factory=ClassicSettings)
+    neural: NeuralSettings = field(default_factory=NeuralSettings)
 
     def __post_init__(self) -> None:
         _check(self.engine == "auto" or self.engine in ENGINES, "engine", self.engine, " | ".join(("auto", *ENGINES)))

@@ -38,7 +38,11 @@ FORMATS_WORDS = "PNG, JPEG, WebP, GIF, TIFF or BMP"
 def load(src: ImageSource, settings: ImageSettings | None = None, *, name: str = "image") -> np.ndarray:
     """Validate `src` and return it as (H, W, 3) float32 RGB in [0, 1] at the working size."""
     settings = settings or ImageSettings()
-    rgb = to_rgb(src, settings, name=name)  # (h0, w0, 3) uint8
+    return fit(to_rgb(src, settings, name=name), settings)
+
+
+def fit(rgb: np.ndarray, settings: ImageSettings) -> np.ndarray:
+    """A decoded (h0, w0, 3) uint8 image at the working size of `settings`, float32 in [0, 1]."""
     height, width = working_size(rgb.shape[0], rgb.shape[1], settings.size, settings.multiple, settings.aspect)
     return resize(rgb, height, width)
 

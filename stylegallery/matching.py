@@ -98,8 +98,12 @@ def describe_regions(
     tokens: np.ndarray,
     settings: MatchSettings,
     aggregator: Aggregate | None = None,
+    statistical: np.ndarray | None = None,
 ) -> list[RegionDescriptor]:
     """Descriptors s_r, e_r and the circle of every region 0..K-1 of one image (paper 3.2), in label order.
+
+    statistical: (K, d) descriptors s_r computed by the engine (e.g. each region's style vector), used instead of
+    the moments of `features` (settings.statistics and `aggregator` are then unused).
 
     labels: (h, w) int, contiguous 0..K-1; features: (h, w, C); tokens: (gh, gw, D) covering the whole image.
     settings.statistics must be resolved ("random_transformer" or "moments"). For "random_transformer",
@@ -127,7 +131,9 @@ def describe_regions(
 
     # 2. Statistical descriptors (3.2a)
     channels = features.shape[2]
-    if settings.statistics == "moments":
+    if statistical is not None:
+        statistical = _check_statistical(statistical, int(labels.max()) + 1)
+    elif settings.statistics == "moments":
         statistical = _moments(labels, features)
     else:
         if aggregator is None:
@@ -146,6 +152,14 @@ def describe_regions(
                          circle=(float(circles[r, 0]), float(circles[r, 1]), float(circles[r, 2])))
         for r in range(len(sizes))
     ]
+
+
+def _check_statistical(statistical: np.ndarray, regions: int) -> np.ndarray:
+    statistical = np.asarray(statistical, dtype=np.float32)
+    if statistical.ndim != 2 or statistical.shape[0] != regions or not np.all(np.isfinite(statistical)):
+        raise ValueError(f"statistical descriptors have shape {statistical.shape}: expected ({regions}, d) finite "
+                         "values, one row per region")
+    return statistical
 
 
 def _moments(labels: np.ndarray, features: np.ndarray) -> np.ndarray:

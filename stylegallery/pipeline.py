@@ -50,6 +50,7 @@ __all__ = ["ByteLRU", "ContentSegmented", "Done", "Event", "Matched", "Pipeline"
 logger = logging.getLogger(__name__)
 
 MAX_STYLES = 16
+MAX_SOURCE_SIDE = 2048  # px: the long side of the content photo handed to engines that paint at its own size
 LOAD_RETRY_SECONDS = 300.0  # a failed engine load is not retried for the same model settings within this time
 DEFAULT_CACHE_BYTES = 1_500_000_000  # unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB")
 
@@ -167,7 +168,8 @@ class Pipeline:
         notes = fallback_notes + tuple(engine.notes(settings))
 
         # 3. Load every image first, so a bad style fails before any work
-        content_image = images.load(content, settings.image, name="content image")
+        content_rgb = images.to_rgb(content, settings.image, name="content image")  # (h0, w0, 3) uint8, decoded once
+        content_image = images.fit(content_rgb, settings.image)
         style_images = [images.load(s, settings.image, name=f"style image {i + 1}") for i, s in enumerate(styles)]
         time_weights = regions.logistic_time_weights(
             engine.time_steps(settings), settings.regions.time_slope, settings.regions.time_inflection
@@ -213,7 +215,7 @@ class Pipeline:
                      match_settings.seed)
         descriptors = [
             self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings,
-                           str(getattr(engine, "device", "cpu")))
+                           str(getattr(engine, "device", "cpu")), engine)
             for analysis, lab, key in zip(analyses, grids, keys)
         ]
         matches = matching.match(descriptors[0], descriptors[1:], match_settings, overrides=overrides)
@@ -227,7 +229,9 @@ class Pipeline:
         # 6. Transfer the style region by region (stage 3)
         t0 = time.perf_counter()
         final: np.ndarray | None = None
-        for step in engine.transfer(analyses[0], content_labels, analyses[1:], style_labels, matches, settings, stop):
+        paint_at = {"source": _source_image(content_rgb, settings)} if engine.uses_source else {}  # the photo's size
+        for step in engine.transfer(analyses[0], content_labels, analyses[1:], style_labels, matches, settings, stop,
+                                    **paint_at):
             if step.final:
                 final = step.image
             else:
@@ -337,18 +341,20 @@ class Pipeline:
         return cached
 
     def _describe(self, analysis: Analysis, labels: np.ndarray, key: Hashable,
-                  match_settings: MatchSettings, device: str = "cpu") -> list[RegionDescriptor]:
+                  match_settings: MatchSettings, device: str = "cpu",
+                  engine: Engine | None = None) -> list[RegionDescriptor]:
         descriptors = self.cache.get("describe", key)
         if descriptors is None:
+            statistical = engine.region_statistics(analysis, labels) if engine is not None else None
             aggregator = None
-            if match_settings.statistics == "random_transformer":  # built once per width and seed, then reused
+            if statistical is None and match_settings.statistics == "random_transformer":  # built once, then reused
                 agg_key = (analysis.cluster_features.shape[-1], match_settings.seed, device)
                 aggregator = self._aggregators.get(agg_key)
                 if aggregator is None:
                     aggregator = matching.RandomAggregator(agg_key[0], agg_key[1], device=device)
                     self._aggregators[agg_key] = aggregator
             descriptors = matching.describe_regions(labels, analysis.cluster_features, analysis.tokens, match_settings,
-                                                    aggregator=aggregator)
+                                                    aggregator=aggregator, statistical=statistical)
             size = sum(d.statistical.nbytes + d.semantic.nbytes + 64 for d in descriptors)
             self.cache.put("describe", key, descriptors, size)
         return descriptors
@@ -406,6 +412,14 @@ def _source_name(source: object, default: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _source_image(rgb: np.ndarray, settings: Settings) -> np.ndarray:
+    """The content photo (h0, w0, 3) uint8 at its own size, long side capped at MAX_SOURCE_SIDE, (H, W, 3) float32 in
+    [0, 1] (square when the settings squash every image, as the working image is)."""
+    long_side = min(MAX_SOURCE_SIDE, max(rgb.shape[:2]))
+    height, width = images.working_size(rgb.shape[0], rgb.shape[1], long_side, 1, settings.image.aspect)
+    return images.resize(rgb, height, width)
 
 
 def _check_inputs(

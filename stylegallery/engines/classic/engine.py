@@ -92,6 +92,8 @@ class ClassicEngine(Engine):
         matches: Sequence[Match],
         settings: Settings,
         should_stop: Callable[[], bool] = lambda: False,
+        *,
+        source: np.ndarray | None = None,  # ignored: this engine paints at the working size
     ) -> Iterator[TransferStep]:
         # 1. Check inputs
         if len(styles) == 0 or len(styles) != len(style_labels):

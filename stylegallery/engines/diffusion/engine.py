@@ -178,6 +178,8 @@ class DiffusionEngine(Engine):
         matches: Sequence[Match],
         settings: Settings,
         should_stop: Callable[[], bool] = lambda: False,
+        *,
+        source: np.ndarray | None = None,  # ignored: this engine paints at the working size
     ) -> Iterator[TransferStep]:
         """Paper 4.2. Checks the inputs now; the returned iterator runs the optimisation."""
         for name, analysis in [("content", content), *((f"style {j}", s) for j, s in enumerate(styles))]:
