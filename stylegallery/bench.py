@@ -9,6 +9,7 @@ torch.cuda.max_memory_allocated (`cuda_MB`, "-" elsewhere). Counts are exact; ti
 figures, never asserts: the machines are shared and noisy, so compare medians and ratios taken side by side.
 
     python -m stylegallery bench --engine classic --sizes 256,512,1024 --styles 1,3,5
+    python -m stylegallery bench --engine neural --versus classic --sizes 512 --styles 3 --repeats 5
     python -m stylegallery bench --engine diffusion --tiny --sizes 128 --styles 1,2,3,5 --steps 10
     python -m stylegallery bench --engine diffusion --sd-model DIR --dino-model DIR --depth-model DIR \
         --device cuda --dtype auto [--preset fast --lora DIR]
@@ -99,13 +100,34 @@ def bench_images(content: str | None, styles: Sequence[str] | None, n_max: int) 
     return content_image, style_images[:n_max]
 
 
+def compare(requests: Sequence[Request], sizes: Sequence[int], counts: Sequence[int], repeats: int = 3,
+            content: str | None = None, style_images: Sequence[str] | None = None, tiny: bool = False,
+            warm: bool = True, out: Callable[[str], None] = print) -> None:
+    """`bench` for each request in turn, in one process on the same images, then the first engine's speed-up over
+    each other one (ratios of median total seconds, cold and warm): figures taken side by side."""
+    totals = []
+    for request in requests:
+        totals.append(bench(request, sizes, counts, repeats, content, style_images, tiny, warm, out))
+        out("")
+    first = totals[0]
+    for other, request in zip(totals[1:], requests[1:]):
+        out(f"# speed-up of {requests[0].engine} over {request.engine} (median total s, side by side)")
+        for key in first:
+            if key in other and first[key] > 0:
+                size, n, cache = key
+                out(f"{size:>5} {n:>6} {cache:>5} | {first[key]:>7.3f} s vs {other[key]:>7.3f} s = "
+                    f"{other[key] / first[key]:.1f}x")
+
+
 def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats: int = 3,
           content: str | None = None, style_images: Sequence[str] | None = None, tiny: bool = False,
-          warm: bool = True, out: Callable[[str], None] = print) -> None:
-    """Print the figures of `request` at every working size x number of styles (module docstring).
+          warm: bool = True, out: Callable[[str], None] = print) -> dict[tuple[int, int, str], float]:
+    """Print the figures of `request` at every working size x number of styles (module docstring); return the median
+    total seconds per (size, styles, "cold" | "warm").
 
     tiny: the engine's tiny random stand-in models (its registry entry's `tiny_models`) instead of real weights.
     """
+    totals: dict[tuple[int, int, str], float] = {}
     from stylegallery.pipeline import Pipeline
 
     if repeats < 1 or not sizes or not counts or min(counts) < 1 or min(sizes) < 1:
@@ -142,6 +164,8 @@ def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats
                                 pipe.cache.clear()
                             rows.append(_one_run(pipe, engine, content_image, styles[:n], run_settings, sampler))
                         out(_format_row(size, n, "warm" if is_warm else "cold", rows))
+                        totals[(size, n, "warm" if is_warm else "cold")] = statistics.median(r["total"] for r in rows)
+    return totals
 
 
 def _tiny_models(request: Request, folder: Path) -> dict[str, str]:

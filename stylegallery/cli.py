@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--style-images", nargs="*", help="style images (default: the gallery's)")
     bench.add_argument("--tiny", action="store_true", help="tiny random stand-ins of the engine's models (no weights)")
     bench.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
+    bench.add_argument("--versus", action="append", default=[], choices=tuple(ENGINES), metavar="ENGINE",
+                       help="also bench this engine in the same process on the same images, and print the speed-up "
+                            "(repeatable)")
 
     ev = sub.add_parser("eval", help="score an engine against simple references with weight-free metrics",
                         description="Weight-free quality metrics of an engine against simple references (see "
@@ -116,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("contents", nargs="+", help="content images")
     ev.add_argument("--styles", nargs="+", required=True, action="append",
                     help="style images of one style set; repeat --styles for more sets")
-    _add_request_flags(ev, engine_names(), "classic")
+    _add_request_flags(ev, engine_names(), "auto")
+    ev.add_argument("--versus", action="append", default=[], choices=tuple(ENGINES), metavar="ENGINE",
+                    help="also score this engine on the same images and regions (repeatable)")
     ev.add_argument("--size", type=int, default=512, help="working size, long side px")
     return parser
 
@@ -198,10 +203,14 @@ def _whole_list(text: str) -> list[int]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from stylegallery.bench import bench
+    import dataclasses
 
-    bench(request_from_args(args), args.sizes, args.styles, args.repeats, args.content, args.style_images,
-          tiny=args.tiny, warm=not args.no_warm, out=lambda line: print(line, flush=True))
+    from stylegallery.bench import compare
+
+    first = request_from_args(args)
+    others = [dataclasses.replace(first, engine=name, steps=None) for name in args.versus]
+    compare([first, *others], args.sizes, args.styles, args.repeats, args.content, args.style_images,
+            tiny=args.tiny, warm=not args.no_warm, out=lambda line: print(line, flush=True))
     return 0
 
 
@@ -211,11 +220,15 @@ def _eval(args: argparse.Namespace) -> int:
     for path in (*args.contents, *(s for style_set in args.styles for s in style_set)):
         if not Path(path).is_file():
             raise InputError(f"{path!r} is not a file; check the path")
-    run_plan = plan(request_from_args(args))
+    import dataclasses
+
+    first = request_from_args(args)
+    run_plan = plan(first)
     _say_ignored(run_plan, quiet=False)
+    versus = [plan(dataclasses.replace(first, engine=name, steps=None)) for name in args.versus]
     names = ([Path(c).stem for c in args.contents],
              ["+".join(Path(s).stem.split("_")[-1] for s in style_set) for style_set in args.styles])
-    print(format_table(evaluate(args.contents, args.styles, run_plan, names=names)))
+    print(format_table(evaluate(args.contents, args.styles, run_plan, names=names, versus=versus)))
     return 0
 
 

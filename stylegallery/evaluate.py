@@ -23,6 +23,7 @@ synthesis adds. The command line (`python -m stylegallery eval`) is in stylegall
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,33 +150,71 @@ def style_fidelity(
 class Row:
     content: str
     styles: str
-    method: str  # the engine's name, "colour" (a), "one-region" (b), "region-colour" (c), "content" (as it is)
+    method: str  # an engine's name, "colour", "one-region", "region-colour", "global-neural" or "content"
     ssim: float
     grad_r: float
     sw_lab: float
     patch_nn: float
     seconds: float
+    gram: float = math.nan  # the predictor's regional Gram distance (NaN where the neural engine is not installed)
+    vec: float = math.nan  # the regional style-vector distance (likewise)
+
+
+def neural_fidelity(engine: Any, output: np.ndarray, content_labels: np.ndarray, styles: Sequence[np.ndarray],
+                    style_labels: Sequence[np.ndarray], matches: Sequence[Match], settings: Any) -> dict[str, float]:
+    """Per matched region pair, area-weighted: the relative Frobenius distance between the Gram matrices of the neural
+    engine's predictor features (stride 8, 192 channels) of the output region and of its matched style region (the
+    paper's regional Gram metric with this network in place of VGG-19), and the L2 distance of their style vectors
+    (the predictor's own descriptor of a region's style). `engine` is a NeuralEngine; labels on any grid."""
+    feats = [engine.style_features(img) for img in (output, *styles)]  # (h8, w8, 192) each
+    masks_out = _cell_masks(content_labels, output.shape[:2], feats[0].shape[:2])
+    masks_style = [_cell_masks(lab, img.shape[:2], f.shape[:2])
+                   for lab, img, f in zip(style_labels, styles, feats[1:])]
+    analyses = [engine.analyze(img, settings, np.ones(1)) for img in (output, *styles)]
+    vectors = [engine.region_statistics(a, _upsample(lab, a.grid_shape))
+               for a, lab in zip(analyses, (content_labels, *style_labels))]  # (K, 100) each
+    gram, vec, area = [], [], []
+    for m in matches:
+        mo = masks_out.get(m.content_region)
+        ms = masks_style[m.style_image].get(m.style_region)
+        if mo is None or ms is None:
+            continue
+        g_out, g_style = _gram(feats[0][mo]), _gram(feats[1 + m.style_image][ms])
+        gram.append(float(np.linalg.norm(g_out - g_style) / (np.linalg.norm(g_style) + 1e-8)))
+        vec.append(float(np.linalg.norm(vectors[0][m.content_region] - vectors[1 + m.style_image][m.style_region])))
+        area.append(int(mo.sum()))
+    if not area:
+        return {"gram": math.nan, "vec": math.nan}
+    wts = np.asarray(area, np.float64) / np.sum(area)
+    return {"gram": float(np.dot(wts, gram)), "vec": float(np.dot(wts, vec))}
 
 
 def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], settings: Any = None,
-             pipeline: Any = None, names: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
-    """Score an engine and the references for every content x style set (see the module docstring).
+             pipeline: Any = None, names: tuple[Sequence[str], Sequence[str]] | None = None,
+             versus: Sequence[Any] = ()) -> list[Row]:
+    """Score an engine, the engines `versus` and the references for every content x style set (module docstring).
 
     contents / style sets: anything Pipeline accepts (paths, arrays...); settings: a front-desk Plan or Settings
-    (default: the classic engine's); pipeline: a stylegallery.pipeline.Pipeline to reuse (built if None). The
-    references are the classic engine's public ones (stylegallery.engines.classic), scored on the run's own region
-    map and matches.
+    (default: the classic engine's); versus: more Plans or Settings, run on the same images; pipeline: a
+    stylegallery.pipeline.Pipeline to reuse (built if None). Every method is scored on the first run's region map
+    and matches; the references are the classic engine's public ones and, where the neural engine is installed, its
+    plain global use of the networks.
     """
     import time
 
     from stylegallery.config import Settings
     from stylegallery.engines.classic import colour_reference, global_colour_reference, one_region_reference
+    from stylegallery.errors import EngineUnavailable, ModelLoadError
     from stylegallery.pipeline import Pipeline
     from stylegallery.request import Plan
 
     settings = settings if settings is not None else Settings(engine="classic")
     plain = settings.settings if isinstance(settings, Plan) else settings
     pipe = pipeline or Pipeline()
+    try:
+        neural = pipe.engine("neural", plain)
+    except (EngineUnavailable, ModelLoadError):
+        neural = None  # no neural measures and no global-neural reference: the table shows "-"
     rows: list[Row] = []
     for ci, content in enumerate(contents):
         for si, styles in enumerate(style_sets):
@@ -183,30 +222,41 @@ def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], setti
             s_name = names[1][si] if names else f"styles{si}"
             t0 = time.perf_counter()
             result = pipe(content, list(styles), settings)
-            t_run = time.perf_counter() - t0
+            methods = [(result.engine, result.image, time.perf_counter() - t0)]
             c_img, s_imgs = result.content_image, result.style_images
-            methods = [(result.engine, result.image, t_run)]
-            for method, make in (
+            for other in versus:
+                t0 = time.perf_counter()
+                run = pipe(content, list(styles), other)
+                methods.append((run.engine, run.image, time.perf_counter() - t0))
+            references = [
                 ("colour", lambda: global_colour_reference(c_img, s_imgs, SEED)),
                 ("one-region", lambda: one_region_reference(c_img, s_imgs, plain)),
                 ("region-colour", lambda: colour_reference(c_img, result.content_labels, s_imgs, result.style_labels,
                                                            result.matches, plain)),
-            ):
+            ]
+            if neural is not None:
+                references.append(("global-neural", lambda: neural.global_stylise(c_img, s_imgs)))
+            for method, make in references:
                 t0 = time.perf_counter()
                 image = make()
                 methods.append((method, image, time.perf_counter() - t0))
             methods.append(("content", c_img, 0.0))
             for method, img, secs in methods:
+                img = _at(img, c_img.shape[:2])  # an engine may paint at the photo's own size: score at working size
                 fid = style_fidelity(img, result.content_labels, s_imgs, result.style_labels, result.matches)
+                deep = ({} if neural is None else
+                        neural_fidelity(neural, img, result.content_labels, s_imgs, result.style_labels,
+                                        result.matches, plain))
                 rows.append(Row(c_name, s_name, method, ssim_luminance(img, c_img), gradient_correlation(img, c_img),
-                                fid["sw_lab"], fid["patch_nn"], secs))
+                                fid["sw_lab"], fid["patch_nn"], secs, deep.get("gram", math.nan),
+                                deep.get("vec", math.nan)))
     return rows
 
 
 def format_table(rows: Sequence[Row]) -> str:
     """One line per row, then (for several content x style pairs) the mean of each method over the pairs."""
     head = (f"{'content':<14} {'styles':<28} {'method':<13} {'SSIM':>6} {'gradR':>6} {'SW-Lab':>7} {'patch-NN':>9} "
-            f"{'s':>6}")
+            f"{'Gram':>6} {'vec':>6} {'s':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(_format_row(r.content, r.styles, r))
@@ -216,14 +266,15 @@ def format_table(rows: Sequence[Row]) -> str:
         for method in dict.fromkeys(r.method for r in rows):
             of = [r for r in rows if r.method == method]
             mean = Row("", "", method, *(float(np.mean([getattr(r, f) for r in of]))
-                                         for f in ("ssim", "grad_r", "sw_lab", "patch_nn", "seconds")))
+                                         for f in ("ssim", "grad_r", "sw_lab", "patch_nn", "seconds", "gram", "vec")))
             lines.append(_format_row("mean", f"{len(of)} pairs", mean))
     return "\n".join(lines)
 
 
 def _format_row(content: str, styles: str, r: Row) -> str:
+    deep = " ".join("     -" if math.isnan(v) else f"{v:6.3f}" for v in (r.gram, r.vec))
     return (f"{content[:14]:<14} {styles[:28]:<28} {r.method:<13} {r.ssim:6.3f} {r.grad_r:6.3f} {r.sw_lab:7.2f} "
-            f"{r.patch_nn:9.4f} {r.seconds:6.2f}")
+            f"{r.patch_nn:9.4f} {deep} {r.seconds:6.2f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +304,31 @@ def _lab(img: np.ndarray) -> np.ndarray:
 
 def _upsample(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(np.asarray(labels, np.int32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _at(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if image.shape[:2] == tuple(shape):
+        return image
+    return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (shape[1], shape[0]),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _cell_masks(labels: np.ndarray, image_shape: tuple[int, int], cells: tuple[int, int]) -> dict[int, np.ndarray]:
+    """Region -> (h, w) bool mask of the feature cells mostly inside it (the cells of its largest share where
+    none is), for the regions present."""
+    px = _upsample(labels, image_shape)
+    out = {}
+    for region in np.unique(px):
+        share = cv2.resize((px == region).astype(np.float32), (cells[1], cells[0]), interpolation=cv2.INTER_AREA)
+        mask = share > 0.5
+        out[int(region)] = mask if mask.any() else share >= share.max()
+    return out
+
+
+def _gram(x: np.ndarray) -> np.ndarray:
+    """(N, C) features -> (C, C) Gram matrix normalised by N."""
+    x = x.astype(np.float64)
+    return x.T @ x / max(1, len(x))
 
 
 def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

