@@ -19,6 +19,7 @@ from typing import Literal
 
 EngineName = Literal["auto", "diffusion", "classic"]
 PresetName = Literal["paper", "fast"]
+MergeRule = Literal["official", "union_find"]
 
 ENGINES: tuple[str, ...] = ("auto", "diffusion", "classic")
 PRESETS: tuple[str, ...] = ("paper", "fast")
@@ -86,6 +87,10 @@ class RegionSettings:
     kmeans_init: Literal["k-means++", "random"] = "k-means++"
     silhouette_sample: int = 5000  # points used for the silhouette (2.2 code); >= 100
     merge_threshold: float = 0.85  # merge clusters whose mean merge-feature L2 distance is below (2.2); >= 0
+    # how close pairs become merges, in the merge and the depth re-merge (2.2): "official" maps j to the largest
+    # close i < j and follows chains (merge_similar_clusters, faithful; not transitive); "union_find" joins every
+    # close pair transitively (deviation)
+    merge_rule: MergeRule = "official"
     use_depth: bool = True  # depth split and re-merge (2.2 code default True)
     depth_split_span: float = 0.75  # split a cluster whose depth P95-P05 >= this (2.2); 0..1
     depth_min_cells: int = 20  # only clusters with at least this many cells are split (2.2 code); >= 1
@@ -107,6 +112,8 @@ class RegionSettings:
                "'k-means++' or 'random'")
         _check(self.silhouette_sample >= 100, "silhouette_sample", self.silhouette_sample, ">= 100")
         _check(self.merge_threshold >= 0, "merge_threshold", self.merge_threshold, ">= 0")
+        _check(self.merge_rule in ("official", "union_find"), "merge_rule", self.merge_rule,
+               "'official' or 'union_find'")
         _check(0 <= self.depth_split_span <= 1, "depth_split_span", self.depth_split_span, "0..1")
         _check(self.depth_min_cells >= 1, "depth_min_cells", self.depth_min_cells, ">= 1")
         _check(self.remerge_threshold >= 0, "remerge_threshold", self.remerge_threshold, ">= 0")

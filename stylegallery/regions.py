@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from stylegallery.config import RegionSettings
+from stylegallery.config import MergeRule, RegionSettings
 
 
 # 4-connectivity cross: dilating a component with it gives the component plus its 1-px ring.
@@ -87,14 +87,14 @@ def segment(
 
         # 3. Merge clusters whose mean merge features are close
         f = merge_features.astype(np.float64)
-        labels = _merge_close(labels, f, settings.merge_threshold)
+        labels = _merge_close(labels, f, settings.merge_threshold, rule=settings.merge_rule)
 
         # 4. Depth split and re-merge
         if settings.use_depth and depth is not None:
             d = _minmax(depth.astype(np.float64))
             labels = _split_by_depth(labels, d, settings.depth_split_span, settings.depth_min_cells)
             labels = _merge_close(labels, f, settings.remerge_threshold, depth=d,
-                                  depth_threshold=settings.remerge_depth)
+                                  depth_threshold=settings.remerge_depth, rule=settings.merge_rule)
 
         # 5. Absorb small islands, 6. contiguous labels
         labels = _absorb_small(labels, settings.min_region_cells)
@@ -248,12 +248,15 @@ def _merge_close(
     threshold: float,
     depth: np.ndarray | None = None,
     depth_threshold: float | None = None,
+    rule: MergeRule = "official",
 ) -> np.ndarray:
-    """Merge every pair of clusters whose mean merge-feature vectors are closer than `threshold` (L2).
+    """Merge clusters whose mean merge-feature vectors are closer than `threshold` (L2), paper 2.2.
 
-    With `depth`, a pair also needs its mean-depth difference below `depth_threshold` (the re-merge of
-    paper 2.2). Pairs are joined with union-find, so chains a~b~c end in one cluster (the official code
-    resolves its merge map the same way). Returns compact labels 0..K'-1, same shape.
+    With `depth`, a pair also needs its mean-depth difference below `depth_threshold` (the re-merge).
+    rule "official" (`merge_similar_clusters`): for every close pair i < j the map sets j -> i, so the
+    largest close i < j wins, then chains are followed; this is not a transitive closure (with means
+    0.0 / 1.0 / 0.5 at 0.85, cluster 2 joins 1 and 0 stays apart). rule "union_find" joins every
+    close pair transitively (0, 1 and 2 all end in one region). Returns compact labels 0..K'-1.
     """
     values, lab = np.unique(labels, return_inverse=True)
     lab = lab.reshape(labels.shape)
@@ -267,6 +270,25 @@ def _merge_close(
     if depth is not None and depth_threshold is not None:
         dmean = np.bincount(lab.ravel(), weights=depth.ravel(), minlength=k) / counts  # (k,)
         close &= np.abs(dmean[:, None] - dmean[None, :]) < depth_threshold
+    roots = _MERGE_RULES[rule](close)
+    compact = np.unique(roots, return_inverse=True)[1].ravel()  # (k,) cluster -> merged label
+    return compact[lab]
+
+
+def _official_merge_roots(close: np.ndarray) -> np.ndarray:
+    """The official merge map: j -> the largest i < j close to it, chains followed; (k,) root of each cluster."""
+    k = close.shape[0]
+    roots = np.arange(k)
+    for j in range(1, k):
+        partners = np.flatnonzero(close[:j, j])
+        if partners.size:
+            roots[j] = roots[partners[-1]]  # partners[-1] < j is already resolved to its root
+    return roots
+
+
+def _union_find_roots(close: np.ndarray) -> np.ndarray:
+    """Transitive closure of the close pairs; the smallest label of each group is its root, (k,)."""
+    k = close.shape[0]
     parent = np.arange(k)
 
     def root(i: int) -> int:
@@ -278,10 +300,12 @@ def _merge_close(
     for i, j in zip(*np.nonzero(np.triu(close, k=1))):
         ri, rj = root(int(i)), root(int(j))
         if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)  # the smaller label survives, as in the official code
-    roots = np.array([root(i) for i in range(k)])
-    compact = np.unique(roots, return_inverse=True)[1].ravel()  # (k,) cluster -> merged label
-    return compact[lab]
+            parent[max(ri, rj)] = min(ri, rj)
+    return np.array([root(i) for i in range(k)])
+
+
+# RegionSettings.merge_rule -> (k, k) close-pair matrix -> (k,) root of each cluster
+_MERGE_RULES = {"official": _official_merge_roots, "union_find": _union_find_roots}
 
 
 def _minmax(depth: np.ndarray) -> np.ndarray:
