@@ -18,15 +18,20 @@ from typing import Literal
 
 
 EngineName = Literal["auto", "diffusion", "classic"]
-PresetName = Literal["paper", "fast"]
+PresetName = Literal["paper", "fast", "hyper"]
 MergeRule = Literal["official", "union_find"]
 
 ENGINES: tuple[str, ...] = ("auto", "diffusion", "classic")
-PRESETS: tuple[str, ...] = ("paper", "fast")
+PRESETS: tuple[str, ...] = ("paper", "fast", "hyper")
+# presets whose stage 3 runs on the UNet with the LoRA fused (demo_accelerate.py modes "lcm" and "hyper")
+LORA_PRESETS: tuple[str, ...] = ("fast", "hyper")
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_DINO_MODEL = "facebook/dinov2-base"
-DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Large-hf"
+# Small is Apache-2.0; the official code uses ViT-L, whose weights (Depth-Anything-V2-Large-hf) are CC-BY-NC-4.0:
+# opt in with depth_model=LARGE_DEPTH_MODEL (--depth-model) where non-commercial use is fine.
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+LARGE_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Large-hf"
 
 
 BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -164,7 +169,7 @@ class DiffusionSettings:
     sd_model: str = DEFAULT_SD_MODEL  # hub id or local folder of an SD 1.5-layout pipeline
     dino_model: str = DEFAULT_DINO_MODEL  # hub id or local folder of a DINOv2 model
     depth_model: str | None = DEFAULT_DEPTH_MODEL  # hub id or local folder; None disables depth
-    lora: str | None = None  # LCM/Hyper-SD LoRA for the "fast" preset (4.2 accelerated variant)
+    lora: str | None = None  # LoRA fused for stage 3 of the "fast" (LCM-LoRA) and "hyper" (Hyper-SD) presets
     inversion_steps: int = 15  # DDIM inversion steps T (2.2); 1..100
     steps: int = 150  # optimisation timesteps N (4.2); 1..1000
     iters: int = 1  # Adam steps per timestep (4.2); 1..10
@@ -290,9 +295,11 @@ class Settings:
 def preset(name: PresetName, **overrides: object) -> Settings:
     """Settings for a named preset, with top-level field overrides.
 
-    "paper": the official demo.py defaults (150 steps of DDIM timesteps).
-    "fast": the accelerated schedule of demo_accelerate.py (28 steps x 3 iterations, LCM timesteps,
-    lr 0.25, content weight 0.33); it needs `diffusion.lora`.
+    "paper": the official demo.py defaults (150 steps of DDIM timesteps, 1 iteration, lr 0.05, content 0.26).
+    "fast": demo_accelerate.py mode "lcm" (its default): 28 steps x 3 iterations of LCMScheduler timesteps,
+    lr 0.25, content weight 0.33; meant for LCM-LoRA SD 1.5 in `diffusion.lora`.
+    "hyper": demo_accelerate.py mode "hyper": 28 steps x 3 iterations of EulerDiscreteScheduler timesteps with
+    trailing spacing, lr 0.15, content weight 0.38; meant for the Hyper-SD15 4-step LoRA in `diffusion.lora`.
     """
     if name == "paper":
         base = Settings(preset="paper")
@@ -300,6 +307,12 @@ def preset(name: PresetName, **overrides: object) -> Settings:
         base = Settings(
             preset="fast",
             diffusion=DiffusionSettings(steps=28, iters=3, lr=0.25, content_weight=0.33, scheduler="lcm"),
+            classic=ClassicSettings(scales=2, patch_sizes=(21, 13, 9), iterations=2),
+        )
+    elif name == "hyper":
+        base = Settings(
+            preset="hyper",
+            diffusion=DiffusionSettings(steps=28, iters=3, lr=0.15, content_weight=0.38, scheduler="euler_trailing"),
             classic=ClassicSettings(scales=2, patch_sizes=(21, 13, 9), iterations=2),
         )
     else:
