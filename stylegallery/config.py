@@ -140,6 +140,9 @@ class MatchSettings:
     statistics: Literal["auto", "random_transformer", "moments"] = "auto"
     block_size: int = 32  # px of a semantic block at 512 px (3.2b: 16x16 blocks of 32x32); >= 1
     block_min_pixels: int = 10  # a block is kept if more than this many of its px are in the region (3.2b); >= 0
+    # a region with exactly one kept block: "mean" uses that block's token (deviation: the official quirk is a bug);
+    # "zero" gives it a zero semantic descriptor, semantic similarity 0 with everything (official, 3.2b code)
+    single_block: Literal["mean", "zero"] = "mean"
     # "argmax": every content region takes the best pooled style region (3.2, faithful, many-to-one);
     # "balanced": a usage penalty spreads content regions over distinct style regions (deviation);
     # "auto": the engine's choice (diffusion: argmax; classic: balanced).
@@ -159,6 +162,7 @@ class MatchSettings:
                "'auto', 'argmax' or 'balanced'")
         _check(self.block_size >= 1, "block_size", self.block_size, ">= 1")
         _check(self.block_min_pixels >= 0, "block_min_pixels", self.block_min_pixels, ">= 0")
+        _check(self.single_block in ("mean", "zero"), "single_block", self.single_block, "'mean' or 'zero'")
         _check(self.seed >= 0, "seed", self.seed, ">= 0")
 
 
@@ -186,6 +190,10 @@ class DiffusionSettings:
     # "center_crop": the default processor's resize-256/crop-224 (faithful, misaligned, 3.2b).
     dino_input: Literal["full", "center_crop"] = "full"
     dino_grid: int = 16  # tokens on the long side for dino_input="full" (3.2b uses 16); 1..64
+    # "official": the depth input's short side goes to 518 px (Depth-Anything-V2 infer_image, lower_bound) and the
+    # prediction returns by bilinear align_corners=True (faithful, 2.2 code); "dpt": the transformers DPT
+    # processor's "scale as little as possible" resize and align_corners=False (the earlier behaviour)
+    depth_resize: Literal["official", "dpt"] = "official"
     # "content": styles whose working shape differs from the content's are resized (pixels) to the content's
     # working shape and VAE-encoded for stage 3, their region labels resized by nearest, so the reference pass
     # is one batched call (4.2; the official code squashes every image to 512x512: this is that behaviour
@@ -209,6 +217,7 @@ class DiffusionSettings:
                "'ddim', 'lcm' or 'euler_trailing'")
         _check(self.dino_input in ("full", "center_crop"), "dino_input", self.dino_input, "'full' or 'center_crop'")
         _check(1 <= self.dino_grid <= 64, "dino_grid", self.dino_grid, "1..64")
+        _check(self.depth_resize in ("official", "dpt"), "depth_resize", self.depth_resize, "'official' or 'dpt'")
         _check(self.style_fit in ("content", "own"), "style_fit", self.style_fit, "'content' or 'own'")
         _check(self.preview_every >= 1, "preview_every", self.preview_every, ">= 1")
         _check(self.dtype in ("float32", "float16", "bfloat16"), "dtype", self.dtype,

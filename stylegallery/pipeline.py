@@ -278,7 +278,7 @@ class Pipeline:
         # 5. Match content regions to the pooled style regions (stage 2)
         t0 = time.perf_counter()
         match_key = (match_settings.statistics, match_settings.block_size, match_settings.block_min_pixels,
-                     match_settings.seed)
+                     match_settings.single_block, match_settings.seed)
         descriptors = [
             self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings,
                            str(getattr(engine, "device", "cpu")))

@@ -380,3 +380,16 @@ def test_moments_path_does_not_import_torch():
             ".reshape(8, 8) // 32; d = matching.describe_regions(lab, np.random.rand(8, 8, 4), "
             "np.random.rand(2, 2, 5), s); matching.match(d, [d], s); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=matching.__file__.rsplit("/stylegallery/", 1)[0])
+
+
+def test_single_kept_block_quirk_is_a_named_setting():
+    # region 1 covers one 32x32 block fully (kept) and no other block by more than 10 px
+    labels = np.zeros((8, 8), np.int64)
+    labels[:4, :4] = 1  # 4x4 cells of a 8x8 grid = one 32x32 block when the grid is upsampled to 2x2 blocks of 32
+    tokens = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3) + 1
+    mean = matching._block_semantic(labels, tokens, block_size=32, min_pixels=10)
+    zero = matching._block_semantic(labels, tokens, block_size=32, min_pixels=10, single_block="zero")
+    np.testing.assert_allclose(mean[1], tokens[0, 0])
+    assert not zero[1].any()  # official: the single kept block's descriptor collapses, semantic score 0
+    np.testing.assert_allclose(zero[0], mean[0])  # region 0 keeps three blocks: unchanged
+    assert MatchSettings().single_block == "mean"

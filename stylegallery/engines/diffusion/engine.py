@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Literal
@@ -138,7 +139,8 @@ class DiffusionEngine(Engine):
         d, r = settings.diffusion, settings.regions
         use_depth = r.use_depth and self.depth is not None
         return ("diffusion", self.sd_model, self.dino_model, self.depth_model if use_depth else None,
-                d.inversion_steps, use_depth, d.dino_input, d.dino_grid, settings.image.size,
+                d.inversion_steps, use_depth, d.depth_resize if use_depth else None, d.dino_input, d.dino_grid,
+                settings.image.size,
                 settings.image.multiple, r.time_slope, r.time_inflection)
 
     def time_steps(self, settings: Settings) -> int:
@@ -193,7 +195,8 @@ class DiffusionEngine(Engine):
         self.stats["unet_forward_analyze"] += len(timesteps)
         # 3. Depth and semantic tokens
         _raise_if(should_stop, "the depth model")
-        depth = self._depth(image, grid) if settings.regions.use_depth and self.depth is not None else None
+        depth = (self._depth(image, grid, d.depth_resize) if settings.regions.use_depth and self.depth is not None
+                 else None)
         _raise_if(should_stop, "DINOv2")
         tokens = self._tokens(image, d)
         return Analysis(
@@ -412,17 +415,26 @@ class DiffusionEngine(Engine):
         return ((x[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).float().cpu().numpy()  # (H, W, 3)
 
     @torch.no_grad()
-    def _depth(self, image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-        """Depth-Anything disparity (near = high) nearest-resized to the latent grid, min-max to [0, 1] (2.2)."""
+    def _depth(self, image: np.ndarray, grid: tuple[int, int], resize: str = "official") -> np.ndarray:
+        """Depth-Anything disparity (near = high) nearest-resized to the latent grid, min-max to [0, 1] (2.2).
+
+        resize "official" (DiffusionSettings.depth_resize): the input's short side goes to the processor's 518 px
+        (Depth-Anything-V2 `infer_image`: lower_bound resize, multiple of 14) and the prediction comes back with
+        bilinear align_corners=True; "dpt": the DPT processor's "scale as little as possible" rule and
+        align_corners=False. Either runs on the working image (the official code reads the original file).
+        """
         processor = self.depth_processor
         patch = int(getattr(getattr(self.depth.config, "backbone_config", None), "patch_size", 14) or 14)
         target = _height_width(getattr(processor, "size", None)) or (518, 518)  # Depth-Anything-V2's 518 px
+        official = resize == "official"
         size = depth_input_size(image.shape[0], image.shape[1], target, patch,
-                                bool(getattr(processor, "keep_aspect_ratio", True)))
+                                bool(getattr(processor, "keep_aspect_ratio", True)),
+                                rule="lower_bound" if official else "closest")
         inputs = processor(images=_to_uint8(image), size={"height": size[0], "width": size[1]},
                            keep_aspect_ratio=False, ensure_multiple_of=1, return_tensors="pt")
         predicted = self.depth(pixel_values=inputs["pixel_values"].to(self.device)).predicted_depth  # (1, h', w')
-        full = F.interpolate(predicted[None], size=image.shape[:2], mode="bilinear", align_corners=False)
+        # official infer_image: bilinear with align_corners=True back to the image size
+        full = F.interpolate(predicted[None], size=image.shape[:2], mode="bilinear", align_corners=official)
         depth = F.interpolate(full, size=grid, mode="nearest")[0, 0]  # (h, w)
         self.stats["depth_calls"] += 1
         lo, hi = depth.min(), depth.max()
@@ -453,18 +465,28 @@ class DiffusionEngine(Engine):
 
 
 def depth_input_size(height: int, width: int, target: tuple[int, int], patch: int,
-                     keep_aspect: bool = True) -> tuple[int, int]:
+                     keep_aspect: bool = True, rule: Literal["closest", "lower_bound"] = "closest") -> tuple[int, int]:
     """The (h, w) input of the depth model for an image of (height, width) px (paper 2.2, Depth-Anything-V2).
 
     As DPT's processor: with `keep_aspect`, the one scale of (target / side) closer to 1 applies to both sides
     ("scale as little as possible"), else each side goes to its target; each side is then rounded to a
     multiple of `patch`, and here never below one patch (DPT's rounding gives 0 px for the short side of a
     very long image, e.g. 8x512, which the model cannot take).
+    rule "lower_bound" is Depth-Anything-V2's `infer_image` (official code): the larger scale, so both sides
+    reach their target, each side rounded to a multiple of `patch` and up where rounding would fall short.
     """
     if min(height, width, patch, *target) <= 0:
         raise ValueError(f"depth input of {width}x{height} px to {target[1]}x{target[0]} with patch {patch} is "
                          "invalid: every size must be positive")
     scale_h, scale_w = target[0] / height, target[1] / width
+    if rule == "lower_bound":
+        scale = max(scale_h, scale_w)
+
+        def side(x: float, least: int) -> int:
+            y = round(x / patch) * patch
+            return int(math.ceil(x / patch) * patch) if y < least else int(y)
+
+        return side(height * scale, target[0]), side(width * scale, target[1])
     if keep_aspect:
         scale_h = scale_w = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
     return (max(patch, round(height * scale_h / patch) * patch), max(patch, round(width * scale_w / patch) * patch))
