@@ -102,6 +102,7 @@ class RegionSettings:
     remerge_threshold: float = 0.35  # re-merge below this merge-feature distance... (2.2); >= 0
     remerge_depth: float = 0.3  # ...and below this mean-depth difference (2.2); 0..1
     min_region_cells: int = 20  # connected components under this are absorbed by a neighbour (2.2); >= 1
+    sam_merge_threshold: float = 0.5  # merge SAM base regions below this merge-feature distance (2.2 code); >= 0
     seed: int = 42  # k-means / sampling seed (2.2 code); >= 0
 
     def __post_init__(self) -> None:
@@ -124,6 +125,7 @@ class RegionSettings:
         _check(self.remerge_threshold >= 0, "remerge_threshold", self.remerge_threshold, ">= 0")
         _check(0 <= self.remerge_depth <= 1, "remerge_depth", self.remerge_depth, "0..1")
         _check(self.min_region_cells >= 1, "min_region_cells", self.min_region_cells, ">= 1")
+        _check(self.sam_merge_threshold >= 0, "sam_merge_threshold", self.sam_merge_threshold, ">= 0")
         _check(self.seed >= 0, "seed", self.seed, ">= 0")
 
 

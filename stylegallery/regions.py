@@ -101,6 +101,75 @@ def segment(
     return relabel(labels)
 
 
+def labels_from_mask(mask: np.ndarray, grid: tuple[int, int], image_shape: tuple[int, int] | None = None,
+                     *, name: str = "content mask") -> np.ndarray:
+    """User regions (a label mask, see images.load_label_mask) on the feature grid: (h, w) int32, contiguous.
+
+    Replaces stage 1 for the content (the official label masks). The mask is nearest-resized to the grid as the
+    official code resizes its masks (F.interpolate "nearest": source index floor(i * H / h)); a region smaller
+    than a grid cell can vanish. `image_shape` (H, W) of the working image: the mask must have its aspect ratio
+    (within 2 %), since it is drawn on that image. Raises InputError otherwise.
+    """
+    from stylegallery.errors import InputError
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0 or not np.issubdtype(mask.dtype, np.integer):
+        raise InputError(f"{name} has shape {mask.shape} and dtype {mask.dtype}: expected an (H, W) integer label map")
+    h, w = grid
+    if h < 1 or w < 1:
+        raise ValueError(f"grid={grid!r} is invalid: expected two sides >= 1")
+    height, width = mask.shape
+    if image_shape is not None:
+        ratio, expected = width / height, image_shape[1] / image_shape[0]
+        if abs(ratio / expected - 1) > 0.02:
+            raise InputError(f"{name} is {width}x{height} px but the content image is {image_shape[1]}x{image_shape[0]} "
+                             f"(aspect {ratio:.3f} vs {expected:.3f}): draw the mask on the content image itself, at "
+                             "its size or scaled uniformly")
+    rows = (np.arange(h) * height) // h
+    cols = (np.arange(w) * width) // w
+    return relabel(mask[rows][:, cols])
+
+
+def overlay_label_mask(labels: np.ndarray, mask_on_grid: np.ndarray) -> np.ndarray:
+    """The official `update_clusters_with_mask`: every non-zero mask value becomes one new region over the
+    clusters; where the mask is 0 the clusters stay. (h, w) labels and mask on the same grid -> contiguous labels."""
+    labels, mask_on_grid = np.asarray(labels), np.asarray(mask_on_grid)
+    if labels.shape != mask_on_grid.shape:
+        raise ValueError(f"labels {labels.shape} and mask {mask_on_grid.shape} must be on the same grid")
+    out = labels.astype(np.int64).copy()
+    for value in np.unique(mask_on_grid[mask_on_grid != 0]):
+        out[mask_on_grid == value] = out.max() + 1
+    return relabel(out)
+
+
+def sam_label_map(masks: list[np.ndarray] | tuple[np.ndarray, ...], grid: tuple[int, int]) -> np.ndarray:
+    """The official SAM base map (`generate_mask_with_sam`): masks painted largest first, so smaller ones stay on
+    top, label i + 1 for the i-th largest and 0 where no mask covers; nearest-resized to the grid. (h, w) int32."""
+    if len(masks) == 0:
+        raise ValueError("no SAM masks: the mask generator found no region above its thresholds")
+    shape = np.asarray(masks[0]).shape
+    painted = np.zeros(shape, dtype=np.int32)
+    order = sorted(range(len(masks)), key=lambda i: int(np.asarray(masks[i]).sum()), reverse=True)
+    for rank, i in enumerate(order):
+        m = np.asarray(masks[i], dtype=bool)
+        if m.shape != shape:
+            raise ValueError(f"SAM mask {i} has shape {m.shape}, the first has {shape}")
+        painted[m] = rank + 1
+    h, w = grid
+    return painted[(np.arange(h) * shape[0]) // h][:, (np.arange(w) * shape[1]) // w]
+
+
+def segment_from_base(base: np.ndarray, merge_features: np.ndarray, settings: RegionSettings) -> np.ndarray:
+    """Stage 1 from a base label map instead of k-means (the official SAM path of `feature_cluster`): merge base
+    regions whose mean merge features are closer than `settings.sam_merge_threshold` (official 0.5; no depth
+    split), absorb small islands, contiguous labels. base: (h, w) ints; merge_features: (h, w, c)."""
+    base, f = np.asarray(base), np.asarray(merge_features, dtype=np.float64)
+    if base.ndim != 2 or f.ndim != 3 or f.shape[:2] != base.shape:
+        raise ValueError(f"base {base.shape} and merge_features {f.shape} must share one (h, w) grid")
+    labels = _merge_close(base, f, settings.sam_merge_threshold, rule=settings.merge_rule)
+    return relabel(_absorb_small(labels, settings.min_region_cells))
+
+
 def relabel(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered 0..K-1 in order of first occurrence in raster order; same shape, int32."""
     labels = np.asarray(labels)
