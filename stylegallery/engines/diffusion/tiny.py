@@ -111,6 +111,36 @@ def _save_depth(folder: Path, seed: int) -> None:
     ).save_pretrained(folder)
 
 
+def save_tiny_sam(folder: Path, seed: int = 3) -> Path:
+    """A tiny random SAM (64 px input) with its image processor, saved for `models.load_sam`; returns `folder`."""
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    from stylegallery.engines.diffusion.models import quiet_libraries
+
+    quiet_libraries()
+    vision = SamVisionConfig(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=64, patch_size=8, window_size=4, global_attn_indexes=[1], mlp_dim=64,
+                             num_pos_feats=8)
+    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=32,
+                                   iou_head_hidden_dim=16)
+    config = SamConfig(vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(),
+                       mask_decoder_config=decoder.to_dict())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        SamModel(config).save_pretrained(folder, safe_serialization=True)
+    SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+                      mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16}).save_pretrained(folder)
+    return Path(folder)
+
+
 def save_tiny_models(root: Path, seed: int = 0) -> TinyModelPaths:
     """Build the three tiny random models and save them under `root` (sd/, dino/, depth/).
 
