@@ -78,6 +78,7 @@ class _NoAccelerator:
     def __init__(self, mixed_precision: str = "no", **_: object) -> None:
         if mixed_precision != "no":
             raise RuntimeError("accelerate is not installed: the official fp16 run needs it (pip install accelerate)")
+        self.device = None
         self.mixed_precision = mixed_precision
 
     def prepare(self, obj):
@@ -135,9 +136,15 @@ def load_official(repo: Path, device) -> tuple[types.SimpleNamespace, type]:
     utils, basic = module("utils"), module("basic_module")
     source = official.official_source(repo, "pipeline.py")
     try:
-        from accelerate import Accelerator
+        from accelerate import Accelerator as _Accelerate
     except ImportError:
-        Accelerator = _NoAccelerator  # noqa: N806
+        _Accelerate = None
+
+    def Accelerator(mixed_precision: str = "no", **kwargs):  # noqa: N802
+        # float32 runs use the stand-in (it casts the official half content latent for a float32 UNet)
+        if mixed_precision == "no" or _Accelerate is None:
+            return _NoAccelerator(mixed_precision, **kwargs)
+        return _Accelerate(mixed_precision=mixed_precision, **kwargs)
     names = ["weighted_features", "forward_process", "feature_cluster", "gpu_kmeans", "silhouette_score_gpu",
              "merge_similar_clusters", "refine_with_depth", "update_clusters_with_mask", "extract_semantic_features",
              "match_content_style_clusters", "style_transfer", "get_style_loss", "extract_feature", "remove_style"]
