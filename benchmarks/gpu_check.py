@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py --sd SD15_DIR --dino DINOV2_DIR --depth DEPTH_DIR --official STYLEGALLERY_CHECKOUT \
         [--lora LCM_OR_HYPER_LORA] [--device cuda] [--size 512] [--styles 5] [--steps 150] [--json out.json]
-    python benchmarks/gpu_check.py --tiny                   # CPU smoke run on tiny random models (the test suite runs it)
+    python benchmarks/gpu_check.py --tiny                   # CPU smoke run on tiny random models (a test runs it)
     python benchmarks/gpu_check.py --random-weights DIR     # real-size random models (built into DIR when empty)
 
 Checks, each printed as one line (ok / skipped: why / FAILED) with its figures:
@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -454,7 +455,8 @@ def check_lora(engine, lora: str | None) -> Check:
     fused = output()
     list(run)
     after = output()
-    figures = {"fused change": float((fused - before).abs().max()), "after unfuse": float((after - before).abs().max())}
+    figures = {"fused change": float((fused - before).abs().max()),
+               "after unfuse": float((after - before).abs().max())}
     ok = figures["fused change"] > 1e-3 and figures["after unfuse"] <= 1e-2 * max(figures["fused change"], 1e-6)
     return Check("lora", "ok" if ok else "FAILED", figures)
 
@@ -493,13 +495,11 @@ def run_checks(args: argparse.Namespace, emit: Callable[[str], None] = print) ->
         if args.lora is None and importlib.util.find_spec("peft") is not None:
             args.lora = _tiny_lora(work / "lora", paths.sd)
     elif args.random_weights:
-        from stylegallery.engines.diffusion.tiny import save_real_size_models
+        from stylegallery.engines.diffusion.tiny import real_size_models
 
-        root = Path(args.random_weights)
-        if not (root / "sd" / "model_index.json").exists():
-            emit(f"building the real-size random models into {root} ...")
-            save_real_size_models(root)
-        args.sd, args.dino, args.depth = str(root / "sd"), str(root / "dino"), str(root / "depth")
+        emit(f"real-size random models in {args.random_weights} (built there when absent, about a minute)")
+        paths = real_size_models(Path(args.random_weights))
+        args.sd, args.dino, args.depth = str(paths.sd), str(paths.dino), str(paths.depth)
     if not args.sd:
         raise SystemExit("error: give --sd/--dino/--depth model folders, --random-weights DIR or --tiny")
     repo = official.find_official(args.official)
@@ -561,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sd")
     parser.add_argument("--dino")
     parser.add_argument("--depth")
-    parser.add_argument("--official", help=f"checkout (or bare git dir) of iiiiiiiword/StyleGallery; else ${official.ENV}")
+    parser.add_argument("--official",
+                        help=f"checkout (or bare git dir) of iiiiiiiword/StyleGallery; else ${official.ENV}")
     parser.add_argument("--lora")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"))

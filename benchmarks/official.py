@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+
 ENV = "STYLEGALLERY_OFFICIAL_REPO"
 
 

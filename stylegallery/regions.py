@@ -122,7 +122,8 @@ def labels_from_mask(mask: np.ndarray, grid: tuple[int, int], image_shape: tuple
     if image_shape is not None:
         ratio, expected = width / height, image_shape[1] / image_shape[0]
         if abs(ratio / expected - 1) > 0.02:
-            raise InputError(f"{name} is {width}x{height} px but the content image is {image_shape[1]}x{image_shape[0]} "
+            raise InputError(f"{name} is {width}x{height} px but the content image is "
+                             f"{image_shape[1]}x{image_shape[0]} "
                              f"(aspect {ratio:.3f} vs {expected:.3f}): draw the mask on the content image itself, at "
                              "its size or scaled uniformly")
     rows = (np.arange(h) * height) // h

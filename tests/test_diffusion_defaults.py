@@ -72,7 +72,7 @@ def test_official_timestep_lists():
     config = tiny_engine().sd.scheduler.config  # the SD 1.5 DDIM config (leading, steps_offset 1)
     ddim = stage3_timesteps(config, "ddim", 150)
     assert (len(ddim), ddim[0], ddim[-1], ddim[0] - ddim[1]) == (150, 895.0, 1.0, 6.0)
-    # EulerDiscreteScheduler.from_config(..., timestep_spacing="trailing").set_timesteps(28), as the official hyper mode
+    # EulerDiscreteScheduler.from_config(..., timestep_spacing="trailing").set_timesteps(28): the official hyper mode
     euler = stage3_timesteps(config, "euler_trailing", 28)
     assert len(euler) == 28 and euler[:3] == [999.0, 963.0, 928.0] and euler[-1] == 35.0
     # LCMScheduler.from_config(...).set_timesteps(28): original_inference_steps 50

@@ -403,7 +403,8 @@ def test_merge_rules_agree_with_the_official_source():
     spec.loader.exec_module(official)
     repo = official.find_official()
     if repo is None:
-        pytest.skip(f"the official repository is absent: set ${official.ENV} to a checkout of iiiiiiiword/StyleGallery")
+        pytest.skip(f"the official repository is absent: set ${official.ENV} to a checkout of "
+                    "iiiiiiiword/StyleGallery")
     merge = official.official_method(official.official_source(repo), "merge_similar_clusters")
     rng = np.random.default_rng(1)
     cases = [([0.0, 1.0, 0.5], 0.85), ([0.0, 1.0, 5.0, 0.5], 0.85)]

@@ -150,7 +150,8 @@ class DiffusionEngine(Engine):
         fast = settings.preset in LORA_PRESETS
         wanted = "LCM-LoRA" if settings.preset == "fast" else "Hyper-SD"
         if fast and self.lora_adapter is None:
-            return (f"preset {settings.preset!r} runs without a LoRA (none given): its {settings.diffusion.scheduler!r} "
+            return (f"preset {settings.preset!r} runs without a LoRA (none given): its "
+                    f"{settings.diffusion.scheduler!r} "
                     f"timesteps run on the plain SD 1.5 UNet, which stylises less than with {wanted}; give one "
                     "with --lora (DiffusionSettings.lora)",)
         if not fast and self.lora_adapter is not None:

@@ -136,8 +136,9 @@ def save_tiny_sam(folder: Path, seed: int = 3) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         SamModel(config).save_pretrained(folder, safe_serialization=True)
-    SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
-                      mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16}).save_pretrained(folder)
+    processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+                                  mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
+    processor.save_pretrained(folder)
     return Path(folder)
 
 
@@ -226,6 +227,15 @@ def save_real_size_models(root: Path, seed: int = 0, dtype: str = "float16") -> 
             resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
         ).save_pretrained(paths.depth)
     return paths
+
+
+def real_size_models(root: Path, dtype: str = "float16") -> TinyModelPaths:
+    """The real-size random models under `root`, built there first when absent (see save_real_size_models)."""
+    root = Path(root)
+    paths = TinyModelPaths(sd=root / "sd", dino=root / "dino", depth=root / "depth")
+    complete = all((p / name).exists() for p, name in ((paths.sd, "model_index.json"), (paths.dino, "config.json"),
+                                                        (paths.depth, "config.json")))
+    return paths if complete else save_real_size_models(root, dtype=dtype)
 
 
 if __name__ == "__main__":
