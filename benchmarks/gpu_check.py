@@ -47,6 +47,9 @@ official = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(official)
 
 
+CHECKS = ("inversion", "regions", "matches", "stage3", "run", "lora")
+
+
 @dataclasses.dataclass
 class Check:
     name: str
@@ -157,7 +160,12 @@ def load_official(repo: Path, device) -> tuple[types.SimpleNamespace, type]:
     body = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in names]
     for n in body:
         n.decorator_list = []  # torch.no_grad on get_depth etc.: not extracted
-    namespace = {"torch": torch, "np": np, "F": F, "device": device, "tqdm": lambda x, **_: x, "utils": utils,
+    class _Progress(list):  # the official loop calls pbar.set_postfix
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+    namespace = {"torch": torch, "np": np, "F": F, "device": device, "tqdm": lambda x, **_: _Progress(x),
+                 "utils": utils,
                  "Transformer": basic.Transformer, "Accelerator": Accelerator, "Image": __import__("PIL.Image").Image,
                  "print": lambda *a, **k: None}
     del tqdm
@@ -375,6 +383,7 @@ def check_stage3(engine, data: dict, labels: np.ndarray, style_data: list[dict],
         moved = float((theirs - start).norm())
         figures[f"{n} step ours-official"] = float((ours - theirs).norm()) / moved
         figures[f"{n} step baseline"] = float((baseline - theirs).norm()) / moved
+        figures[f"{n} step ours-official / latent norm"] = float((ours - theirs).norm() / theirs.norm())
         ok &= figures[f"{n} step ours-official"] <= 3 * figures[f"{n} step baseline"] + 1e-5
     return Check("stage3", "ok" if ok else "FAILED", figures,
                  "differences relative to how far the official run moved the latent")
@@ -523,11 +532,23 @@ def run_checks(args: argparse.Namespace, emit: Callable[[str], None] = print) ->
     check, data = check_inversion(engine, content, off, shim)
     report(check)
     depth = engine._depth(content, tuple(data["z0"].shape[2:])) if engine.depth is not None else None
-    check, official_labels = check_regions(engine, data, depth, off, shim, args.size)
-    report(check)
-    check, matches = check_matches(engine, content, styles[:2], official_labels, off, shim, work)
-    report(check)
-    if matches is not None:
+    grid = tuple(data["z0"].shape[2:])
+    if "regions" in args.checks:
+        check, official_labels = check_regions(engine, data, depth, off, shim, args.size)
+        report(check)
+    else:  # planted halves, so stage 3 can still be compared
+        official_labels = np.zeros(grid, np.int64)
+        official_labels[:, grid[1] // 2:] = 1
+    if "matches" in args.checks:
+        check, matches = check_matches(engine, content, styles[:2], official_labels, off, shim, work)
+        report(check)
+    else:  # planted: content region r -> style r % 2, its region 1 - r % 2
+        from stylegallery.types import Match
+
+        matches = [Match(r, r % len(styles[:2]), 1 - r % 2, 1.0, {}) for r in range(int(official_labels.max()) + 1)]
+    if "stage3" not in args.checks:
+        pass
+    elif matches is not None:
         style_data, style_labels = [], []
         for image in styles[:2]:
             z0 = engine._encode(image)
@@ -548,8 +569,11 @@ def run_checks(args: argparse.Namespace, emit: Callable[[str], None] = print) ->
     del engine
     settings = DiffusionSettings(sd_model=args.sd, dino_model=args.dino, depth_model=args.depth, device=args.device,
                                  dtype=args.dtype)
-    report(check_run(settings, content, styles, args.steps, args.size))
-    if args.lora:
+    if "run" in args.checks:
+        report(check_run(settings, content, styles, args.steps, args.size))
+    if "lora" not in args.checks:
+        pass
+    elif args.lora:
         report(check_lora(DiffusionEngine(args.sd, args.dino, None, device=args.device, dtype=args.dtype), args.lora))
     else:
         report(Check("lora", "skipped", {}, "no --lora"))
@@ -574,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on tiny random models")
     parser.add_argument("--random-weights", metavar="DIR", help="real-size random models (built into DIR if empty)")
     parser.add_argument("--json", metavar="PATH", help="also write the checks as JSON")
+    parser.add_argument("--checks", type=lambda s: set(s.split(",")), default=set(CHECKS),
+                        help=f"comma-separated subset of {','.join(CHECKS)} (inversion always runs: the others use "
+                        "its latents); without regions/matches, stage3 uses planted regions and matches")
     args = parser.parse_args(argv)
     size_given = args.size is not None
     args.size = args.size or 512
