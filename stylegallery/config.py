@@ -20,13 +20,19 @@ from stylegallery.engines import ENGINES  # the engine registry (it imports noth
 
 
 EngineName = str  # "auto" or a key of stylegallery.engines.ENGINES (the registry: no engine is named here)
-PresetName = Literal["paper", "fast"]
+PresetName = Literal["paper", "fast", "hyper"]
+MergeRule = Literal["official", "union_find"]
 
-PRESETS: tuple[str, ...] = ("paper", "fast")
+PRESETS: tuple[str, ...] = ("paper", "fast", "hyper")
+# presets whose stage 3 runs on the UNet with the LoRA fused (demo_accelerate.py modes "lcm" and "hyper")
+LORA_PRESETS: tuple[str, ...] = ("fast", "hyper")
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_DINO_MODEL = "facebook/dinov2-base"
-DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Large-hf"
+# Small is Apache-2.0; the official code uses ViT-L, whose weights (Depth-Anything-V2-Large-hf) are CC-BY-NC-4.0:
+# opt in with depth_model=LARGE_DEPTH_MODEL (--depth-model) where non-commercial use is fine.
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+LARGE_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Large-hf"
 
 
 BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -121,12 +127,17 @@ class RegionSettings:
     kmeans_init: Literal["k-means++", "random"] = "k-means++"
     silhouette_sample: int = 5000  # points used for the silhouette (2.2 code); >= 100
     merge_threshold: float = 0.85  # merge clusters whose mean merge-feature L2 distance is below (2.2); >= 0
+    # how close pairs become merges, in the merge and the depth re-merge (2.2): "official" maps j to the largest
+    # close i < j and follows chains (merge_similar_clusters, faithful; not transitive); "union_find" joins every
+    # close pair transitively (deviation)
+    merge_rule: MergeRule = "official"
     use_depth: bool = True  # depth split and re-merge (2.2 code default True)
     depth_split_span: float = 0.75  # split a cluster whose depth P95-P05 >= this (2.2); 0..1
     depth_min_cells: int = 20  # only clusters with at least this many cells are split (2.2 code); >= 1
     remerge_threshold: float = 0.35  # re-merge below this merge-feature distance... (2.2); >= 0
     remerge_depth: float = 0.3  # ...and below this mean-depth difference (2.2); 0..1
     min_region_cells: int = 20  # connected components under this are absorbed by a neighbour (2.2); >= 1
+    sam_merge_threshold: float = 0.5  # merge SAM base regions below this merge-feature distance (2.2 code); >= 0
     seed: int = 42  # k-means / sampling seed (2.2 code); >= 0
 
     def __post_init__(self) -> None:
@@ -143,11 +154,14 @@ class RegionSettings:
                "'k-means++' or 'random'")
         _check(self.silhouette_sample >= 100, "silhouette_sample", self.silhouette_sample, ">= 100")
         _check(self.merge_threshold >= 0, "merge_threshold", self.merge_threshold, ">= 0")
+        _check(self.merge_rule in ("official", "union_find"), "merge_rule", self.merge_rule,
+               "'official' or 'union_find'")
         _check(0 <= self.depth_split_span <= 1, "depth_split_span", self.depth_split_span, "0..1")
         _check(self.depth_min_cells >= 1, "depth_min_cells", self.depth_min_cells, ">= 1")
         _check(self.remerge_threshold >= 0, "remerge_threshold", self.remerge_threshold, ">= 0")
         _check(0 <= self.remerge_depth <= 1, "remerge_depth", self.remerge_depth, "0..1")
         _check(self.min_region_cells >= 1, "min_region_cells", self.min_region_cells, ">= 1")
+        _check(self.sam_merge_threshold >= 0, "sam_merge_threshold", self.sam_merge_threshold, ">= 0")
         _check(self.seed >= 0, "seed", self.seed, ">= 0")
 
 
@@ -164,6 +178,9 @@ class MatchSettings:
     statistics: Literal["auto", "random_transformer", "moments"] = "auto"
     block_size: int = 32  # px of a semantic block at 512 px (3.2b: 16x16 blocks of 32x32); >= 1
     block_min_pixels: int = 10  # a block is kept if more than this many of its px are in the region (3.2b); >= 0
+    # a region with exactly one kept block: "mean" uses that block's token (deviation: the official quirk is a bug);
+    # "zero" gives it a zero semantic descriptor, semantic similarity 0 with everything (official, 3.2b code)
+    single_block: Literal["mean", "zero"] = "mean"
     # "argmax": every content region takes the best pooled style region (3.2, faithful, many-to-one);
     # "balanced": a usage penalty spreads content regions over distinct style regions (deviation);
     # "auto": the engine's choice (diffusion: argmax; classic: balanced).
@@ -183,6 +200,7 @@ class MatchSettings:
                "'auto', 'argmax' or 'balanced'")
         _check(self.block_size >= 1, "block_size", self.block_size, ">= 1")
         _check(self.block_min_pixels >= 0, "block_min_pixels", self.block_min_pixels, ">= 0")
+        _check(self.single_block in ("mean", "zero"), "single_block", self.single_block, "'mean' or 'zero'")
         _check(self.seed >= 0, "seed", self.seed, ">= 0")
 
 
@@ -193,7 +211,7 @@ class DiffusionSettings:
     sd_model: str = DEFAULT_SD_MODEL  # hub id or local folder of an SD 1.5-layout pipeline
     dino_model: str = DEFAULT_DINO_MODEL  # hub id or local folder of a DINOv2 model
     depth_model: str | None = DEFAULT_DEPTH_MODEL  # hub id or local folder; None disables depth
-    lora: str | None = None  # LCM/Hyper-SD LoRA for the "fast" preset (4.2 accelerated variant)
+    lora: str | None = None  # LoRA fused for stage 3 of the "fast" (LCM-LoRA) and "hyper" (Hyper-SD) presets
     inversion_steps: int = 15  # DDIM inversion steps T (2.2); 1..100
     steps: int = knob(150, 1, 1000)  # optimisation timesteps N (4.2); 1..1000
     iters: int = 1  # Adam steps per timestep (4.2); 1..10
@@ -210,6 +228,10 @@ class DiffusionSettings:
     # "center_crop": the default processor's resize-256/crop-224 (faithful, misaligned, 3.2b).
     dino_input: Literal["full", "center_crop"] = "full"
     dino_grid: int = 16  # tokens on the long side for dino_input="full" (3.2b uses 16); 1..64
+    # "official": the depth input's short side goes to 518 px (Depth-Anything-V2 infer_image, lower_bound) and the
+    # prediction returns by bilinear align_corners=True (faithful, 2.2 code); "dpt": the transformers DPT
+    # processor's "scale as little as possible" resize and align_corners=False (the earlier behaviour)
+    depth_resize: Literal["official", "dpt"] = "official"
     # "content": styles whose working shape differs from the content's are resized (pixels) to the content's
     # working shape and VAE-encoded for stage 3, their region labels resized by nearest, so the reference pass
     # is one batched call (4.2; the official code squashes every image to 512x512: this is that behaviour
@@ -232,6 +254,7 @@ class DiffusionSettings:
                "'ddim', 'lcm' or 'euler_trailing'")
         _check(self.dino_input in ("full", "center_crop"), "dino_input", self.dino_input, "'full' or 'center_crop'")
         _check(1 <= self.dino_grid <= 64, "dino_grid", self.dino_grid, "1..64")
+        _check(self.depth_resize in ("official", "dpt"), "depth_resize", self.depth_resize, "'official' or 'dpt'")
         _check(self.style_fit in ("content", "own"), "style_fit", self.style_fit, "'content' or 'own'")
         _check(self.preview_every >= 1, "preview_every", self.preview_every, ">= 1")
         _check(self.dtype in ("float32", "float16", "bfloat16"), "dtype", self.dtype,
@@ -369,9 +392,11 @@ class Settings:
 def preset(name: PresetName, **overrides: object) -> Settings:
     """Settings for a named preset, with top-level field overrides.
 
-    "paper": the official demo.py defaults (150 steps of DDIM timesteps).
-    "fast": the accelerated schedule of demo_accelerate.py (28 steps x 3 iterations, LCM timesteps,
-    lr 0.25, content weight 0.33); it needs `diffusion.lora`.
+    "paper": the official demo.py defaults (150 steps of DDIM timesteps, 1 iteration, lr 0.05, content 0.26).
+    "fast": demo_accelerate.py mode "lcm" (its default): 28 steps x 3 iterations of LCMScheduler timesteps,
+    lr 0.25, content weight 0.33; meant for LCM-LoRA SD 1.5 in `diffusion.lora`.
+    "hyper": demo_accelerate.py mode "hyper": 28 steps x 3 iterations of EulerDiscreteScheduler timesteps with
+    trailing spacing, lr 0.15, content weight 0.38; meant for the Hyper-SD15 4-step LoRA in `diffusion.lora`.
     """
     if name == "paper":
         base = Settings(preset="paper")
@@ -379,6 +404,12 @@ def preset(name: PresetName, **overrides: object) -> Settings:
         base = Settings(
             preset="fast",
             diffusion=DiffusionSettings(steps=28, iters=3, lr=0.25, content_weight=0.33, scheduler="lcm"),
+            classic=ClassicSettings(scales=2, patch_sizes=(21, 13, 9), iterations=2),
+        )
+    elif name == "hyper":
+        base = Settings(
+            preset="hyper",
+            diffusion=DiffusionSettings(steps=28, iters=3, lr=0.15, content_weight=0.38, scheduler="euler_trailing"),
             classic=ClassicSettings(scales=2, patch_sizes=(21, 13, 9), iterations=2),
         )
     else:

@@ -365,3 +365,47 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
         alpha = array[..., 3:4].astype(np.float32) / 255.0
         array = (array[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(array)
+
+
+def load_label_mask(src: ImageSource, settings: ImageSettings | None = None, *, name: str = "content mask",
+                    max_regions: int = 64) -> np.ndarray:
+    """A user label mask, the official `<name>_json/label.png`: (H, W) int32 labels 0..K-1 at the file's own size.
+
+    Each distinct value is one region: the palette index of a "P" PNG (labelme's label.png), the grey level of an
+    L/I/1 image, the colour of an RGB(A) image (alpha ignored), or the values of a 2-D integer array (an (H, W, 3)
+    array is read as colours). Labels follow the sorted values, so value 0 (labelme's background) is label 0.
+    Raises InputError for an unreadable file, too few pixels, or more than `max_regions` distinct values (a JPEG
+    or a resampled image: lossy compression and smoothing invent values between the regions).
+    """
+    settings = settings or ImageSettings()
+    if isinstance(src, np.ndarray):
+        values = np.asarray(src)
+        if values.ndim == 3 and values.shape[2] in (3, 4):
+            values = _colour_codes(values[..., :3])
+        elif values.ndim != 2:
+            raise InputError(f"{name} has shape {values.shape}: expected an (H, W) label array or (H, W, 3) colours")
+        if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.bool_)):
+            if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+                raise InputError(f"{name} holds non-integer values: pass integer labels, one value per region")
+        values = values.astype(np.int64)
+    else:
+        image = _open(src, settings, name)
+        if image.mode == "P" or image.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L"):
+            values = np.asarray(image).astype(np.int64)
+        else:
+            values = _colour_codes(np.asarray(image.convert("RGB")))
+    height, width = values.shape
+    if min(height, width) < 1 or height * width > settings.max_input_pixels:
+        raise InputError(f"{name} is {width}x{height} px: expected at least 1x1 and at most "
+                         f"{settings.max_input_pixels:,} pixels")
+    distinct, labels = np.unique(values, return_inverse=True)
+    if len(distinct) > max_regions:
+        raise InputError(f"{name} holds {len(distinct)} distinct values: a label mask has one exact value per region "
+                         f"(at most {max_regions}); save it as a PNG with flat colours or a palette (a JPEG's "
+                         "compression or a smooth resize invents values between regions)")
+    return labels.reshape(height, width).astype(np.int32)
+
+
+def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # (H, W) one integer per colour

@@ -144,7 +144,7 @@ def describe_regions(
         statistical = _aggregated_moments(labels, features, aggregator)
 
     # 3. Semantic descriptors (3.2b) and circles (3.2c)
-    semantic = _block_semantic(labels, tokens, settings.block_size, settings.block_min_pixels)
+    semantic = _block_semantic(labels, tokens, settings.block_size, settings.block_min_pixels, settings.single_block)
     circles = _circles(labels)
     sizes = np.bincount(labels.ravel())
     return [
@@ -193,12 +193,16 @@ def _aggregated_moments(labels: np.ndarray, features: np.ndarray, aggregate: Agg
     return out.astype(np.float32)
 
 
-def _block_semantic(labels: np.ndarray, tokens: np.ndarray, block_size: int, min_pixels: int) -> np.ndarray:
+def _block_semantic(labels: np.ndarray, tokens: np.ndarray, block_size: int, min_pixels: int,
+                    single_block: str = "mean") -> np.ndarray:
     """Block filtering (3.2b): e_r = mean token over the blocks holding more than `min_pixels` px of region r.
 
     The label grid is nearest-upsampled to (gh * block_size, gw * block_size) px, one block per token,
     so any aspect ratio works. A region with no block over the threshold falls back to its best-covered
-    block(s), so e_r is never NaN. Returns (K, D) float32.
+    block(s), so e_r is never NaN. single_block "zero" reproduces the official quirk: a region with exactly one
+    block over the threshold gets e_r = 0, so its semantic similarity is 0 with every region (the official
+    `.squeeze()` turns its (1, 1, D) tokens into (D,), whose mean over dim 0 is a scalar, replaced by zeros(1)).
+    Returns (K, D) float32.
     """
     h, w = labels.shape
     gh, gw, dim = tokens.shape
@@ -210,6 +214,7 @@ def _block_semantic(labels: np.ndarray, tokens: np.ndarray, block_size: int, min
     block = (np.arange(height) // block_size)[:, None] * gw + (np.arange(width) // block_size)[None, :]  # (H, W)
     counts = np.bincount((block * k + up).ravel(), minlength=gh * gw * k).reshape(gh * gw, k)  # px per block, region
     keep = counts > min_pixels  # (gh*gw, K)
+    single = keep.sum(axis=0) == 1  # (K,) regions with exactly one kept block
     for r in np.flatnonzero(~keep.any(axis=0)):
         coverage = counts[:, r]
         if coverage.max() == 0:  # the region vanished in a downsampling: count its cell centres per block
@@ -220,7 +225,10 @@ def _block_semantic(labels: np.ndarray, tokens: np.ndarray, block_size: int, min
         keep[:, r] = coverage == coverage.max()
     flat = tokens.reshape(gh * gw, dim).astype(np.float64)  # (gh*gw, D)
     weights = keep.astype(np.float64)  # (gh*gw, K)
-    return ((weights.T @ flat) / weights.sum(axis=0)[:, None]).astype(np.float32)  # (K, D)
+    semantic = (weights.T @ flat) / weights.sum(axis=0)[:, None]  # (K, D)
+    if single_block == "zero":
+        semantic[single] = 0.0
+    return semantic.astype(np.float32)
 
 
 def _circles(labels: np.ndarray) -> np.ndarray:

@@ -135,8 +135,9 @@ class Pipeline:
         settings: Settings | Plan | None = None,
         overrides: Mapping[int, tuple[int, int] | None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        content_mask: images.ImageSource | None = None,
     ) -> Result:
-        for event in self.run(content, styles, settings, overrides, should_stop):
+        for event in self.run(content, styles, settings, overrides, should_stop, content_mask):
             if isinstance(event, Done):
                 return event.result
         raise RuntimeError("the pipeline ended without a result")  # unreachable: run always ends with Done
@@ -148,11 +149,13 @@ class Pipeline:
         settings: Settings | Plan | None = None,
         overrides: Mapping[int, tuple[int, int] | None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        content_mask: images.ImageSource | None = None,
     ) -> Iterator[Event]:
         """Run the three stages; yields `ContentSegmented`, `Segmented`, `Matched`, `Preview`s, `Done` in order.
 
         `settings`: a `Plan` from the front desk (`stylegallery.request.plan`), or `Settings` (planned here:
-        `auto` picks the engine, with its fallbacks)."""
+        `auto` picks the engine, with its fallbacks). `content_mask`: a label mask (images.load_label_mask) whose
+        regions replace stage 1 for the content."""
         stop = should_stop or (lambda: False)
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -171,26 +174,36 @@ class Pipeline:
         content_rgb = images.to_rgb(content, settings.image, name="content image")  # (h0, w0, 3) uint8, decoded once
         content_image = images.fit(content_rgb, settings.image)
         style_images = [images.load(s, settings.image, name=f"style image {i + 1}") for i, s in enumerate(styles)]
+        user_mask = None if content_mask is None else images.load_label_mask(content_mask, settings.image)
+        if user_mask is not None:  # refuse a mask of another aspect before any analysis work
+            regions.labels_from_mask(user_mask, (1, 1), content_image.shape[:2])
         time_weights = regions.logistic_time_weights(
             engine.time_steps(settings), settings.regions.time_slope, settings.regions.time_inflection
         )
         analysis_key = (engine.name, engine.analysis_key(settings))
         region_settings = engine.resolve_regions(settings)
         region_key = dataclasses.astuple(region_settings)
+        mask_key = region_key if user_mask is None else ("user mask", user_mask.shape, hash(user_mask.tobytes()))
         keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
 
-        def analyse_and_segment(img: np.ndarray, key: str) -> tuple[Analysis, np.ndarray, np.ndarray, float, float]:
+        def analyse_and_segment(img: np.ndarray, key: str, mask: np.ndarray | None = None
+                                ) -> tuple[Analysis, np.ndarray, np.ndarray, float, float]:
             """(analysis, grid labels for matching, the region map stage 3 paints and the user sees, times)."""
             _raise_if(stop)
             t0 = time.perf_counter()
             analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights, stop)
             t1 = time.perf_counter()
-            grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key), settings, region_settings)
+            if mask is None:
+                grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key), settings,
+                                            region_settings)
+            else:  # the user's regions replace stage 1 (the official label masks)
+                grid = regions.labels_from_mask(mask, analysis.grid_shape, img.shape[:2])
+                shown = engine.refine_labels(analysis.image, grid, settings)
             return analysis, grid, shown, t1 - t0, time.perf_counter() - t1
 
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
         content_analysis, content_grid, content_labels, t_analyze, t_segment = analyse_and_segment(
-            content_image, keys[0])
+            content_image, keys[0], user_mask)
         timings["analyze"], timings["segment"] = t_analyze, t_segment
         yield ContentSegmented(engine.name, engine_reason, content_image, content_labels, dict(timings), notes)
 
@@ -212,11 +225,11 @@ class Pipeline:
         # 5. Match content regions to the pooled style regions (stage 2)
         t0 = time.perf_counter()
         match_key = (match_settings.statistics, match_settings.block_size, match_settings.block_min_pixels,
-                     match_settings.seed)
+                     match_settings.single_block, match_settings.seed)
         descriptors = [
-            self._describe(analysis, lab, (key, analysis_key, region_key, match_key), match_settings,
-                           str(getattr(engine, "device", "cpu")), engine)
-            for analysis, lab, key in zip(analyses, grids, keys)
+            self._describe(analysis, lab, (key, analysis_key, mask_key if i == 0 else region_key, match_key),
+                           match_settings, str(getattr(engine, "device", "cpu")), engine)
+            for i, (analysis, lab, key) in enumerate(zip(analyses, grids, keys))
         ]
         matches = matching.match(descriptors[0], descriptors[1:], match_settings, overrides=overrides)
         timings["match"] = time.perf_counter() - t0

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from stylegallery.config import RegionSettings
+from stylegallery.config import MergeRule, RegionSettings
 
 
 # 4-connectivity cross: dilating a component with it gives the component plus its 1-px ring.
@@ -87,18 +87,88 @@ def segment(
 
         # 3. Merge clusters whose mean merge features are close
         f = merge_features.astype(np.float64)
-        labels = _merge_close(labels, f, settings.merge_threshold)
+        labels = _merge_close(labels, f, settings.merge_threshold, rule=settings.merge_rule)
 
         # 4. Depth split and re-merge
         if settings.use_depth and depth is not None:
             d = _minmax(depth.astype(np.float64))
             labels = _split_by_depth(labels, d, settings.depth_split_span, settings.depth_min_cells)
             labels = _merge_close(labels, f, settings.remerge_threshold, depth=d,
-                                  depth_threshold=settings.remerge_depth)
+                                  depth_threshold=settings.remerge_depth, rule=settings.merge_rule)
 
         # 5. Absorb small islands, 6. contiguous labels
         labels = _absorb_small(labels, settings.min_region_cells)
     return relabel(labels)
+
+
+def labels_from_mask(mask: np.ndarray, grid: tuple[int, int], image_shape: tuple[int, int] | None = None,
+                     *, name: str = "content mask") -> np.ndarray:
+    """User regions (a label mask, see images.load_label_mask) on the feature grid: (h, w) int32, contiguous.
+
+    Replaces stage 1 for the content (the official label masks). The mask is nearest-resized to the grid as the
+    official code resizes its masks (F.interpolate "nearest": source index floor(i * H / h)); a region smaller
+    than a grid cell can vanish. `image_shape` (H, W) of the working image: the mask must have its aspect ratio
+    (within 2 %), since it is drawn on that image. Raises InputError otherwise.
+    """
+    from stylegallery.errors import InputError
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0 or not np.issubdtype(mask.dtype, np.integer):
+        raise InputError(f"{name} has shape {mask.shape} and dtype {mask.dtype}: expected an (H, W) integer label map")
+    h, w = grid
+    if h < 1 or w < 1:
+        raise ValueError(f"grid={grid!r} is invalid: expected two sides >= 1")
+    height, width = mask.shape
+    if image_shape is not None:
+        ratio, expected = width / height, image_shape[1] / image_shape[0]
+        if abs(ratio / expected - 1) > 0.02:
+            raise InputError(f"{name} is {width}x{height} px but the content image is "
+                             f"{image_shape[1]}x{image_shape[0]} "
+                             f"(aspect {ratio:.3f} vs {expected:.3f}): draw the mask on the content image itself, at "
+                             "its size or scaled uniformly")
+    rows = (np.arange(h) * height) // h
+    cols = (np.arange(w) * width) // w
+    return relabel(mask[rows][:, cols])
+
+
+def overlay_label_mask(labels: np.ndarray, mask_on_grid: np.ndarray) -> np.ndarray:
+    """The official `update_clusters_with_mask`: every non-zero mask value becomes one new region over the
+    clusters; where the mask is 0 the clusters stay. (h, w) labels and mask on the same grid -> contiguous labels."""
+    labels, mask_on_grid = np.asarray(labels), np.asarray(mask_on_grid)
+    if labels.shape != mask_on_grid.shape:
+        raise ValueError(f"labels {labels.shape} and mask {mask_on_grid.shape} must be on the same grid")
+    out = labels.astype(np.int64).copy()
+    for value in np.unique(mask_on_grid[mask_on_grid != 0]):
+        out[mask_on_grid == value] = out.max() + 1
+    return relabel(out)
+
+
+def sam_label_map(masks: list[np.ndarray] | tuple[np.ndarray, ...], grid: tuple[int, int]) -> np.ndarray:
+    """The official SAM base map (`generate_mask_with_sam`): masks painted largest first, so smaller ones stay on
+    top, label i + 1 for the i-th largest and 0 where no mask covers; nearest-resized to the grid. (h, w) int32."""
+    if len(masks) == 0:
+        raise ValueError("no SAM masks: the mask generator found no region above its thresholds")
+    shape = np.asarray(masks[0]).shape
+    painted = np.zeros(shape, dtype=np.int32)
+    order = sorted(range(len(masks)), key=lambda i: int(np.asarray(masks[i]).sum()), reverse=True)
+    for rank, i in enumerate(order):
+        m = np.asarray(masks[i], dtype=bool)
+        if m.shape != shape:
+            raise ValueError(f"SAM mask {i} has shape {m.shape}, the first has {shape}")
+        painted[m] = rank + 1
+    h, w = grid
+    return painted[(np.arange(h) * shape[0]) // h][:, (np.arange(w) * shape[1]) // w]
+
+
+def segment_from_base(base: np.ndarray, merge_features: np.ndarray, settings: RegionSettings) -> np.ndarray:
+    """Stage 1 from a base label map instead of k-means (the official SAM path of `feature_cluster`): merge base
+    regions whose mean merge features are closer than `settings.sam_merge_threshold` (official 0.5; no depth
+    split), absorb small islands, contiguous labels. base: (h, w) ints; merge_features: (h, w, c)."""
+    base, f = np.asarray(base), np.asarray(merge_features, dtype=np.float64)
+    if base.ndim != 2 or f.ndim != 3 or f.shape[:2] != base.shape:
+        raise ValueError(f"base {base.shape} and merge_features {f.shape} must share one (h, w) grid")
+    labels = _merge_close(base, f, settings.sam_merge_threshold, rule=settings.merge_rule)
+    return relabel(_absorb_small(labels, settings.min_region_cells))
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
@@ -248,12 +318,15 @@ def _merge_close(
     threshold: float,
     depth: np.ndarray | None = None,
     depth_threshold: float | None = None,
+    rule: MergeRule = "official",
 ) -> np.ndarray:
-    """Merge every pair of clusters whose mean merge-feature vectors are closer than `threshold` (L2).
+    """Merge clusters whose mean merge-feature vectors are closer than `threshold` (L2), paper 2.2.
 
-    With `depth`, a pair also needs its mean-depth difference below `depth_threshold` (the re-merge of
-    paper 2.2). Pairs are joined with union-find, so chains a~b~c end in one cluster (the official code
-    resolves its merge map the same way). Returns compact labels 0..K'-1, same shape.
+    With `depth`, a pair also needs its mean-depth difference below `depth_threshold` (the re-merge).
+    rule "official" (`merge_similar_clusters`): for every close pair i < j the map sets j -> i, so the
+    largest close i < j wins, then chains are followed; this is not a transitive closure (with means
+    0.0 / 1.0 / 0.5 at 0.85, cluster 2 joins 1 and 0 stays apart). rule "union_find" joins every
+    close pair transitively (0, 1 and 2 all end in one region). Returns compact labels 0..K'-1.
     """
     values, lab = np.unique(labels, return_inverse=True)
     lab = lab.reshape(labels.shape)
@@ -267,6 +340,25 @@ def _merge_close(
     if depth is not None and depth_threshold is not None:
         dmean = np.bincount(lab.ravel(), weights=depth.ravel(), minlength=k) / counts  # (k,)
         close &= np.abs(dmean[:, None] - dmean[None, :]) < depth_threshold
+    roots = _MERGE_RULES[rule](close)
+    compact = np.unique(roots, return_inverse=True)[1].ravel()  # (k,) cluster -> merged label
+    return compact[lab]
+
+
+def _official_merge_roots(close: np.ndarray) -> np.ndarray:
+    """The official merge map: j -> the largest i < j close to it, chains followed; (k,) root of each cluster."""
+    k = close.shape[0]
+    roots = np.arange(k)
+    for j in range(1, k):
+        partners = np.flatnonzero(close[:j, j])
+        if partners.size:
+            roots[j] = roots[partners[-1]]  # partners[-1] < j is already resolved to its root
+    return roots
+
+
+def _union_find_roots(close: np.ndarray) -> np.ndarray:
+    """Transitive closure of the close pairs; the smallest label of each group is its root, (k,)."""
+    k = close.shape[0]
     parent = np.arange(k)
 
     def root(i: int) -> int:
@@ -278,10 +370,12 @@ def _merge_close(
     for i, j in zip(*np.nonzero(np.triu(close, k=1))):
         ri, rj = root(int(i)), root(int(j))
         if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)  # the smaller label survives, as in the official code
-    roots = np.array([root(i) for i in range(k)])
-    compact = np.unique(roots, return_inverse=True)[1].ravel()  # (k,) cluster -> merged label
-    return compact[lab]
+            parent[max(ri, rj)] = min(ri, rj)
+    return np.array([root(i) for i in range(k)])
+
+
+# RegionSettings.merge_rule -> (k, k) close-pair matrix -> (k,) root of each cluster
+_MERGE_RULES = {"official": _official_merge_roots, "union_find": _union_find_roots}
 
 
 def _minmax(depth: np.ndarray) -> np.ndarray:

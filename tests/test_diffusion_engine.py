@@ -284,3 +284,18 @@ def test_bfloat16_autocast_transfer_keeps_a_float32_latent(content, style):
                                  tiny_settings(steps=2, preview_every=5)))
     assert steps[-1].image.dtype == np.float32 and np.isfinite(steps[-1].image).all()
     assert engine.stats["unet_backward_transfer"] == 2
+
+
+def test_depth_input_size_official_rule_is_infer_images_lower_bound():
+    # Depth-Anything-V2 infer_image: Resize(518, 518, keep_aspect_ratio=True, ensure_multiple_of=14,
+    # resize_method="lower_bound"): both sides >= 518, the short side at 518
+    assert depth_input_size(512, 512, (518, 518), 14, rule="lower_bound") == (518, 518)
+    assert depth_input_size(344, 512, (518, 518), 14, rule="lower_bound") == (518, 770)
+    assert depth_input_size(1024, 2048, (518, 518), 14, rule="lower_bound") == (518, 1036)
+    # the DPT processor's rule scales as little as possible: here the long side goes to 518 instead
+    assert depth_input_size(344, 512, (518, 518), 14) == (350, 518)
+
+
+def test_depth_resize_is_part_of_the_analysis_key(engine):
+    a = engine.analysis_key(tiny_settings())
+    assert a != engine.analysis_key(tiny_settings(depth_resize="dpt"))

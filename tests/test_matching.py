@@ -418,3 +418,16 @@ def test_engine_statistical_descriptors_replace_the_moments() -> None:
     assert [r.semantic.tolist() for r in regions] == [r.semantic.tolist() for r in moments]
     with pytest.raises(ValueError, match=r"expected \(2, d\)"):
         matching.describe_regions(labels, features, tokens, ARGMAX, statistical=given[:1])
+
+
+def test_single_kept_block_quirk_is_a_named_setting():
+    # region 1 covers one 32x32 block fully (kept) and no other block by more than 10 px
+    labels = np.zeros((8, 8), np.int64)
+    labels[:4, :4] = 1  # 4x4 cells of a 8x8 grid = one 32x32 block when the grid is upsampled to 2x2 blocks of 32
+    tokens = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3) + 1
+    mean = matching._block_semantic(labels, tokens, block_size=32, min_pixels=10)
+    zero = matching._block_semantic(labels, tokens, block_size=32, min_pixels=10, single_block="zero")
+    np.testing.assert_allclose(mean[1], tokens[0, 0])
+    assert not zero[1].any()  # official: the single kept block's descriptor collapses, semantic score 0
+    np.testing.assert_allclose(zero[0], mean[0])  # region 0 keeps three blocks: unchanged
+    assert MatchSettings().single_block == "mean"

@@ -341,3 +341,79 @@ def test_regions_module_does_not_import_torch():
             "RegionSettings; regions.segment(np.random.rand(8, 8, 4), np.random.rand(8, 8, 4), None, "
             "RegionSettings()); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=regions.__file__.rsplit("/stylegallery/", 1)[0])
+
+
+# -- the merge rule: the official map (default) vs union-find (2.2) ---------------------------------
+
+
+def bands(k: int, h: int = 8, width: int = 6) -> np.ndarray:
+    return np.repeat(np.arange(k), width)[None, :].repeat(h, axis=0).astype(np.int64)
+
+
+def test_merge_rule_official_is_the_default():
+    assert RegionSettings().merge_rule == "official"
+    with pytest.raises(ValueError, match="merge_rule"):
+        RegionSettings(merge_rule="transitive")
+
+
+def test_official_merge_is_not_transitive():
+    # means 0.0 / 1.0 / 0.5 at 0.85: pairs (0, 2) and (1, 2) are close, (0, 1) is not. The official map sets
+    # 2 -> 0, then 2 -> 1 (the largest i wins): two regions; union-find joins all three.
+    lab = bands(3)
+    f = merge_grid(lab, [0.0, 1.0, 0.5])
+    official = regions._merge_close(lab, f, 0.85)
+    assert len(np.unique(official)) == 2
+    assert official[lab == 2][0] == official[lab == 1][0] != official[lab == 0][0]
+    assert len(np.unique(regions._merge_close(lab, f, 0.85, rule="union_find"))) == 1
+
+
+def test_planted_bands_with_the_bridge_as_the_last_label(monkeypatch):
+    # four k-means clusters on bands: 0 (mean 0.0), 1 (1.0), 2 (far, 5.0) and the bridge 3 (0.5), the highest
+    # label: the official rule keeps 0 apart (3 -> 1 only), union-find joins 0, 1 and 3.
+    lab = bands(4, width=8)
+    features = np.random.default_rng(0).normal(size=(*lab.shape, 8)).astype(np.float32)
+    merge = merge_grid(lab, [0.0, 1.0, 5.0, 0.5]).astype(np.float32)
+    monkeypatch.setattr(regions, "_cluster", lambda x, settings: lab.ravel().copy())
+    official = regions.segment(features, merge, None, NO_DEPTH)
+    union = regions.segment(features, merge, None, dataclasses.replace(NO_DEPTH, merge_rule="union_find"))
+    assert len(np.unique(official)) == 3
+    assert len(np.unique(union)) == 2
+    assert official[lab == 3][0] == official[lab == 1][0]
+
+
+def test_official_rule_also_drives_the_depth_remerge():
+    lab = bands(3)
+    f = merge_grid(lab, [0.0, 0.3, 0.15])
+    depth = np.zeros(lab.shape)
+    assert len(np.unique(regions._merge_close(lab, f, 0.2, depth=depth, depth_threshold=0.3))) == 2
+    assert len(np.unique(regions._merge_close(lab, f, 0.2, depth=depth, depth_threshold=0.3,
+                                              rule="union_find"))) == 1
+
+
+def test_merge_rules_agree_with_the_official_source():
+    """Both planted cases and random ones against `merge_similar_clusters` executed from the official source."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "official", Path(__file__).resolve().parents[1] / "benchmarks" / "official.py")
+    official = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(official)
+    repo = official.find_official()
+    if repo is None:
+        pytest.skip(f"the official repository is absent: set ${official.ENV} to a checkout of "
+                    "iiiiiiiword/StyleGallery")
+    merge = official.official_method(official.official_source(repo), "merge_similar_clusters")
+    rng = np.random.default_rng(1)
+    cases = [([0.0, 1.0, 0.5], 0.85), ([0.0, 1.0, 5.0, 0.5], 0.85)]
+    cases += [(list(rng.random(k) * 2.0), 0.4) for k in range(3, 10) for _ in range(6)]
+    for means, threshold in cases:
+        lab = bands(len(means), width=3)
+        f = merge_grid(lab, means)
+        ours = regions._merge_close(lab, f, threshold)
+        flat = torch.from_numpy(lab.ravel())
+        theirs, _ = merge(None, flat, torch.zeros(len(means), 2), torch.from_numpy(f.reshape(-1, 2)).float(),
+                          torch.zeros(flat.numel(), 2), similar_threshold=threshold)
+        np.testing.assert_array_equal(ours.ravel(), theirs.numpy())

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from stylegallery.config import (
     DEFAULT_DEPTH_MODEL,
     DEFAULT_DINO_MODEL,
     DEFAULT_SD_MODEL,
+    LORA_PRESETS,
     DiffusionSettings,
     MatchSettings,
     Settings,
@@ -38,7 +41,13 @@ from stylegallery.engines.base import Engine
 from stylegallery.engines.diffusion.attention import AttentionState, recording
 from stylegallery.engines.diffusion.inversion import ddim_invert, inversion_timesteps
 from stylegallery.engines.diffusion.latents import latent_preview, remove_style
-from stylegallery.engines.diffusion.losses import content_loss, region_masks, regional_style_loss
+from stylegallery.engines.diffusion.losses import (
+    RegionIndex,
+    content_loss,
+    region_index,
+    region_masks,
+    regional_style_loss,
+)
 from stylegallery.engines.diffusion.models import load_depth, load_dino, load_lora, load_sd, stage3_timesteps
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError
 from stylegallery.types import Analysis, Match, TransferStep
@@ -53,11 +62,20 @@ class DiffusionEngine(Engine):
     """SD 1.5 features for stages 1-2 and the regional attention-distillation loop of stage 3.
 
     Models load once, in the constructor (ModelLoadError on a bad location). `device`/`dtype` are
-    explicit: the VAE, the inversion and the latent stay float32; a float16/bfloat16 `dtype` runs the
-    stage-3 UNet calls under autocast. `stats` counts model calls since construction, flat for the
-    benchmark: unet_forward_analyze, unet_forward_transfer, unet_backward_transfer, vae_encode,
-    vae_decode, dino_calls, depth_calls (`reset_stats()` zeroes them). `notes(settings)` explains a run
-    that ignores part of its settings (e.g. "fast" without a LoRA).
+    explicit: the VAE and the optimised latent stay float32; a float16/bfloat16 `dtype` runs the stage-3
+    UNet calls under autocast with a GradScaler (float16). `resident` says where the UNet weights live:
+    "dtype" stores them in `dtype` (as the official `init` casts the UNet to fp16: no float32 copy re-cast
+    at every forward, about 1.7 GB less for SD 1.5; the inversion's UNet calls then run in `dtype` too, as
+    demo_accelerate.py, with the latent update in float32); "float32" keeps float32 weights under autocast;
+    "auto" is "dtype" on CUDA and "float32" elsewhere.
+
+    `stats` counts since construction, flat for the benchmark: unet_forward_analyze,
+    unet_forward_transfer, unet_backward_transfer, vae_encode, vae_decode, dino_calls, depth_calls,
+    transfer_steps; unet_weight_bytes_<dtype> and weight_bytes_<dtype> (all models) of the resident
+    weights; grad_scale (the GradScaler's last scale, float16 only); and, with `count_host_syncs` set on
+    CUDA, host_syncs_transfer (synchronising calls inside the stage-3 loop, counted by
+    torch.cuda.set_sync_debug_mode). `reset_stats()` zeroes the counts and re-reads the weight bytes.
+    `notes(settings)` explains a run that ignores part of its settings (e.g. "fast" without a LoRA).
     """
 
     name = "diffusion"
@@ -71,9 +89,12 @@ class DiffusionEngine(Engine):
         device: str = "cpu",
         dtype: str = "float32",
         lora: str | None = None,
+        resident: Literal["auto", "float32", "dtype"] = "auto",
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is invalid: expected one of {', '.join(DTYPES)}")
+        if resident not in ("auto", "float32", "dtype"):
+            raise ValueError(f"resident={resident!r} is invalid: expected 'auto', 'float32' or 'dtype'")
         self.device = _check_device(device)
         self.dtype = DTYPES[dtype]
         self.sd_model, self.dino_model, self.depth_model, self.lora = sd_model, dino_model, depth_model, lora
@@ -81,9 +102,16 @@ class DiffusionEngine(Engine):
         self.dino, self.dino_processor = load_dino(dino_model, self.device)
         self.depth, self.depth_processor = load_depth(depth_model, self.device) if depth_model else (None, None)
         self.lora_adapter = load_lora(self.sd.unet, lora) if lora else None
+        if resident == "auto":
+            resident = "dtype" if self.device.type == "cuda" else "float32"
+        if resident == "dtype" and self.dtype != torch.float32:
+            self.sd.unet.to(self.dtype)  # LoRA layers included; fused/unfused in this dtype, as the official fp16 pipe
+        self.unet_dtype = self.sd.unet.dtype
         self.text_embedding = self._empty_prompt_embedding()  # (1, 77, D), computed once
         self.alphas_cumprod = self.sd.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.count_host_syncs = False  # the benchmark sets it: counts syncs in the stage-3 loop (CUDA only)
         self.stats: Counter[str] = Counter()
+        self._weight_stats()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusionEngine:
@@ -97,6 +125,18 @@ class DiffusionEngine(Engine):
 
     def reset_stats(self) -> None:
         self.stats.clear()
+        self._weight_stats()
+
+    def _weight_stats(self) -> None:
+        """unet_weight_bytes_<dtype> and weight_bytes_<dtype> (all loaded models) of the resident parameters."""
+        models = [self.sd.unet, self.sd.vae, self.sd.text_encoder, self.dino, self.depth]
+        for index, model in enumerate(m for m in models if m is not None):
+            for tensor in [*model.parameters(), *model.buffers()]:
+                name = str(tensor.dtype).removeprefix("torch.")
+                size = tensor.numel() * tensor.element_size()
+                self.stats[f"weight_bytes_{name}"] += size
+                if index == 0:
+                    self.stats[f"unet_weight_bytes_{name}"] += size
 
     # -- Engine interface ------------------------------------------------------------------------
 
@@ -104,21 +144,25 @@ class DiffusionEngine(Engine):
         d, r = settings.diffusion, settings.regions
         use_depth = r.use_depth and self.depth is not None
         return ("diffusion", self.sd_model, self.dino_model, self.depth_model if use_depth else None,
-                d.inversion_steps, use_depth, d.dino_input, d.dino_grid, settings.image.size,
+                d.inversion_steps, use_depth, d.depth_resize if use_depth else None, d.dino_input, d.dino_grid,
+                settings.image.size,
                 settings.image.multiple, r.time_slope, r.time_inflection)
 
     def time_steps(self, settings: Settings) -> int:
         return settings.diffusion.inversion_steps
 
     def notes(self, settings: Settings) -> tuple[str, ...]:
-        fast = settings.preset == "fast"
+        fast = settings.preset in LORA_PRESETS
+        wanted = "LCM-LoRA" if settings.preset == "fast" else "Hyper-SD"
         if fast and self.lora_adapter is None:
-            return (f"preset 'fast' runs without a LoRA (none given): its {settings.diffusion.scheduler!r} timesteps "
-                    "run on the plain SD 1.5 UNet, which stylises less than with LCM-LoRA / Hyper-SD; give one "
+            return (f"preset {settings.preset!r} runs without a LoRA (none given): its "
+                    f"{settings.diffusion.scheduler!r} "
+                    f"timesteps run on the plain SD 1.5 UNet, which stylises less than with {wanted}; give one "
                     "with --lora (DiffusionSettings.lora)",)
         if not fast and self.lora_adapter is not None:
-            return (f"lora {self.lora!r} is loaded but not used: only preset 'fast' fuses it, preset "
-                    f"{settings.preset!r} runs the plain SD 1.5 UNet; use --preset fast or drop the LoRA",)
+            return (f"lora {self.lora!r} is loaded but not used: only presets 'fast' and 'hyper' fuse it, preset "
+                    f"{settings.preset!r} runs the plain SD 1.5 UNet; use --preset fast (LCM-LoRA) or --preset hyper "
+                    "(Hyper-SD), or drop the LoRA",)
         return ()
 
     def resolve_matching(self, matching: MatchSettings) -> MatchSettings:
@@ -157,7 +201,8 @@ class DiffusionEngine(Engine):
         self.stats["unet_forward_analyze"] += len(timesteps)
         # 3. Depth and semantic tokens
         _raise_if(should_stop, "the depth model")
-        depth = self._depth(image, grid) if settings.regions.use_depth and self.depth is not None else None
+        depth = (self._depth(image, grid, d.depth_resize) if settings.regions.use_depth and self.depth is not None
+                 else None)
         _raise_if(should_stop, "DINOv2")
         tokens = self._tokens(image, d)
         return Analysis(
@@ -213,7 +258,7 @@ class DiffusionEngine(Engine):
     ) -> Iterator[TransferStep]:
         d = settings.diffusion
         unet, stats = self.sd.unet, self.stats
-        fast = settings.preset == "fast"  # the LoRA, when loaded, is fused only then (see `notes`)
+        fast = settings.preset in LORA_PRESETS  # the LoRA, when loaded, is fused only then (see `notes`)
         timesteps = stage3_timesteps(self.sd.scheduler.config, d.scheduler, d.steps)
         total = len(timesteps)
         size = content.image.shape[:2]
@@ -233,11 +278,13 @@ class DiffusionEngine(Engine):
             label_maps.append(style_labels)
         n_regions = [int(labels[0].max()) + 1] + [int(labels[1 + j].max()) + 1 for j in used]  # before any resize
         groups = _shape_groups(latents)  # one batched reference call per latent size (one if sizes agree)
-        mask_cache: dict[tuple[int, tuple[int, int]], torch.Tensor] = {}
+        # token indices of each region on each layer grid: built at the first step (one host sync per region and
+        # grid), then reused, so the loop itself never calls .nonzero()
+        mask_cache: dict[tuple[int, tuple[int, int]], RegionIndex] = {}
 
-        def masks(index: int, grid: tuple[int, int]) -> torch.Tensor:  # (R, h_l * w_l) bool
+        def masks(index: int, grid: tuple[int, int]) -> RegionIndex:
             if (index, grid) not in mask_cache:
-                mask_cache[index, grid] = region_masks(label_maps[index], grid, n_regions[index])
+                mask_cache[index, grid] = region_index(region_masks(label_maps[index], grid, n_regions[index]))
             return mask_cache[index, grid]
 
         # 2. The optimised latent and its optimiser (one Adam over all timesteps, 4.2)
@@ -245,13 +292,15 @@ class DiffusionEngine(Engine):
         optimiser = torch.optim.Adam([z], lr=d.lr)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         state = AttentionState()
-        embedding = self.text_embedding
+        embedding = self.text_embedding.to(self.unet_dtype)
+        latents = [latent.to(self.unet_dtype) for latent in latents]
+        t_values = torch.tensor(timesteps, dtype=torch.float32, device=self.device)  # one copy, not one per step
 
-        with self._fused_lora(fast), recording(unet, d.layers, state) as layers:
-            for i, t in enumerate(timesteps):
+        with self._fused_lora(fast), recording(unet, d.layers, state) as layers, self._sync_counter():
+            for i in range(total):
                 if should_stop():
                     raise Cancelled(f"transfer cancelled at step {i + 1} of {total}")
-                t_value = torch.tensor(t, device=self.device)
+                t_value = t_values[i]
                 # 3. No-grad reference pass: Q_c of the content, K_s and V_s of each used style
                 state.mode = "record"
                 per_image: list[list] = [[] for _ in latents]  # [image] -> records of each layer
@@ -272,7 +321,7 @@ class DiffusionEngine(Engine):
                 state.mode, state.latent_hw = "grad", (int(z.shape[2]), int(z.shape[3]))
                 for _ in range(d.iters):
                     with self._autocast():
-                        unet(z, t_value, encoder_hidden_states=embedding)
+                        unet(z.to(self.unet_dtype), t_value, encoder_hidden_states=embedding)
                     stats["unet_forward_transfer"] += 1
                     records = [state.records[name] for name in layers]
                     q, out = [rec.q for rec in records], [rec.out for rec in records]
@@ -288,12 +337,15 @@ class DiffusionEngine(Engine):
                         scaler.update()
                     state.clear()
                     del records, q, out, loss
+                stats["transfer_steps"] += 1
                 del per_image, q_ref, k_ref, v_ref, style_masks
                 state.mode = "off"
                 if (i + 1) % d.preview_every == 0 and i + 1 < total:
                     yield TransferStep(step=i + 1, total=total, image=latent_preview(z, size).cpu().numpy())
         if should_stop():
             raise Cancelled(f"transfer cancelled at step {total} of {total}")
+        if scaler.is_enabled():
+            stats["grad_scale"] = float(scaler.get_scale())
         # 5. Decode the final latent with the VAE (float32)
         image = self._decode(z.detach())
         stats["vae_decode"] += 1
@@ -308,8 +360,27 @@ class DiffusionEngine(Engine):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     @contextlib.contextmanager
+    def _sync_counter(self) -> Iterator[None]:
+        """With `count_host_syncs` on CUDA: count the synchronising calls of the stage-3 loop into
+        stats["host_syncs_transfer"] (torch.cuda.set_sync_debug_mode "warn" warns once per sync)."""
+        if not (self.count_host_syncs and self.device.type == "cuda"):
+            yield
+            return
+        import warnings
+
+        before = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield
+            finally:
+                torch.cuda.set_sync_debug_mode(before)
+        self.stats["host_syncs_transfer"] += sum("synchroniz" in str(w.message) for w in caught)
+
+    @contextlib.contextmanager
     def _fused_lora(self, fast: bool) -> Iterator[None]:
-        """Fuse the LoRA into the UNet for a "fast" run only, and unfuse it afterwards (demo_accelerate.py)."""
+        """Fuse the LoRA into the UNet for a "fast"/"hyper" run only, and unfuse it afterwards (demo_accelerate.py)."""
         if not fast or self.lora_adapter is None:
             yield
             return
@@ -352,17 +423,26 @@ class DiffusionEngine(Engine):
         return ((x[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).float().cpu().numpy()  # (H, W, 3)
 
     @torch.no_grad()
-    def _depth(self, image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-        """Depth-Anything disparity (near = high) nearest-resized to the latent grid, min-max to [0, 1] (2.2)."""
+    def _depth(self, image: np.ndarray, grid: tuple[int, int], resize: str = "official") -> np.ndarray:
+        """Depth-Anything disparity (near = high) nearest-resized to the latent grid, min-max to [0, 1] (2.2).
+
+        resize "official" (DiffusionSettings.depth_resize): the input's short side goes to the processor's 518 px
+        (Depth-Anything-V2 `infer_image`: lower_bound resize, multiple of 14) and the prediction comes back with
+        bilinear align_corners=True; "dpt": the DPT processor's "scale as little as possible" rule and
+        align_corners=False. Either runs on the working image (the official code reads the original file).
+        """
         processor = self.depth_processor
         patch = int(getattr(getattr(self.depth.config, "backbone_config", None), "patch_size", 14) or 14)
         target = _height_width(getattr(processor, "size", None)) or (518, 518)  # Depth-Anything-V2's 518 px
+        official = resize == "official"
         size = depth_input_size(image.shape[0], image.shape[1], target, patch,
-                                bool(getattr(processor, "keep_aspect_ratio", True)))
+                                bool(getattr(processor, "keep_aspect_ratio", True)),
+                                rule="lower_bound" if official else "closest")
         inputs = processor(images=_to_uint8(image), size={"height": size[0], "width": size[1]},
                            keep_aspect_ratio=False, ensure_multiple_of=1, return_tensors="pt")
         predicted = self.depth(pixel_values=inputs["pixel_values"].to(self.device)).predicted_depth  # (1, h', w')
-        full = F.interpolate(predicted[None], size=image.shape[:2], mode="bilinear", align_corners=False)
+        # official infer_image: bilinear with align_corners=True back to the image size
+        full = F.interpolate(predicted[None], size=image.shape[:2], mode="bilinear", align_corners=official)
         depth = F.interpolate(full, size=grid, mode="nearest")[0, 0]  # (h, w)
         self.stats["depth_calls"] += 1
         lo, hi = depth.min(), depth.max()
@@ -393,18 +473,28 @@ class DiffusionEngine(Engine):
 
 
 def depth_input_size(height: int, width: int, target: tuple[int, int], patch: int,
-                     keep_aspect: bool = True) -> tuple[int, int]:
+                     keep_aspect: bool = True, rule: Literal["closest", "lower_bound"] = "closest") -> tuple[int, int]:
     """The (h, w) input of the depth model for an image of (height, width) px (paper 2.2, Depth-Anything-V2).
 
     As DPT's processor: with `keep_aspect`, the one scale of (target / side) closer to 1 applies to both sides
     ("scale as little as possible"), else each side goes to its target; each side is then rounded to a
     multiple of `patch`, and here never below one patch (DPT's rounding gives 0 px for the short side of a
     very long image, e.g. 8x512, which the model cannot take).
+    rule "lower_bound" is Depth-Anything-V2's `infer_image` (official code): the larger scale, so both sides
+    reach their target, each side rounded to a multiple of `patch` and up where rounding would fall short.
     """
     if min(height, width, patch, *target) <= 0:
         raise ValueError(f"depth input of {width}x{height} px to {target[1]}x{target[0]} with patch {patch} is "
                          "invalid: every size must be positive")
     scale_h, scale_w = target[0] / height, target[1] / width
+    if rule == "lower_bound":
+        scale = max(scale_h, scale_w)
+
+        def side(x: float, least: int) -> int:
+            y = round(x / patch) * patch
+            return int(math.ceil(x / patch) * patch) if y < least else int(y)
+
+        return side(height * scale, target[0]), side(width * scale, target[1])
     if keep_aspect:
         scale_h = scale_w = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
     return (max(patch, round(height * scale_h / patch) * patch), max(patch, round(width * scale_w / patch) * patch))

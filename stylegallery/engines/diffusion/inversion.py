@@ -55,7 +55,8 @@ def ddim_invert(
 ) -> InversionResult:
     """Invert z0 along `timesteps`, capturing `unet.up_blocks[2]`'s output at each step into F_mix.
 
-    The forward hook is removed before returning, even on error. Runs in the dtype of z0 (float32).
+    The forward hook is removed before returning, even on error. The UNet runs in its own dtype, the update in z0's
+    (float32).
     `on_step(i, T)`, if given, is called after step i (1-based) of T, for progress reports. `should_stop()`, if
     given, is asked before every UNet call: `Cancelled` is raised at once when it answers True.
     """
@@ -68,6 +69,8 @@ def ddim_invert(
     def hook(module, inputs, output):
         captured["feature"] = output
 
+    dtype = unet.dtype  # a UNet resident in float16 runs in float16; the latent update stays in z0's float32
+    embedding = text_embedding.to(dtype)
     handle = unet.up_blocks[2].register_forward_hook(hook)
     try:
         z = z0
@@ -77,7 +80,7 @@ def ddim_invert(
                 raise Cancelled(f"analysis cancelled at inversion step {i + 1} of {len(timesteps)}")
             alpha_prev = alphas_cumprod[max(0, t - stride)]
             alpha_t = alphas_cumprod[t]
-            eps = unet(z, t, encoder_hidden_states=text_embedding).sample  # (1, 4, h, w)
+            eps = unet(z.to(dtype), t, encoder_hidden_states=embedding).sample.float()  # (1, 4, h, w)
             feature = captured.pop("feature").float()  # (1, C, h, w)
             f_mix = w * feature if f_mix is None else f_mix + w * feature
             z = ddim_step_forward(z, eps, alpha_prev, alpha_t)
