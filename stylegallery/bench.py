@@ -102,12 +102,12 @@ def bench_images(content: str | None, styles: Sequence[str] | None, n_max: int) 
 
 def compare(requests: Sequence[Request], sizes: Sequence[int], counts: Sequence[int], repeats: int = 3,
             content: str | None = None, style_images: Sequence[str] | None = None, tiny: bool = False,
-            warm: bool = True, out: Callable[[str], None] = print) -> None:
+            warm: bool = True, out: Callable[[str], None] = print, random_weights: str | None = None) -> None:
     """`bench` for each request in turn, in one process on the same images, then the first engine's speed-up over
     each other one (ratios of median total seconds, cold and warm): figures taken side by side."""
     totals = []
     for request in requests:
-        totals.append(bench(request, sizes, counts, repeats, content, style_images, tiny, warm, out))
+        totals.append(bench(request, sizes, counts, repeats, content, style_images, tiny, warm, out, random_weights))
         out("")
     first = totals[0]
     for other, request in zip(totals[1:], requests[1:]):
@@ -121,11 +121,14 @@ def compare(requests: Sequence[Request], sizes: Sequence[int], counts: Sequence[
 
 def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats: int = 3,
           content: str | None = None, style_images: Sequence[str] | None = None, tiny: bool = False,
-          warm: bool = True, out: Callable[[str], None] = print) -> dict[tuple[int, int, str], float]:
+          warm: bool = True, out: Callable[[str], None] = print,
+          random_weights: str | None = None) -> dict[tuple[int, int, str], float]:
     """Print the figures of `request` at every working size x number of styles (module docstring); return the median
     total seconds per (size, styles, "cold" | "warm").
 
-    tiny: the engine's tiny random stand-in models (its registry entry's `tiny_models`) instead of real weights.
+    tiny: the engine's tiny random stand-in models (its registry entry's `tiny_models`) instead of real weights;
+    random_weights: a folder for its models at their real sizes with random weights (`random_models`; built there
+    once): the real costs where no weights can be fetched.
     """
     totals: dict[tuple[int, int, str], float] = {}
     from stylegallery.pipeline import Pipeline
@@ -134,7 +137,9 @@ def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats
         raise InputError("repeats, sizes and style counts must be positive whole numbers")
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         if tiny:
-            request = dataclasses.replace(request, **_tiny_models(request, Path(tmp)))
+            request = dataclasses.replace(request, **_stand_in_models(request, "tiny_models", Path(tmp)))
+        elif random_weights:
+            request = dataclasses.replace(request, **_stand_in_models(request, "random_models", Path(random_weights)))
         run_plan = plan(request)
         pipe = Pipeline()
         t0 = time.perf_counter()
@@ -168,12 +173,14 @@ def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats
     return totals
 
 
-def _tiny_models(request: Request, folder: Path) -> dict[str, str]:
-    """The model knobs of the tiny random stand-ins of the engine `request` paints with, saved under `folder`."""
+def _stand_in_models(request: Request, kind: str, folder: Path) -> dict[str, str]:
+    """The model knobs of the random stand-ins (`kind`: "tiny_models" or "random_models" of the registry) of the
+    engine `request` paints with, saved under `folder`."""
     name, _, _ = choose_engine(request.engine, detect_machine())
-    target = ENGINES[name].tiny_models
+    target = getattr(ENGINES[name], kind)
     if not target:
-        raise InputError(f"the {name} engine has no models to stand in for: drop --tiny")
+        flag = "--tiny" if kind == "tiny_models" else "--random-weights"
+        raise InputError(f"the {name} engine has no models to stand in for: drop {flag}")
     module_name, _, function = target.partition(":")
     return getattr(importlib.import_module(module_name), function)(folder)
 

@@ -51,6 +51,8 @@ def _add_request_flags(parser: argparse.ArgumentParser, engines: tuple[str, ...]
                         help="content vs style, as a multiple of the preset's value (1, the default, keeps it; "
                              "higher keeps more of the photo)")
     parser.add_argument("--max-regions", type=int, metavar="K", help="upper bound of regions per image (default 10)")
+    parser.add_argument("--merge-rule", choices=("official", "union_find"),
+                        help="stage 1's cluster merge: the official map (default) or a transitive union-find")
     parser.add_argument("--assignment", choices=ASSIGNMENTS,
                         help="stage 2: argmax (the paper: each region takes its best style region), balanced (spread "
                              "over style regions and images), auto (default: the engine's choice)")
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--override", action="append", default=[], metavar="R:S:SR", type=parse_override,
                      help="paint content region R like region SR of style S, numbered from 1 as on the page and in "
                           "the figures (e.g. 2:1:3); repeatable")
+    run.add_argument("--content-mask", metavar="PNG",
+                     help="a label PNG whose regions replace stage 1 for the content (one grey level or palette "
+                          "index per region), as the official label masks")
     run.add_argument("--mask-out", metavar="PNG",
                      help="write the labelled region map at the result's size: the photo under the regions' colours, "
                           "their numbers and a legend")
@@ -108,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--content", help="content image (default: the first gallery photo)")
     bench.add_argument("--style-images", nargs="*", help="style images (default: the gallery's)")
     bench.add_argument("--tiny", action="store_true", help="tiny random stand-ins of the engine's models (no weights)")
+    bench.add_argument("--random-weights", metavar="DIR",
+                       help="the engine's models at their real sizes with random weights, built in DIR once (no "
+                            "download): real speed and memory where no weights can be fetched")
     bench.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
     bench.add_argument("--versus", action="append", default=[], choices=tuple(ENGINES), metavar="ENGINE",
                        help="also bench this engine in the same process on the same images, and print the speed-up "
@@ -159,7 +167,8 @@ def request_from_args(args: argparse.Namespace) -> Request:
     """CLI flags -> the front desk's Request (one meaning per knob, as on the page)."""
     return Request(
         engine=args.engine, preset=args.preset, size=getattr(args, "size", None), aspect=getattr(args, "aspect", None),
-        seed=args.seed, max_regions=args.max_regions, assignment=args.assignment, steps=args.steps,
+        seed=args.seed, max_regions=args.max_regions, merge_rule=args.merge_rule, assignment=args.assignment,
+        steps=args.steps,
         content_weight=args.content_weight, face_boost=args.face_boost, strength=args.strength,
         keep_colours=args.keep_colours, stroke_size=args.stroke_size, sd_model=args.sd_model,
         dino_model=args.dino_model, depth_model=args.depth_model, lora=args.lora, device=args.device,
@@ -210,7 +219,8 @@ def _bench(args: argparse.Namespace) -> int:
     first = request_from_args(args)
     others = [dataclasses.replace(first, engine=name, steps=None) for name in args.versus]
     compare([first, *others], args.sizes, args.styles, args.repeats, args.content, args.style_images,
-            tiny=args.tiny, warm=not args.no_warm, out=lambda line: print(line, flush=True))
+            tiny=args.tiny, warm=not args.no_warm, out=lambda line: print(line, flush=True),
+            random_weights=args.random_weights)
     return 0
 
 
@@ -263,7 +273,7 @@ def _run(args: argparse.Namespace) -> int:
     # 2. Run, printing progress from the events (and the engines' INFO logs: the diffusion inversion steps)
     result = None
     with _engine_progress(log):
-        for event in pipe.run(args.content, args.styles, run_plan, overrides or None):
+        for event in pipe.run(args.content, args.styles, run_plan, overrides or None, content_mask=args.content_mask):
             if isinstance(event, ContentSegmented):
                 for note in event.notes:  # settings this run does not honour: shown even with --quiet
                     print(f"note: {_one_line(note)}", file=sys.stderr, flush=True)

@@ -96,6 +96,7 @@ class Request:
     aspect: Literal["keep", "square"] | None = None  # ImageSettings.aspect
     seed: int | None = None  # Settings.seed
     max_regions: int | None = None  # the most regions per image (RegionSettings.k_max)
+    merge_rule: Literal["official", "union_find"] | None = None  # stage 1's cluster merge (RegionSettings.merge_rule)
     assignment: Literal["auto", "argmax", "balanced"] | None = None  # MatchSettings.assignment
     steps: int | None = None  # the painting engine's step count, in its own range (the knob table says which)
     # content vs style, as a multiple of the painting engine's preset value (1 = the preset's); 0..5
@@ -121,7 +122,8 @@ class Request:
         _one_of("engine", self.engine, engine_names())
         _one_of("preset", self.preset, PRESETS)
         _one_of("dtype", self.dtype, DTYPES)
-        for name, options in (("aspect", ASPECTS), ("assignment", ASSIGNMENTS), ("device", DEVICES)):
+        for name, options in (("aspect", ASPECTS), ("assignment", ASSIGNMENTS), ("device", DEVICES),
+                              ("merge_rule", ("official", "union_find"))):
             if getattr(self, name) is not None:
                 _one_of(name, getattr(self, name), options)
         for name in ("size", "seed", "max_regions", "steps", "stroke_size"):
@@ -173,6 +175,8 @@ def plan(request: Request, machine: Machine | None = None) -> Plan:
         settings = _set(settings, "seed", request.seed)
     if request.max_regions is not None:
         settings = _replace(settings, "regions", {"k_max": request.max_regions}, knob="max_regions")
+    if request.merge_rule is not None:
+        settings = _replace(settings, "regions", {"merge_rule": request.merge_rule})
     if request.assignment is not None:
         settings = _replace(settings, "matching", {"assignment": request.assignment})
 

@@ -319,3 +319,17 @@ def test_paths_too_long_for_the_system_exit_2_with_one_line(files, tmp_path, cap
     _assert_one_line_error(code, err)
     assert "(File name too long); use a shorter or different path" in err
     assert os.listdir(out) == []
+
+
+def test_content_mask_replaces_stage_1_and_presets_include_hyper(files, tmp_path, capsys) -> None:
+    mask = np.zeros((80, 120), np.uint8)
+    mask[:, 60:] = 200  # two regions: the left and right halves
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), str(files["style2"]), "-o",
+                      str(out / "o.png"), "--engine", "classic", "--size", "96", "--content-mask",
+                      str(tmp_path / "mask.png"), "--matches-out", str(out / "m.json")], capsys)
+    assert code == 0, err
+    assert json.loads((out / "m.json").read_text())["content_regions"] == 2
+    assert _plan(["--preset", "hyper", "--engine", "diffusion"]).settings.diffusion.scheduler == "euler_trailing"
+    assert _plan(["--merge-rule", "union_find"]).settings.regions.merge_rule == "union_find"

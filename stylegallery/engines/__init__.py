@@ -27,6 +27,9 @@ class EngineSpec:
     # "module:function" writing tiny random stand-ins of its models to a folder -> {knob: model location}, for
     # tests and `bench --tiny`; "" when the engine has no models to stand in for
     tiny_models: str = ""
+    # "module:function" writing its models at their real sizes with random weights to a folder (kept there) -> {knob:
+    # model location}, for `bench --random-weights DIR`: real costs where no weights can be fetched; "" when none
+    random_models: str = ""
 
 
 ENGINES: dict[str, EngineSpec] = {
@@ -42,6 +45,7 @@ ENGINES: dict[str, EngineSpec] = {
         requires=("torch", "diffusers", "transformers"),
         gpu=True,
         tiny_models="stylegallery.engines.diffusion.tiny:tiny_model_knobs",
+        random_models="stylegallery.engines.diffusion.tiny:real_size_model_knobs",
     ),
     "neural": EngineSpec(
         target="stylegallery.engines.neural:NeuralEngine",

@@ -244,6 +244,13 @@ def real_size_models(root: Path, dtype: str = "float16") -> TinyModelPaths:
     return paths if complete else save_real_size_models(root, dtype=dtype)
 
 
+def real_size_model_knobs(root: Path) -> dict[str, str]:
+    """The real-size random models under `root` (built there when absent), as the front desk's model knobs
+    (`bench --random-weights DIR`)."""
+    paths = real_size_models(Path(root))
+    return {"sd_model": str(paths.sd), "dino_model": str(paths.dino), "depth_model": str(paths.depth)}
+
+
 if __name__ == "__main__":
     import sys
 
