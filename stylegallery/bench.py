@@ -106,11 +106,13 @@ def compare(requests: Sequence[Request], sizes: Sequence[int], counts: Sequence[
     """`bench` for each request in turn, in one process on the same images, then the first engine's speed-up over
     each other one (ratios of median total seconds, cold and warm): figures taken side by side."""
     totals = []
-    for request in requests:
+    for i, request in enumerate(requests):
+        if i:
+            out("")
         totals.append(bench(request, sizes, counts, repeats, content, style_images, tiny, warm, out, random_weights))
-        out("")
     first = totals[0]
     for other, request in zip(totals[1:], requests[1:]):
+        out("")
         out(f"# speed-up of {requests[0].engine} over {request.engine} (median total s, side by side)")
         for key in first:
             if key in other and first[key] > 0:
