@@ -21,8 +21,8 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import html  # noqa: E402
 import math  # noqa: E402
-import time  # noqa: E402
 import random  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -338,6 +338,7 @@ if __name__ == "__main__":
         if hosting.ENV_ERRORS:
             raise ValueError(hosting.ENV_ERRORS[0])
         get_pipeline()  # reads STYLEGALLERY_CACHE_BYTES
+        load_gallery(args.gallery)  # a missing folder or a bad manifest: one line (unreadable images are skipped)
         hosting.request_cap(MAX_REQUEST, MAX_UPLOAD)  # reads STYLEGALLERY_MAX_REQUEST and STYLEGALLERY_MAX_UPLOAD
         compat.check()  # the private gradio attributes stylegallery/web/compat.py relies on
     except (ValueError, RuntimeError) as exc:
@@ -348,8 +349,8 @@ if __name__ == "__main__":
     demo.queue(max_size=None, default_concurrency_limit=1)  # the runs' queue is bounded below; Stop never waits
     compat.limit_runs(demo, generate, QUEUE_SIZE, BUSY)  # one run per session running or queued
     compat.drop_failed_uploads()  # a refused or abandoned upload leaves no temporary file
-    compat.word_path_refusals("Files are taken from your uploads and the gallery only: upload the image (gradio_client:"
-                              " handle_file(path) uploads it), or click it in the gallery.")
+    compat.word_path_refusals("Files are taken from your uploads and the gallery only: upload the image "
+                              "(gradio_client: handle_file(path) uploads it), or click it in the gallery.")
     compat.serve_with(hosting.guarded_protocol(MAX_CONNECTIONS, HEADER_TIMEOUT, 300), timeout_keep_alive=5,
                       h11_max_incomplete_event_size=16 * 1024, limit_concurrency=MAX_CONNECTIONS)
     demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(args.gallery))

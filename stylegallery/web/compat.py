@@ -74,7 +74,7 @@ def check() -> None:
     _local_context()
     _module_attr("gradio.queueing", "Queue")
     _module_attr("gradio.state_holder", "SessionState")
-    _attr(_module_attr("gradio.route_utils", "GradioMultiPartParser"), "parse", "gradio.route_utils.GradioMultiPartParser")
+    _attr(_module_attr("gradio.route_utils", "GradioMultiPartParser"), "parse", "gradio.route_utils.Parser")
     _attr(_module_attr("gradio.queueing", "Queue"), "push", "gradio.queueing.Queue")
     _module_attr("gradio.http_server", "Server")
     _module_attr("gradio.processing_utils", "async_move_files_to_cache")
