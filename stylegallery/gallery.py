@@ -189,7 +189,7 @@ def _scan(root: Path) -> list[GalleryItem]:
         if not sub.is_dir():
             continue
         for path in sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
-            if not path.resolve().is_relative_to(root):  # a symlink out of the folder: the app would publish its target
+            if not path.resolve().is_relative_to(root):  # a symlink out of the folder: the app would serve its target
                 warnings.warn(f"gallery: skipped {path}: it links to {path.resolve()}, outside {root} (copy the "
                               "image into the folder instead)", stacklevel=2)
                 continue

@@ -244,6 +244,6 @@ def test_run_costs_estimate_from_the_engines_last_runs():
     assert costs.estimate("classic", run_work(512, 2, 3)) == ""  # nothing measured yet
     costs.record("classic", run_work(256, 2, 3), 5.0)
     assert costs.estimate("classic", run_work(256, 2, 3)) == ""  # short runs get no estimate
-    assert costs.estimate("classic", run_work(512, 2, 3)) == "; about 20 s by this server's last runs"  # 4 x the pixels
+    assert costs.estimate("classic", run_work(512, 2, 3)) == "; about 20 s by this server's last runs"
     assert costs.estimate("classic", run_work(1024, 5, 3)) == "; about 3 min by this server's last runs"
     assert costs.estimate("neural", run_work(1024, 5, 3)) == ""
