@@ -52,10 +52,10 @@ logger = logging.getLogger(__name__)
 MAX_STYLES = 16
 LOAD_RETRY_SECONDS = 300.0  # a failed engine load is not retried for the same model settings within this time
 # The analysis cache's default bound, unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB"). The
-# served app must stay under 1 GB resident on a small Space: it starts at ~270 MB, a run's own working memory and
-# the allocator's retained pages add ~150-250 MB, which leaves ~250 MB for the cache (1.5 GB took the app to 2 GB
-# by run 150; 256 MB kept it at 683 MB after 200 runs, benchmarks/soak_memory.py --app, README "Hosting").
-DEFAULT_CACHE_BYTES = 256_000_000
+# served app must stay under 1 GB resident on a small Space: it starts at ~270 MB, and a run's own working memory
+# and the allocator's retained pages add ~300-450 MB at 512 px, which leaves ~128 MB for the cache (1.5 GB took the
+# app to 2 GB by run 150; 256 MB to 818 MB at run 100 at 512 px with a 984 MB peak, too close; README "Hosting").
+DEFAULT_CACHE_BYTES = 128_000_000
 
 # ---------------------------------------------------------------------------------------------
 # The byte-bounded cache

@@ -24,7 +24,7 @@ QUEUE = 2
 def server():
     pytest.importorskip("gradio_client")
     env = {"STYLEGALLERY_MAX_REQUEST": "4MB", "STYLEGALLERY_MAX_UPLOAD": "3MB", "STYLEGALLERY_HEADER_TIMEOUT": "2",
-           "STYLEGALLERY_MAX_CONNECTIONS": "150"}
+           "STYLEGALLERY_MAX_CONNECTIONS": "300"}
     with bench.AppServer(queue_size=QUEUE, env=env) as app:
         yield app
 
@@ -121,10 +121,15 @@ def test_a_second_run_submitted_while_the_first_waits_is_refused_in_words(server
     try:
         args = (handle_file(str(probe.CONTENT)), [{"image": handle_file(str(bench.STYLES[0])), "caption": None}],
                 {}, "classic", "paper", 256, 6, 1.0, 2, 0, False)
-        first, second = (client.submit(*args, api_name="/generate") for _ in range(2))
-        with pytest.raises(Exception, match="400"):  # gradio_client drops the body; its worded line is below
-            second.result(timeout=180)
-        assert first.result(timeout=180)  # the first run is not disturbed
+        jobs = [client.submit(*args, api_name="/generate") for _ in range(2)]  # they join in either order
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(bool(job.result(timeout=180)))
+            except Exception as exc:  # gradio_client drops the body; its worded line is checked below
+                outcomes.append(str(exc))
+        assert sorted(map(str, outcomes)) == sorted(["True", next(o for o in outcomes if o is not True)]), outcomes
+        assert outcomes.count(True) == 1 and "400" in next(o for o in outcomes if o is not True), outcomes
         session = uuid.uuid4().hex[:12]
         data = [args[0], args[1], {}, "classic", "paper", 256, 6, 1.0, 2, 0, False]
         fn = bench.fn_index(bench.api_config(server.url), api_name="generate")
@@ -143,7 +148,11 @@ def test_a_second_run_submitted_while_the_first_waits_is_refused_in_words(server
 def test_idle_partial_header_connections_do_not_take_the_page_down(server):
     found = probe.slow_clients(server, n=200, wait=3.5)
     assert found["page_during"] == 200 and found["page_after"] == 200, found
-    assert found["closed_by_server"] == 200, found  # over the connection cap at once, the rest after 2 s
+    assert found["closed_by_server"] == 200, found  # after the 2 s header timeout
+    beyond = probe.slow_clients(server, n=330, wait=0.5)  # past the cap of 300: closed at once, before the timeout
+    assert 30 <= beyond["closed_by_server"] < 330, beyond
+    time.sleep(2.5)
+    assert bench.get(server.url + "/")[0] == 200
 
 
 # ---- 9. payloads the app words ----------------------------------------------------------------------------
