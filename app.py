@@ -20,7 +20,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import html  # noqa: E402
+import math  # noqa: E402
 import random  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -33,20 +35,26 @@ from stylegallery.gallery import by_kind, folders_of, load_gallery  # noqa: E402
 from stylegallery.pipeline import Pipeline  # noqa: E402
 from stylegallery.request import KnobError, Request, engine_names, knob_setting, plan  # noqa: E402
 from stylegallery.web import compat, hosting, render  # noqa: E402
-from stylegallery.web.gate import file_gate, guard_content, guard_styles  # noqa: E402
+from stylegallery.web.gate import file_gate, guard_content, guard_number, guard_styles  # noqa: E402
 from stylegallery.web.hosting import CannotSave, RunPictures, env_int  # noqa: E402
 from stylegallery.web.render import DOWNLOADS, OUTPUTS, out, status, thumbs, timings  # noqa: E402
 
 
 gpu = hosting.zero_gpu(env_int("STYLEGALLERY_GPU_SECONDS", 180))  # ZeroGPU on Hugging Face Spaces; else a no-op
 ASSETS = Path(__file__).resolve().parent / "assets"
-MAX_STYLES = 5
+MAX_STYLES = env_int("STYLEGALLERY_MAX_STYLES", 5)  # a Space operator's limits on a run's cost
+MAX_SIZE = env_int("STYLEGALLERY_MAX_SIZE", 1024)  # px, long side
+MAX_STEPS = env_int("STYLEGALLERY_MAX_STEPS", 200)  # the painting engine's steps (the paper's 150 fit)
 MAX_SEED = 2**31 - 1
 QUEUE_SIZE = env_int("STYLEGALLERY_QUEUE_SIZE", 16)
 MAX_UPLOAD = os.environ.get("STYLEGALLERY_MAX_UPLOAD", "15MB")  # per file (gradio's max_file_size); MB = 10^6 bytes
 MAX_REQUEST = os.environ.get("STYLEGALLERY_MAX_REQUEST", "32MB")  # per request: all the files of one upload
 PICTURES_MAX_AGE = 3600  # s; the pictures of sessions idle for longer are removed
 STOPS = hosting.Stops(max_age=PICTURES_MAX_AGE)  # Stop stops the session's run, and its runs queued before it
+COSTS = hosting.RunCosts()  # seconds per unit of work of each engine's last runs here: the estimate before a run
+MAX_CONNECTIONS = env_int("STYLEGALLERY_MAX_CONNECTIONS", 500)  # open connections; beyond them new ones are closed
+HEADER_TIMEOUT = env_int("STYLEGALLERY_HEADER_TIMEOUT", 10)  # s for a request's headers; its body gets 300 s
+BUSY = "Your previous run is still running or queued: wait for it, or press Stop, before pressing Generate again."
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,7 +78,8 @@ def page_request(engine: str, preset_name: str, size: float, k_max: float, conte
 
 
 def _whole(knob: str, value: float) -> int:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != int(value):
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or value != int(value)):
         raise KnobError(knob, f"{value!r} is invalid: expected a whole number")
     return int(value)
 
@@ -81,14 +90,15 @@ def steps_setting(engine: str, preset_name: str) -> dict:
     knob = knob_setting(engine, preset_name, "steps")
     if knob is None:
         return {"visible": False}
-    return {"minimum": knob["minimum"], "maximum": knob["maximum"], "value": knob["value"], "label": "Steps",
+    high = min(knob["maximum"], MAX_STEPS)
+    return {"minimum": knob["minimum"], "maximum": high, "value": min(knob["value"], high), "label": "Steps",
             "visible": True, "info": f"{knob['engine']} engine: {knob['means']}, {knob['minimum']} to "
-                                     f"{knob['maximum']} (the {preset_name} preset uses {knob['value']})"}
+                                     f"{high} (the {preset_name} preset uses {knob['value']})"}
 
 
-def slider_range(settings: object, name: str) -> dict:
+def slider_range(settings: object, name: str, cap: float = math.inf) -> dict:
     low, high = knob_range(settings, name)
-    return {"minimum": low, "maximum": high}
+    return {"minimum": low, "maximum": min(high, cap)}
 
 
 @gpu
@@ -123,7 +133,9 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     if len(style_paths) > MAX_STYLES:
         raise gr.Error(f"{len(style_paths)} style images chosen: use at most {MAX_STYLES} (click one to remove it).")
     chosen = render.parse_overrides(overrides)
-    seed = random.randint(0, MAX_SEED) if randomize else int(seed or 0)
+    seed = random.randint(0, MAX_SEED) if randomize else render.whole_seed(seed, MAX_SEED)
+    render.within_limits(size=(size, MAX_SIZE, "STYLEGALLERY_MAX_SIZE"), steps=(steps, MAX_STEPS,
+                                                                                "STYLEGALLERY_MAX_STEPS"))
     try:
         run_plan = plan(page_request(engine, preset_name, size, k_max, content_weight, steps, seed))
     except KnobError as exc:
@@ -131,15 +143,18 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     except InputError as exc:
         raise gr.Error(str(exc)) from None
     name, reason = run_plan.engine, run_plan.reason
+    work = hosting.run_work(run_plan.settings.image.size, len(style_paths), steps)
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
-    yield out(seed=seed, status=status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}): "
-                                       "finding regions…"),
+    yield out(seed=seed, status=status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}"
+                                       f"{COSTS.estimate(name, work)}): finding regions…"),
               region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
               timings=timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
         pictures = RunPictures(hosting.pictures_root(), session, max_age=PICTURES_MAX_AGE)
         events = get_pipeline().run(content, style_paths, run_plan, chosen, should_stop=stopped)
+        started = time.monotonic()
         yield from render.stream(events, pictures, keep_picks=bool(chosen))
+        COSTS.record(name, work, time.monotonic() - started)
     except Cancelled:
         yield out(status=status("Stopped. Press <b>Generate</b> to run again."))
     except gr.Error:  # already worded for the page (and a ValueError: the clause below would quote it)
@@ -215,8 +230,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                                        info="paper: the official defaults; fast: the accelerated schedule",
                                        elem_id="preset")
             with gr.Row():
-                size = gr.Slider(value=512, step=32, label="Working size (px, long side)", elem_id="size",
-                                 **slider_range(ImageSettings, "size"))
+                size = gr.Slider(value=min(512, MAX_SIZE), step=32, label="Working size (px, long side)",
+                                 elem_id="size", **slider_range(ImageSettings, "size", MAX_SIZE))
                 k_max = gr.Slider(value=10, step=1, label="Max regions (K)", elem_id="k-max",
                                   **slider_range(RegionSettings, "k_max"))
                 content_weight = gr.Slider(value=1, step=0.05, label="Content weight", elem_id="content-weight",
@@ -229,8 +244,11 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                          for spec in ENGINES.values() if "steps" in spec.knobs]
                 steps = gr.Slider(step=1, elem_id="steps", **{**steps_setting("auto", "paper"), "visible": True,
                                                              "minimum": min(lo for lo, _ in every),
-                                                             "maximum": max(hi for _, hi in every)})
+                                                             "maximum": min(MAX_STEPS, max(hi for _, hi in every))})
                 seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+            for widget, label in ((size, "the size"), (k_max, "max regions"), (content_weight, "the content weight"),
+                                  (steps, "steps"), (seed, "the seed")):
+                guard_number(widget, label, optional=widget is seed)  # NaN, text or null: one worded line
                 randomize = gr.Checkbox(False, label="Randomise seed")
         status = gr.HTML(render.status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
         with gr.Row(equal_height=True):
@@ -304,7 +322,7 @@ def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
             "allowed_paths": [str(ASSETS), *map(str, folders)],
             "max_file_size": hosting.upload_cap(MAX_UPLOAD, "STYLEGALLERY_MAX_UPLOAD"),
             "blocked_paths": hosting.blocked_beside(ASSETS.parent, [ASSETS, *folders]),
-            "app_kwargs": {"middleware": [hosting.request_cap(MAX_REQUEST, MAX_UPLOAD)]},
+            "app_kwargs": {"middleware": [hosting.request_cap(MAX_REQUEST, MAX_UPLOAD)]},  # and events' bodies
             "favicon_path": ASSETS / "favicon.png", "footer_links": ["api", "gradio"]}
 
 
@@ -320,6 +338,7 @@ if __name__ == "__main__":
         if hosting.ENV_ERRORS:
             raise ValueError(hosting.ENV_ERRORS[0])
         get_pipeline()  # reads STYLEGALLERY_CACHE_BYTES
+        load_gallery(args.gallery)  # a missing folder or a bad manifest: one line (unreadable images are skipped)
         hosting.request_cap(MAX_REQUEST, MAX_UPLOAD)  # reads STYLEGALLERY_MAX_REQUEST and STYLEGALLERY_MAX_UPLOAD
         compat.check()  # the private gradio attributes stylegallery/web/compat.py relies on
     except (ValueError, RuntimeError) as exc:
@@ -327,5 +346,11 @@ if __name__ == "__main__":
         sys.exit(2)
     hosting.warm_up(get_pipeline(), plan(page_request("auto", "fast", 64, 10, 1.0, 1, 0)))  # first-use costs
     demo = build_demo(args.gallery)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    demo.queue(max_size=None, default_concurrency_limit=1)  # the runs' queue is bounded below; Stop never waits
+    compat.limit_runs(demo, generate, QUEUE_SIZE, BUSY)  # one run per session running or queued
+    compat.drop_failed_uploads()  # a refused or abandoned upload leaves no temporary file
+    compat.word_path_refusals("Files are taken from your uploads and the gallery only: upload the image "
+                              "(gradio_client: handle_file(path) uploads it), or click it in the gallery.")
+    compat.serve_with(hosting.guarded_protocol(MAX_CONNECTIONS, HEADER_TIMEOUT, 300), timeout_keep_alive=5,
+                      h11_max_incomplete_event_size=16 * 1024, limit_concurrency=MAX_CONNECTIONS)
     demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(args.gallery))

@@ -104,7 +104,7 @@ def library_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list
     settings = preset("paper", engine="classic")
     settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=args.size),
                                    regions=dataclasses.replace(settings.regions, k_max=args.k_max))
-    pipe = Pipeline(cache_bytes=int(args.cache_mb * MB))
+    pipe = Pipeline() if args.cache_mb is None else Pipeline(cache_bytes=int(args.cache_mb * MB))
 
     def run(content: np.ndarray, styles: list[np.ndarray]) -> None:
         pipe(content, styles, settings)
@@ -124,11 +124,11 @@ def app_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list[np.
 
     from benchmarks.load_test import AppServer, api_config, output_positions
 
-    server = AppServer(env={"STYLEGALLERY_CACHE_BYTES": f"{args.cache_mb:g}MiB"})
+    server = AppServer(env={} if args.cache_mb is None else {"STYLEGALLERY_CACHE_BYTES": f"{args.cache_mb:g}MiB"})
     t0 = time.monotonic()
     server.start().wait_ready()
     print(f"# app ready at {server.url} after {time.monotonic() - t0:.1f} s (pid {server.proc.pid}), "
-          f"STYLEGALLERY_CACHE_BYTES={args.cache_mb:g}MiB", flush=True)
+          f"cache bound {_bound(args)}", flush=True)
     work = tempfile.TemporaryDirectory(prefix="stylegallery-soak-")
     client = Client(server.url + "/", verbose=False, download_files=str(Path(work.name) / "downloads"))
     status_at = output_positions(api_config(server.url))["status"]
@@ -164,6 +164,14 @@ def app_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list[np.
     return run, rss, lambda: f"server peak {server.memory_mb().get('VmHWM', float('nan')):7.1f} MB", close
 
 
+def _bound(args: argparse.Namespace) -> str:
+    if args.cache_mb is not None:
+        return f"{args.cache_mb:g} MiB"
+    from stylegallery.pipeline import DEFAULT_CACHE_BYTES
+
+    return f"{DEFAULT_CACHE_BYTES / 10**6:g} MB (the default)"
+
+
 # ---- the soak -----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="working long side (the app allows 256..1024)")
     parser.add_argument("--styles", type=int, default=2, help="style images per run")
     parser.add_argument("--k-max", type=int, default=6, help="upper bound of regions per image")
-    parser.add_argument("--cache-mb", type=float, default=64.0, help="the pipeline's cache bound in MiB")
+    parser.add_argument("--cache-mb", type=float, default=None,
+                        help="the pipeline's cache bound in MiB (default: the library's, DEFAULT_CACHE_BYTES)")
     parser.add_argument("--tolerance-mb", type=float, default=16.0,
                         help="largest RSS growth over the second half of the runs that counts as levelled off")
     parser.add_argument("--app", action="store_true", help="soak `python app.py` through gradio_client")
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = rss()
         print(f"# {'app' if args.app else 'library'} soak: {args.runs} runs, 1 content + {args.styles} styles each "
-              f"at {args.size} px, classic engine, cache bound {args.cache_mb:g} MiB", flush=True)
+              f"at {args.size} px, classic engine, cache bound {_bound(args)}", flush=True)
         print(f"{'run':>5} {'rss_MB':>8} {'s/run':>6}  cache")
         print(f"{0:>5} {start:8.1f} {'':>6}  {cache_note()}", flush=True)
         t0 = time.monotonic()
@@ -216,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     levelled = growth <= args.tolerance_mb and len(source.hashes) == images_used
     verdict = "levelled off" if levelled else "STILL GROWING"
     print(f"# verdict: {verdict}: {growth:+.1f} MB over runs {half}..{args.runs} (linear trend; tolerance "
-          f"{args.tolerance_mb:g} MB; cache bound {args.cache_mb:g} MiB)")
+          f"{args.tolerance_mb:g} MB; cache bound {_bound(args)})")
     return 0 if levelled else 1
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -188,11 +189,18 @@ def _scan(root: Path) -> list[GalleryItem]:
         if not sub.is_dir():
             continue
         for path in sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            if not path.resolve().is_relative_to(root):  # a symlink out of the folder: the app would serve its target
+                warnings.warn(f"gallery: skipped {path}: it links to {path.resolve()}, outside {root} (copy the "
+                              "image into the folder instead)", stacklevel=2)
+                continue
             try:
                 with Image.open(path) as img:
                     width, height = img.size
-            except (OSError, UnidentifiedImageError) as exc:
-                raise ManifestError(f"{path} is not a readable image ({exc}): remove it or replace it") from None
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+                warnings.warn(f"gallery: skipped {path}: not a readable image ({reason}); remove it or replace it",
+                              stacklevel=2)
+                continue
             items.append(GalleryItem(
                 id=f"{kind}/{path.stem}", kind=kind, path=path.resolve(), thumb=path.resolve(),  # type: ignore[arg-type]
                 title=_title(path.stem), source=f"{root.name}/{kind}/{path.name}", licence=UNSTATED_LICENCE,

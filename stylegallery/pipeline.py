@@ -52,7 +52,11 @@ logger = logging.getLogger(__name__)
 MAX_STYLES = 16
 MAX_SOURCE_SIDE = 2048  # px: the long side of the content photo handed to engines that paint at its own size
 LOAD_RETRY_SECONDS = 300.0  # a failed engine load is not retried for the same model settings within this time
-DEFAULT_CACHE_BYTES = 1_500_000_000  # unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB")
+# The analysis cache's default bound, unless STYLEGALLERY_CACHE_BYTES says otherwise (e.g. "512MB", "2GiB"). The
+# served app must stay under 1 GB resident on a small Space: it starts at ~270 MB, and a run's own working memory
+# and the allocator's retained pages add ~300-450 MB at 512 px, which leaves ~128 MB for the cache (1.5 GB took the
+# app to 2 GB by run 150; 256 MB to 818 MB at run 100 at 512 px with a 984 MB peak, too close; README "Hosting").
+DEFAULT_CACHE_BYTES = 128_000_000
 
 # ---------------------------------------------------------------------------------------------
 # The byte-bounded cache

@@ -112,16 +112,17 @@ def test_the_steps_slider_shows_the_range_of_the_engine_that_paints(fake):
     assert (classic["minimum"], classic["maximum"], classic["value"]) == (1, 20, paper)
     assert classic["info"] == f"classic engine: iterations per patch size, 1 to 20 (the paper preset uses {paper})"
     diffusion = app.steps_setting("diffusion", "fast")
-    assert (diffusion["maximum"], diffusion["value"]) == (1000, preset("fast").diffusion.steps)
+    assert (diffusion["maximum"], diffusion["value"]) == (app.MAX_STEPS, preset("fast").diffusion.steps)  # the
+    assert app.MAX_STEPS == 200  # operator's bound (STYLEGALLERY_MAX_STEPS) caps diffusion's 1000
     assert app.steps_setting("auto", "paper")["maximum"] == 20  # auto paints with classic on this (fake) machine
     demo = app.build_demo()
     steps = _component(demo, "steps")  # built wide, so API callers may pass any engine's steps...
-    assert (steps.minimum, steps.maximum, steps.value) == (1, 1000, preset("paper").classic.iterations)
+    assert (steps.minimum, steps.maximum, steps.value) == (1, app.MAX_STEPS, preset("paper").classic.iterations)
     on_load = next(fn.fn for fn in demo.fns.values() if (demo._id, "load") in fn.targets and steps in fn.outputs)
     assert on_load()["maximum"] == 20  # ...and narrowed to the engine that paints when the page loads
     engine = _component(demo, "engine")
     update = next(fn.fn for fn in demo.fns.values() if (engine._id, "change") in fn.targets and steps in fn.outputs)
-    assert update("diffusion", "paper")["maximum"] == 1000
+    assert update("diffusion", "paper")["maximum"] == app.MAX_STEPS
     assert list(engine.choices) == [(n, n) for n in ("auto", *app.ENGINES)]  # the registry's engines
 
 
@@ -133,7 +134,10 @@ def test_the_sliders_read_their_ranges_from_the_settings(fake):
     for elem_id, (settings, name) in {"size": (ImageSettings, "size"), "k-max": (RegionSettings, "k_max"),
                                       "content-weight": (Request, "content_weight")}.items():
         slider = _component(demo, elem_id)
-        assert (slider.minimum, slider.maximum) == knob_range(settings, name), elem_id
+        low, high = knob_range(settings, name)
+        high = min(high, app.MAX_SIZE) if elem_id == "size" else high  # the operator's bound (STYLEGALLERY_MAX_SIZE)
+        assert (slider.minimum, slider.maximum) == (low, high), elem_id
+    assert app.MAX_SIZE == 1024
 
 
 def _override_error(region, target, content_regions=(0, 1), style_regions=((0, 1, 2), (0, 1))):

@@ -196,11 +196,24 @@ def test_missing_or_empty_folder_is_refused(tmp_path):
         load_folder(tmp_path / "empty")
 
 
-def test_unreadable_image_in_drop_in_folder_is_refused(tmp_path):
+def test_unreadable_image_in_drop_in_folder_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "d" / "style").mkdir(parents=True)
     (tmp_path / "d" / "style" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ManifestError, match="broken.png is not a readable image"):
-        load_folder(tmp_path / "d")
+    Image.new("RGB", (40, 30)).save(tmp_path / "d" / "style" / "fine.png")
+    with pytest.warns(UserWarning, match="broken.png: not a readable image"):
+        items = load_folder(tmp_path / "d")
+    assert [item.path.name for item in items] == ["fine.png"]
+
+
+def test_a_symlink_out_of_a_drop_in_folder_is_skipped_with_a_warning(tmp_path):
+    (tmp_path / "d" / "content").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(tmp_path / "secret.png")
+    Image.new("RGB", (40, 30)).save(tmp_path / "d" / "content" / "mine.png")
+    (tmp_path / "d" / "content" / "link.png").symlink_to(tmp_path / "secret.png")
+    (tmp_path / "d" / "content" / "inside.png").symlink_to(tmp_path / "d" / "content" / "mine.png")
+    with pytest.warns(UserWarning, match="link.png: it links to .*secret.png, outside"):
+        items = load_folder(tmp_path / "d")
+    assert sorted(item.path.name for item in items) == ["mine.png", "mine.png"]  # the link inside resolves to it
 
 
 def test_shipped_masterpieces_are_credited_and_come_first():

@@ -171,3 +171,46 @@ def test_the_widget_and_blocks_shims_name_what_is_gone():
         compat.uploaded_paths(_Bare())
     with pytest.raises(RuntimeError, match=_loud("gradio._Bare.data_model")):
         compat.wrap_data_model(_Bare(), _Recording)
+
+
+def test_a_failed_multipart_parse_leaves_none_of_its_temporary_files(tmp_path, monkeypatch):
+    import asyncio
+
+    from gradio.route_utils import GradioMultiPartParser
+    from starlette.datastructures import Headers
+
+    monkeypatch.setattr(GradioMultiPartParser, "parse", GradioMultiPartParser.parse)  # restored after the test
+    compat.drop_failed_uploads()
+    compat.drop_failed_uploads()  # idempotent: wrapped once
+
+    async def stream():  # a client that sends part of a file, then goes away
+        yield (b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n'
+               b"Content-Type: image/png\r\n\r\n" + b"\0" * 100_000)
+        raise ConnectionResetError("the client left")
+
+    parser = GradioMultiPartParser(Headers({"content-type": "multipart/form-data; boundary=b"}), stream(),
+                                   max_files=10, max_fields=10, upload_dir=str(tmp_path), max_file_size=10**9)
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(parser.parse())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_limit_runs_and_serve_with_find_what_they_wrap(monkeypatch):
+    import gradio.http_server as http_server
+
+    monkeypatch.setattr(http_server, "Server", http_server.Server)
+    compat.serve_with(None, timeout_keep_alive=3)
+    assert http_server.Server.__name__ == "Limited"
+
+    def generate(x):
+        return x
+
+    with gr.Blocks() as demo:
+        box = gr.Number()
+        box.submit(generate, box, box)
+    demo.queue(max_size=None)
+    compat.limit_runs(demo, generate, 4, "busy")
+    monkeypatch.delattr(demo._queue, "push")
+    monkeypatch.setattr(type(demo._queue), "push", property(lambda self: (_ for _ in ()).throw(AttributeError)))
+    with pytest.raises(RuntimeError, match=r"gradio .* has no gradio.queueing.Queue.push"):
+        compat.limit_runs(demo, generate, 4, "busy")

@@ -109,7 +109,29 @@ def test_run_pictures_on_a_full_disk_leave_no_file(monkeypatch, tmp_path):
     with pytest.raises(CannotSave) as info:
         pictures.save({"result": Image.new("RGB", (32, 24)), "panel": Image.new("RGB", (64, 24))})
     assert info.value.disk_full and info.value.reason == "No space left on device"
-    assert sorted(p.name for p in (tmp_path / "runs" / "session1").iterdir()) == [Path(kept["regions"]).name]
+    assert sorted(p.name for p in pictures.folder.iterdir()) == [Path(kept["regions"]).name]
+
+
+def test_a_sessions_earlier_pictures_stay_until_its_next_result_is_saved(tmp_path):
+    first = RunPictures(tmp_path / "runs", "session1")
+    shown = first.save({"result": Image.new("RGB", (32, 24))}, done=True)
+    second = RunPictures(tmp_path / "runs", "session1")  # the next run starts ...
+    second.save({"regions": Image.new("RGB", (32, 24))})  # ... and shows its regions
+    assert Path(shown["result"]).is_file()  # the first result can still be fetched
+    other = RunPictures(tmp_path / "runs", "session2").save({"result": Image.new("RGB", (8, 8))}, done=True)
+    second.save({"result": Image.new("RGB", (32, 24))}, done=True)  # the new result exists: the old one goes
+    assert not Path(shown["result"]).exists() and not first.folder.exists()
+    assert [p.name for p in (tmp_path / "runs" / "session1").iterdir()] == [second.folder.name]
+    assert Path(other["result"]).is_file()  # another session's pictures are not touched
+
+
+def test_sessions_idle_for_longer_than_max_age_lose_their_pictures(tmp_path):
+    import os
+
+    old = RunPictures(tmp_path / "runs", "idle").save({"result": Image.new("RGB", (8, 8))}, done=True)
+    os.utime(tmp_path / "runs" / "idle", (0, 0))
+    RunPictures(tmp_path / "runs", "active", max_age=60)
+    assert not Path(old["result"]).exists() and not (tmp_path / "runs" / "idle").exists()
 
 
 _ARENAS_PROBE = """
@@ -139,3 +161,89 @@ def test_capping_malloc_arenas_makes_threads_share_them():
     assert arenas("uncapped", env)[1] > 1  # glibc's default: threads get arenas of their own
     assert arenas("cap", env) == ("True", 1)
     assert arenas("cap", {**env, "MALLOC_ARENA_MAX": "3"})[0] == "False"  # the operator's setting stands
+
+
+def _asgi(app, method: str, path: str, body: bytes, chunks: int = 1, length: bool = True) -> tuple[int, bytes, bool]:
+    """(status, body, whether the inner app ran) for one request through `app` (an ASGI callable)."""
+    import asyncio
+
+    headers = [(b"content-length", str(len(body)).encode())] if length else []
+    parts = [body[i::chunks] for i in range(chunks)] if chunks > 1 else [body]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+    sent: list = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "method": method, "path": path, "headers": headers}, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"), bool(ran)
+
+
+ran: list = []
+
+
+async def _inner(scope, receive, send):
+    ran.append(scope["path"])
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(len(body)).encode()})
+
+
+def test_body_cap_keeps_event_bodies_small_and_uploads_large():
+    from stylegallery.web.hosting import BodyCap
+
+    cap = BodyCap(_inner, limit=1_000_000, message="upload too large", event_limit=1000)
+    ran.clear()
+    assert _asgi(cap, "POST", "/gradio_api/upload", b"x" * 500_000)[:2] == (200, b"500000")
+    for length in (True, False):  # by Content-Length, and counted as a chunked body arrives
+        ran.clear()
+        status, text, inner = _asgi(cap, "POST", "/gradio_api/queue/join", b"{" + b" " * 5000 + b"}", chunks=4,
+                                    length=length)
+        assert status == 413 and b"at most 1 kB outside an upload" in text and not inner
+    assert _asgi(cap, "POST", "/gradio_api/upload", b"x" * 1_000_001)[:2] == (413, b"upload too large")
+    assert _asgi(cap, "POST", "/gradio_api/queue/join", b'{"data": [1]}')[:2] == (200, b"13")
+
+
+@pytest.mark.parametrize("path", ["http://127.0.0.1:9/x.png", "https://example.org/a", " ftp://x", "file:///etc/passwd",
+                                  "data:image/png;base64,AAAA"])
+def test_body_cap_refuses_url_file_paths_before_the_app_sees_them(path):
+    import json
+
+    from stylegallery.web.hosting import BodyCap
+
+    cap = BodyCap(_inner, limit=10**6, message="", event_limit=10**5)
+    body = json.dumps({"data": [None, [{"image": {"path": path, "meta": {"_type": "gradio.FileData"}}}]]}).encode()
+    ran.clear()
+    status, text, inner = _asgi(cap, "POST", "/gradio_api/queue/join", body)
+    assert status == 400 and b"not from URLs" in text and not inner
+    local = json.dumps({"data": [{"path": "/tmp/gradio/abc/x.png", "meta": {"_type": "gradio.FileData"}}]}).encode()
+    assert _asgi(cap, "POST", "/gradio_api/queue/join", local)[0] == 200
+
+
+def test_body_cap_closes_deep_links():
+    from stylegallery.web.hosting import BodyCap
+
+    ran.clear()
+    status, text, inner = _asgi(BodyCap(_inner, 10, ""), "GET", "/gradio_api/deep_link", b"")
+    assert status == 404 and b"turned off" in text and not inner
+
+
+def test_run_costs_estimate_from_the_engines_last_runs():
+    from stylegallery.web.hosting import RunCosts, run_work
+
+    costs = RunCosts()
+    assert costs.estimate("classic", run_work(512, 2, 3)) == ""  # nothing measured yet
+    costs.record("classic", run_work(256, 2, 3), 5.0)
+    assert costs.estimate("classic", run_work(256, 2, 3)) == ""  # short runs get no estimate
+    assert costs.estimate("classic", run_work(512, 2, 3)) == "; about 20 s by this server's last runs"
+    assert costs.estimate("classic", run_work(1024, 5, 3)) == "; about 3 min by this server's last runs"
+    assert costs.estimate("neural", run_work(1024, 5, 3)) == ""

@@ -12,6 +12,12 @@ inside a real request where the shim needs one. `check()` verifies the attribute
 - `wrap_data_model(widget, wrap)`: replace the pydantic model gradio validates a widget's payload with.
 - `queued_at()`: when the running event joined gradio's queue.
 - `forget_stale_copies(request)`: drop the session's stale copies of components that gradio never drops.
+- `drop_failed_uploads()`: an upload refused or abandoned mid-way leaves none of the temporary files gradio's
+  multipart parser wrote (gradio removes them only on its own parse errors).
+- `limit_runs(demo, fn, max_size, busy)`: at most one event of `fn` per session running or queued, and at most
+  `max_size` of them waiting; the page's other events are never counted (gradio's max_size counts every event).
+- `word_path_refusals(message)`: gradio's refusal of a file path no upload produced is `message`, not `error: null`.
+- `serve_with(protocol, **settings)`: the uvicorn settings (and HTTP protocol class) gradio's launch does not pass.
 """
 
 from __future__ import annotations
@@ -68,6 +74,11 @@ def check() -> None:
     _local_context()
     _module_attr("gradio.queueing", "Queue")
     _module_attr("gradio.state_holder", "SessionState")
+    _attr(_module_attr("gradio.route_utils", "GradioMultiPartParser"), "parse", "gradio.route_utils.Parser")
+    _attr(_module_attr("gradio.queueing", "Queue"), "push", "gradio.queueing.Queue")
+    _module_attr("gradio.http_server", "Server")
+    _module_attr("gradio.processing_utils", "async_move_files_to_cache")
+    _module_attr("gradio.exceptions", "InvalidPathError")
     with gr.Blocks() as demo:
         image = gr.Image()
     _attr(demo, "upload_file_set", "gradio.Blocks")
@@ -141,3 +152,103 @@ def forget_stale_copies(request: gr.Request) -> None:
         if kept is not components:
             for key in [key for key in list(kept) if key not in components]:
                 kept.pop(key, None)
+
+
+def drop_failed_uploads() -> None:
+    """Make gradio's multipart parser remove the temporary files it wrote when a parse ends in any exception (the
+    request cap's refusal mid-body, a client that disconnects), not only in its own MultiPartException. Idempotent."""
+    parser = _module_attr("gradio.route_utils", "GradioMultiPartParser")
+    parse = _attr(parser, "parse", "gradio.route_utils.GradioMultiPartParser")
+    if getattr(parse, "_stylegallery", False):
+        return
+
+    async def parse_or_drop(self: Any) -> Any:
+        try:
+            return await parse(self)
+        except BaseException:
+            for handle in _attr(self, "_files_to_close_on_error", "gradio.route_utils.GradioMultiPartParser"):
+                try:
+                    handle.close()
+                    Path(handle.name).unlink(missing_ok=True)
+                except OSError:
+                    pass
+            raise
+
+    parse_or_drop._stylegallery = True  # type: ignore[attr-defined]
+    parser.parse = parse_or_drop
+
+
+def limit_runs(demo: gr.Blocks, fn: Callable, max_size: int, busy: str) -> None:
+    """Queue rules for the events that call `fn` (the runs): a session with one of them running or queued gets
+    `busy` (HTTP 400, which the page shows) for another; when `max_size` of them wait, gradio's "Queue is full" (503).
+    Other events (Stop, the page's own clicks) are not counted; call `demo.queue(max_size=None)` so that gradio's
+    own count, which counts every event, refuses nothing. Call after `demo.queue(...)`."""
+    queue = _attr(demo, "_queue", "gradio.Blocks")
+    push = _attr(queue, "push", "gradio.queueing.Queue")
+    pending = _attr(queue, "pending_event_ids_session", "gradio.queueing.Queue")
+    events = _attr(queue, "event_ids_to_events", "gradio.queueing.Queue")
+    waiting = _attr(queue, "event_queue_per_concurrency_id", "gradio.queueing.Queue")
+    fns = _attr(demo, "fns", "gradio.Blocks")
+
+    def is_run(block_fn: Any) -> bool:
+        target = _attr(block_fn, "fn", "gradio.block_function.BlockFunction")
+        return target is fn or getattr(target, "__wrapped__", None) is fn
+
+    async def push_one_per_session(body: Any, request: Any, username: Any) -> tuple:
+        index = getattr(body, "fn_index", None)
+        block_fn = fns.get(index) if isinstance(fns, dict) else None
+        if block_fn is not None and is_run(block_fn):
+            session = getattr(body, "session_hash", None)
+            mine = [events.get(i) for i in list(pending.get(session, ()))] if session else []
+            if any(e is not None and is_run(e.fn) for e in mine):
+                return False, busy, "error"
+            queued = sum(1 for q in list(waiting.values()) for e in list(q.queue) if is_run(e.fn))
+            if queued >= max_size:
+                return False, f"Queue is full. Max size is {max_size} and size is {queued}.", "queue_full"
+        return await push(body, request, username)
+
+    queue.push = push_one_per_session
+
+
+def serve_with(protocol: type | None = None, **settings: Any) -> None:
+    """Give the uvicorn server gradio's launch starts `settings` (uvicorn.Config attributes such as
+    timeout_keep_alive, h11_max_incomplete_event_size, limit_concurrency) and, when given, `protocol` as its HTTP
+    protocol class: gradio.http_server.start_server builds its uvicorn.Config without them."""
+    import gradio.http_server as http_server
+
+    server = _module_attr("gradio.http_server", "Server")
+    base = getattr(server, "_stylegallery_base", server)
+
+    class Limited(base):  # type: ignore[misc, valid-type]
+        _stylegallery_base = base
+
+        def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+            for name, value in settings.items():
+                _attr(config, name, "uvicorn.Config")
+                setattr(config, name, value)
+            if protocol is not None:
+                config.http = protocol
+            super().__init__(config, *args, **kwargs)
+
+    http_server.Server = Limited
+
+
+def word_path_refusals(message: str) -> None:
+    """gradio refuses an event's file path that no upload produced (such as a gallery picture named by its original
+    path, the way gradio_client's handle_file sends a local file) with an InvalidPathError, which the page and API
+    show as `error: null`; make it the gr.Error `message`. Idempotent."""
+    import gradio.processing_utils as processing_utils
+
+    move = _module_attr("gradio.processing_utils", "async_move_files_to_cache")
+    refused = _module_attr("gradio.exceptions", "InvalidPathError")
+    if getattr(move, "_stylegallery", False):
+        return
+
+    async def move_or_word(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await move(*args, **kwargs)
+        except refused:
+            raise gr.Error(message) from None
+
+    move_or_word._stylegallery = True  # type: ignore[attr-defined]
+    processing_utils.async_move_files_to_cache = move_or_word

@@ -175,10 +175,34 @@ def guard_styles(widget: gr.Gallery, gate: FileGate) -> gr.Gallery:
     return widget
 
 
+def guard_number(widget: gr.Slider | gr.Number, label: str, optional: bool = False) -> gr.Slider | gr.Number:
+    """A number widget whose payloads that are not finite numbers in its range (NaN, text, null from a client that
+    skips the page) are one worded line, not gradio's unworded failure. `optional`: null (an emptied box) passes."""
+    preprocess = widget.preprocess
+    low, high = getattr(widget, "minimum", None), getattr(widget, "maximum", None)
+    shown = [str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (low, high) if v is not None]
+    bounds = f" from {shown[0]} to {shown[1]}" if len(shown) == 2 else ""
+
+    def checked(payload: Any) -> Any:
+        if payload is None and optional:
+            return preprocess(payload)
+        number = isinstance(payload, (int, float)) and not isinstance(payload, bool)
+        if not number or payload != payload or payload in (float("inf"), float("-inf")):
+            raise gr.Error(f"Invalid setting: {label} must be a number{bounds} (got {described(payload)}).")
+        if (low is not None and payload < low) or (high is not None and payload > high):
+            raise gr.Error(f"Invalid setting: {label} must be a number{bounds} on this server (got {payload:g}).")
+        return preprocess(payload)
+
+    widget.preprocess = checked
+    return widget
+
+
 def described(value: object) -> str:
     """What a client sent, by its JSON kind: "a string", "a list of 3 items"."""
     if isinstance(value, (list, tuple)):
         return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, float) and value != value:
+        return "NaN"
     kinds = {bool: "true or false", str: "a string", int: "a number", float: "a number", dict: "an object"}
     return next((name for kind, name in kinds.items() if isinstance(value, kind)), "null")
 

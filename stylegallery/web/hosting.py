@@ -61,13 +61,17 @@ def upload_cap(text: str, name: str) -> int:
     return cap
 
 
-def request_cap(max_request: str, max_upload: str) -> Middleware:
-    """gradio caps each uploaded file (max_file_size), not a request: one upload of many files is capped here."""
+EVENT_BODY_CAP = 64_000  # bytes: an event's inputs are file references, numbers and a small override table
+
+
+def request_cap(max_request: str, max_upload: str, event_cap: int = EVENT_BODY_CAP) -> Middleware:
+    """gradio caps each uploaded file (max_file_size), not a request: one upload of many files is capped here, and
+    every other request (an event's inputs: file references, numbers, the override table) at `event_cap` bytes."""
     limit = upload_cap(max_request, "STYLEGALLERY_MAX_REQUEST")
     per_file = upload_cap(max_upload, "STYLEGALLERY_MAX_UPLOAD")
     message = (f"This upload is too large: at most {limit / 10**6:g} MB per upload and {per_file / 10**6:g} MB per "
                "file. Upload fewer or smaller images at once.")
-    return Middleware(BodyCap, limit=limit, message=message)
+    return Middleware(BodyCap, limit=limit, message=message, event_limit=event_cap)
 
 
 def session(request: Any) -> str:
@@ -92,6 +96,34 @@ class Stops:
     def since(self, session: str, moment: float) -> bool:
         """Whether `session` pressed Stop at or after `moment`."""
         return self.pressed.get(session, -math.inf) >= moment
+
+
+def run_work(size: float, n_styles: int, steps: float) -> float:
+    """A run's work in arbitrary units: pixels of the working size (long side squared) x images x steps."""
+    return float(size) ** 2 * (1 + n_styles) * max(1.0, float(steps or 1))
+
+
+class RunCosts:
+    """Seconds per unit of `run_work` of each engine's recent runs on this server (a running mean), for an estimate
+    of a run's time before it starts; none before an engine's first run here."""
+
+    def __init__(self, weight: float = 0.3) -> None:
+        self.weight, self.rate = weight, {}
+
+    def record(self, engine: str, work: float, seconds: float) -> None:
+        rate = seconds / max(work, 1.0)
+        old = self.rate.get(engine)
+        self.rate[engine] = rate if old is None else (1 - self.weight) * old + self.weight * rate
+
+    def estimate(self, engine: str, work: float, shown_from: float = 10.0) -> str:
+        """"; about 2 min (from this server's last runs)" for the status line when the run should take longer than
+        `shown_from` seconds, else ""."""
+        rate = self.rate.get(engine)
+        if rate is None or rate * work < shown_from:
+            return ""
+        seconds = rate * work
+        said = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+        return f"; about {said} by this server's last runs"
 
 
 def pictures_root() -> Path:
@@ -194,10 +226,12 @@ def save_picture(picture: Image.Image, path: Path) -> Path:
 
 
 class RunPictures:
-    """The pictures of one run, as PNG files in its session's folder under `root` (inside gradio's cache, so that
-    gradio serves them without copying them).
+    """The pictures of one run, as PNG files in a folder of their own under its session's folder under `root` (inside
+    gradio's cache, so that gradio serves them without copying them).
 
-    Starting a run removes the session's earlier pictures, and the folders of sessions idle for `max_age` seconds.
+    The session's earlier runs keep their pictures until this run's result is saved (`save(..., done=True)`): a
+    client that submitted twice can still fetch the first result while the second run paints. Starting a run
+    removes the folders of sessions idle for `max_age` seconds.
     """
 
     def __init__(self, root: str | os.PathLike, session: str, max_age: float = 3600.0) -> None:
@@ -205,19 +239,22 @@ class RunPictures:
         if root.is_dir():
             for old in root.iterdir():
                 try:
-                    if old.name == session or time.time() - old.stat().st_mtime > max_age:
+                    if old.name != session and time.time() - old.stat().st_mtime > max_age:
                         shutil.rmtree(old, ignore_errors=True)
                 except OSError:  # removed meanwhile by another run
                     pass
-        self.folder = root / session
+        self.stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.session_folder = root / session
+        self.folder = self.session_folder / self.stem
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            os.utime(self.session_folder)  # the session is active: its folder is not idle
         except OSError as exc:
             raise CannotSave(exc) from None
-        self.stem = f"stylegallery-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
-    def save(self, pictures: Mapping[str, Image.Image]) -> dict[str, str]:
-        """{key: picture} -> {key: path of its PNG}: all of them, or none (CannotSave)."""
+    def save(self, pictures: Mapping[str, Image.Image], done: bool = False) -> dict[str, str]:
+        """{key: picture} -> {key: path of its PNG}: all of them, or none (CannotSave). `done`: these are the run's
+        result, so the session's earlier runs' pictures go now."""
         written: dict[str, str] = {}
         try:
             for key, picture in pictures.items():
@@ -226,6 +263,10 @@ class RunPictures:
             for path in written.values():
                 _remove(Path(path))
             raise
+        if done:
+            for earlier in self.session_folder.iterdir():
+                if earlier != self.folder:
+                    shutil.rmtree(earlier, ignore_errors=True)
         return written
 
 
@@ -245,24 +286,65 @@ class _TooLarge(Exception):
     pass
 
 
-class BodyCap:
-    """ASGI middleware: a request whose body holds more than `limit` bytes is answered 413 with `message`.
+UPLOAD_ROUTE = "/gradio_api/upload"  # the only route whose body may be large (gradio's multipart upload)
+CLOSED_ROUTES = ("/gradio_api/deep_link",)  # writes a session's whole state to a folder nothing cleans
+URL_SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*:")  # http:, https:, ftp:, data:, file: ...
 
-    By its Content-Length before the app sees it; a body sent without one is counted as it arrives, and refused
-    when it passes the limit (the app has not answered yet: it is still reading it). Nothing of the body is kept.
+
+def file_urls(payload: Any) -> list[str]:
+    """The `path`s of gradio FileData in a decoded JSON payload that are URLs (gradio would download them)."""
+    found: list[str] = []
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and URL_SCHEME.match(path) and not re.match(r"^[A-Za-z]:[\\/]", path):
+                found.append(path)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+class BodyCap:
+    """ASGI middleware for every HTTP request, before gradio sees it:
+
+    - the upload route's body may hold `limit` bytes, every other request's `event_limit` bytes; a larger one is
+      answered 413 (by its Content-Length before the app sees it; a body sent without one is counted as it arrives,
+      and refused when it passes the limit). Nothing of the body is kept;
+    - an event's body (JSON) naming a file by a URL (`{"path": "http://...", "meta": {"_type": "gradio.FileData"}}`)
+      is answered 400 before gradio downloads it;
+    - gradio's deep-link route is answered 404.
+    Every refusal is one worded line of plain text.
     """
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int, message: str) -> None:
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int, message: str,
+                 event_limit: int | None = None) -> None:
         self.app, self.limit, self.message = app, limit, message
+        self.event_limit = limit if event_limit is None else event_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        if path.rstrip("/").endswith(CLOSED_ROUTES):
+            await _answer(send, 404, "Deep links are turned off on this server.")
+            return
+        if path.rstrip("/").endswith(UPLOAD_ROUTE):
+            limit, message = self.limit, self.message
+        else:
+            limit = self.event_limit
+            message = (f"This request is too large: at most {limit / 1000:g} kB outside an upload (an event sends "
+                       "file references, settings and a small table of region choices).")
         length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.strip().isdigit() and int(length) > self.limit:
-            await self._drain(receive)
-            await self._refuse(send)
+        if length.strip().isdigit() and int(length) > limit:
+            await self._drain(receive, limit)
+            await _answer(send, 413, message)
+            return
+        if limit == self.event_limit and scope.get("method") == "POST":
+            await self._event(scope, receive, send, limit, message)
             return
         received, answered = 0, False
 
@@ -271,7 +353,7 @@ class BodyCap:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise _TooLarge
             return message
 
@@ -284,22 +366,119 @@ class BodyCap:
             await self.app(scope, counting, watching)
         except _TooLarge:
             if not answered:
-                await self._drain(receive)
-                await self._refuse(send)
+                await self._drain(receive, limit)
+                await _answer(send, 413, message)
 
-    async def _drain(self, receive: Receive) -> None:
+    async def _event(self, scope: Scope, receive: Receive, send: Send, limit: int, message: str) -> None:
+        """A small body, read whole (at most `limit` bytes) and checked for URL file paths, then handed on."""
+        chunks, size = [], 0
+        while True:
+            part = await receive()
+            if part["type"] != "http.request":  # the client left
+                return
+            chunks.append(part.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._drain(receive, limit)
+                await _answer(send, 413, message)
+                return
+            if not part.get("more_body"):
+                break
+        body = b"".join(chunks)
+        try:
+            import json
+
+            urls = file_urls(json.loads(body)) if body.strip()[:1] in (b"{", b"[") else []
+        except (ValueError, RecursionError):
+            urls = []  # not JSON: gradio answers it
+        if urls:
+            await _answer(send, 400, "Files are taken from uploads and the gallery only, not from URLs: upload "
+                                     "the image instead.")
+            return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Receive, limit: int) -> None:
         """Read (and drop) the rest of the body, up to 8 x the limit: a client still sending it would otherwise
         meet a closed connection instead of the answer."""
         drained = 0
-        while drained <= 8 * self.limit:
+        while drained <= 8 * limit:
             message = await receive()
             drained += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body"):
                 return
 
-    async def _refuse(self, send: Send) -> None:
-        body = self.message.encode("utf-8")
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(body)).encode("ascii")), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+
+async def _answer(send: Send, status: int, text: str) -> None:
+    body = text.encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode("ascii")), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def guarded_protocol(max_connections: int, header_timeout: float, body_timeout: float) -> type:
+    """uvicorn's h11 HTTP protocol with what a slow or idle client may hold bounded: at most `max_connections` open
+    connections (a new one beyond them is closed at once, before it reads anything), a request's headers complete
+    within `header_timeout` seconds of the connection, and its body within `body_timeout` seconds of its
+    headers; a connection past either is closed (a kept-alive connection's next request has uvicorn's keep-alive
+    timeout, which it cancels only when the headers are complete). uvicorn's keep-alive timeout and header-size bound
+    are set with it (app.py, through compat.serve_with)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Guarded(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._deadline: Any = None
+            if len(self.connections) > max_connections:
+                transport.close()
+                return
+            self._wait_for("headers", header_timeout)
+
+        def _wait_for(self, what: str, seconds: float) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._waiting = what
+            self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._deadline is None or self.transport.is_closing():
+                return
+            cycle = self.cycle
+            if self._waiting == "headers" and cycle is not None and not cycle.response_complete:
+                if cycle.more_body:
+                    self._wait_for("body", body_timeout)
+                else:
+                    self._deadline.cancel()
+                    self._deadline = None
+            elif self._waiting == "body" and (cycle is None or not cycle.more_body):
+                self._deadline.cancel()
+                self._deadline = None
+
+        def handle_websocket_upgrade(self, event: Any) -> None:
+            if self._deadline is not None:  # the connection is the websocket's now
+                self._deadline.cancel()
+                self._deadline = None
+            super().handle_websocket_upgrade(event)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if getattr(self, "_deadline", None) is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            super().connection_lost(exc)
+
+    return Guarded

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
     for key, value in overrides.items():
         if value in (None, [], ""):  # automatic
             continue
-        if not str(key).isdigit():
+        if not is_whole(str(key)):
             shown = "".join(c for c in str(key) if c.isprintable())[:20]
             raise gr.Error(f"Region choices are malformed: the key {shown or 'given'} is not a region number; "
                            f"{example}.")
@@ -66,7 +67,31 @@ def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
 
 
 def is_whole(value: object) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+    """A whole number a region choice can hold: an int, or ASCII digits, below a million ("²" is a digit to
+    str.isdigit, and int() of thousands of digits raises)."""
+    if isinstance(value, str):
+        return value.isascii() and value.isdigit() and len(value) <= 6
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**6
+
+
+def whole_seed(seed: object, most: int) -> int:
+    """The Seed box's value as a whole number 0..`most`; anything else (NaN, text, a fraction) is one worded line."""
+    if seed is None or seed == "":
+        return 0
+    if (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed)
+            or seed != int(seed) or not 0 <= seed <= most):
+        raise gr.Error(f"Invalid setting: the seed must be a whole number from 0 to {most} (got "
+                       f"{described(seed)}).")
+    return int(seed)
+
+
+def within_limits(**knobs: tuple[object, int, str]) -> None:
+    """{knob: (value, limit, the setting that sets the limit)}: a value above its limit is one worded line (values
+    that are not numbers are worded where they are read)."""
+    for knob, (value, limit, setting) in knobs.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+            raise gr.Error(f"Invalid setting: {knob} {value:g} is above this server's limit of {limit} "
+                           f"({setting}): choose {limit} or less.")
 
 
 def override_message(exc: OverrideError) -> str:
@@ -146,7 +171,8 @@ def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) ->
                       status=said(f"{engine}: painting, step {ev.step} of {ev.total}…"))
         elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
             note(ev.result.notes)
-            files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)})}
+            files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)},
+                                                done=True)}
             yield out(result=files["result"], timings=timings(ev.result.timings),
                       status=said(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
                                   "below, or download the pictures."),
