@@ -5,7 +5,8 @@ For each working size and number of style images it runs the pipeline cold (empt
 time of each stage, the UNet forward counts of stage 1 (inversion: `fwd_analyze`) and stage 3
 (`fwd_transfer`) and the backward count of stage 3 (`bwd_transfer`) of the diffusion engine, the peak
 resident memory of the process sampled during each run (`rss_MB`) and, on CUDA, the peak of
-torch.cuda.max_memory_allocated (`cuda_MB`, "-" elsewhere). Counts are exact; times and memory are
+torch.cuda.max_memory_allocated (`cuda_MB`, "-" elsewhere), the host syncs per stage-3 step on CUDA (`syncs/step`)
+and, above the table, the engine's resident weights by dtype. Counts are exact; times and memory are
 figures, never asserts: the machines are shared and noisy, so compare medians and ratios taken side by side.
 
     python -m stylegallery bench --engine classic --sizes 256,512,1024 --styles 1,3,5
@@ -154,8 +155,14 @@ def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats
                          if knob in spec.knobs)
         out(f"# engine {run_plan.engine}, preset {request.preset}{models}, load {load_s:.2f} s, repeats {repeats} "
             f"(median), {os.cpu_count()} cpus, torch loaded: {'torch' in sys.modules}")
+        resident = _resident_weights(engine)
+        if resident:
+            out(f"# resident weights: {resident}")
+        if _cuda_device(engine) is not None and hasattr(engine, "count_host_syncs"):
+            engine.count_host_syncs = True  # host syncs of the stage-3 loop, per step (CUDA's sync debug mode)
         header = (f"{'size':>5} {'styles':>6} {'cache':>5} | " + " ".join(f"{s:>9}" for s in STAGES)
-                  + " | " + " ".join(f"{c:>12}" for c in COUNTS.values()) + f" | {'rss_MB':>8} {'cuda_MB':>8}")
+                  + " | " + " ".join(f"{c:>12}" for c in COUNTS.values()) + f" | {'rss_MB':>8} {'cuda_MB':>8}"
+                  + f" {'syncs/step':>10}")
         out(header)
         out("-" * len(header))
         with RssSampler() as sampler:
@@ -210,7 +217,18 @@ def _one_run(pipe, engine, content, styles, settings: Plan, sampler: RssSampler)
     row["rss_MB"] = max(sampler.peak, rss_bytes()) / 2**20
     if cuda is not None:
         row["cuda_MB"] = torch.cuda.max_memory_allocated(cuda) / 2**20
+    steps = int(after.get("transfer_steps", 0)) - int(before.get("transfer_steps", 0))
+    if getattr(engine, "count_host_syncs", False) and steps > 0:
+        row["syncs"] = (int(after.get("host_syncs_transfer", 0)) - int(before.get("host_syncs_transfer", 0))) / steps
     return row
+
+
+def _resident_weights(engine) -> str:
+    """The engine's resident weights by dtype (its stats' weight_bytes_<dtype>, unet_weight_bytes_<dtype>), in GB."""
+    stats = dict(getattr(engine, "stats", {}) or {})
+    parts = [f"{key.replace('_weight_bytes_', ' ').replace('weight_bytes_', 'all models ')} {value / 1e9:.2f} GB"
+             for key, value in sorted(stats.items()) if "weight_bytes_" in key]
+    return ", ".join(parts)
 
 
 def _cuda_device(engine) -> object | None:
@@ -222,5 +240,7 @@ def _cuda_device(engine) -> object | None:
 def _format_row(size: int, n: int, cache: str, rows: list[dict[str, float]]) -> str:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     cuda = f"{med['cuda_MB']:>8.0f}" if "cuda_MB" in med else f"{'-':>8}"
+    syncs = f"{med['syncs']:>10.1f}" if "syncs" in med else f"{'-':>10}"
     return (f"{size:>5} {n:>6} {cache:>5} | " + " ".join(f"{med[s]:>9.3f}" for s in STAGES)
-            + " | " + " ".join(f"{med[c]:>12.0f}" for c in COUNTS.values()) + f" | {med['rss_MB']:>8.0f} {cuda}")
+            + " | " + " ".join(f"{med[c]:>12.0f}" for c in COUNTS.values()) + f" | {med['rss_MB']:>8.0f} {cuda}"
+            + f" {syncs}")

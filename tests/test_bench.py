@@ -14,9 +14,9 @@ def test_bench_prints_a_row_per_size_styles_and_cache_with_the_classic_engine() 
     assert lines[0].startswith("# engine classic, preset fast, load ") and "torch loaded" in lines[0]
     rows = [[part.split() for part in line.split("|")] for line in lines[3:]]
     assert [tuple(row[0]) for row in rows] == [("64", n, cache) for n in ("1", "2") for cache in ("cold", "warm")]
-    for (_, _, cache), times, counts, (rss, cuda) in rows:
+    for (_, _, cache), times, counts, (rss, cuda, syncs) in rows:
         analyze, segment, match, transfer, total = map(float, times)
-        assert total >= transfer > 0 and float(rss) > 0 and cuda == "-"
+        assert total >= transfer > 0 and float(rss) > 0 and cuda == syncs == "-"
         assert counts == ["0", "0", "0"]  # no UNet in the classic engine
 
 
@@ -36,13 +36,14 @@ def test_bench_prints_exact_unet_counts_per_stage(capsys) -> None:
     assert code == 0, out
     lines = out.splitlines()
     assert lines[0].startswith("# engine diffusion, preset paper, device cpu, dtype float32, lora none")
-    header = [part.split() for part in lines[1].split("|")]
+    assert lines[1].startswith("# resident weights: unet float32 ") and "all models float32" in lines[1]
+    header = [part.split() for part in lines[2].split("|")]
     assert header == [["size", "styles", "cache"], ["analyze", "segment", "match", "transfer", "total"],
-                      ["fwd_analyze", "fwd_transfer", "bwd_transfer"], ["rss_MB", "cuda_MB"]]
-    rows = [[part.split() for part in line.split("|")] for line in lines[3:]]
+                      ["fwd_analyze", "fwd_transfer", "bwd_transfer"], ["rss_MB", "cuda_MB", "syncs/step"]]
+    rows = [[part.split() for part in line.split("|")] for line in lines[4:]]
     assert [tuple(row[0]) for row in rows] == [("64", str(n), cache) for n in counts for cache in ("cold", "warm")]
-    for (_, n, cache), times, (fwd_analyze, fwd_transfer, bwd_transfer), (rss, cuda) in rows:
-        assert all(float(t) >= 0 for t in times) and float(rss) > 0 and cuda == "-"
+    for (_, n, cache), times, (fwd_analyze, fwd_transfer, bwd_transfer), (rss, cuda, syncs) in rows:
+        assert all(float(t) >= 0 for t in times) and float(rss) > 0 and cuda == syncs == "-"  # CUDA only
         # stage 1: 15 inversion forwards per image, none with a warm cache; stage 3: per step one batched
         # reference call and one forward/backward on z (iters 1)
         assert int(fwd_analyze) == (15 * (1 + int(n)) if cache == "cold" else 0)
