@@ -169,7 +169,7 @@ def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
         assert shown.size == (64, 48) and shown.mode == "RGB"
     maps = next(o[OUT["style_regions"]] for o in outputs if _shows(o[OUT["style_regions"]]))
     assert [caption for _, caption in maps] == ["Style 1", "Style 2"] and all(Path(p).is_file() for p, _ in maps)
-    assert "done in" in final[OUT["status"]] and "| Total | 0.61 s |" in final[OUT["timings"]]
+    assert "done in" in final[OUT["status"]] and "**total** 0.61 s" in final[OUT["timings"]]
     rows = outputs[first("match_table")][OUT["match_table"]]
     assert [r[0] for r in rows] == ["R1", "R2"] and rows[1][1] == "Style 2"
     files = [Path(final[OUT[f"dl_{k}"]]["value"]) for k in app.DOWNLOADS]
