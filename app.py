@@ -260,7 +260,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 status = gr.HTML(render.status("Pick a photo and some styles, then press <b>Generate</b>."),
                                  elem_id="status")
         with gr.Row(equal_height=False, elem_classes="sg-results"):
-            region_map = gr.Image(label="3 · Regions of the content", type="filepath", format="png", height=300,
+            region_map = gr.Image(label=render.region_label(engine_name), type="filepath", format="png", height=300,
                                   interactive=False, elem_id="region-map", min_width=300, buttons=["download"],
                                   scale=4)
             match_figure = gr.Image(label="Region matches", type="filepath", format="png", height=300, scale=5,
@@ -275,7 +275,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             with gr.Column(scale=5, elem_classes="sg-card", elem_id="personalise"):
                 gr.HTML("<h3 class='sg-step'><span>4</span> Personalise: which style region paints each region</h3>")
                 match_table = gr.Dataframe(headers=["Region", "Style", "Style region", "Score", "Set by"],
-                                           interactive=False, elem_id="match-table", max_height=220, wrap=True)
+                                           interactive=False, elem_id="match-table", max_height=220)
                 with gr.Row(equal_height=True):
                     region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick", interactive=True,
                                               min_width=120, scale=1)
@@ -343,6 +343,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         demo.load(lambda: gr.update(**steps_setting("auto", "paper")), None, steps, **private)
         for widget in (engine, preset_name):  # Steps means what the engine that runs does with it
             widget.change(lambda e, p: gr.update(**steps_setting(e, p)), [engine, preset_name], steps, **private)
+        engine.change(lambda e: gr.update(label=render.region_label(plan(Request(engine=e)).engine)), engine,
+                      region_map, **private)  # the map's title says what that engine's regions are
         for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
             widget.change(clear_choices, overrides, choices, **private)
         content.clear(lambda: no_overrides, None, choices, **private)

@@ -111,14 +111,15 @@ def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False, na
         for line in notes:
             if line not in noted:
                 noted.append(line)
+                gr.Warning(line)
 
     def said(text: str) -> str:
         return status(text + "".join(f"<br><span class='sg-note'>Note: {html.escape(line, quote=False)}</span>"
                                      for line in noted))
 
-    def region_map(ev: ContentSegmented | Segmented) -> dict:
+    def region_map(ev: ContentSegmented | Segmented) -> dict:  # titled by the engine (`region_label`)
         shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
-        return {"region_map": gr.update(value=shown["regions"], label=f"3 · {regions_title(ev.engine)}")}
+        return {"region_map": shown["regions"]}
 
     for ev in events:
         if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
@@ -166,12 +167,18 @@ def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False, na
                       for key, aspect in (("panel", "16:9"), ("panel43", "4:3"))}
             files = {**shown, **pictures.save({"result": ev.result.to_pil(), **panels})}
             height, width = ev.result.image.shape[:2]
-            yield out(result=gr.update(value=files["result"], label=f"Stylised result · {width} × {height} px"),
-                      timings=timings(ev.result.timings),
+            sized = {"result": f"Result PNG ({width} × {height} px)", "regions": f"Region map ({width} × {height} px)"}
+            yield out(result=files["result"], timings=timings(ev.result.timings),
                       status=said(f"{engine}: done in {ev.result.timings['total']:.1f} s; the result and the "
                                   f"region map are {width} × {height} px. Reassign regions below, or download "
                                   "the pictures."),
-                      **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
+                      **{f"dl_{k}": gr.update(value=files[k], interactive=True, label=sized.get(k, label))
+                         for k, label in DOWNLOADS.items()})
+
+
+def region_label(engine: str) -> str:
+    """The region map's title for the engine that paints: "3 · Colour and texture regions"."""
+    return f"3 · {regions_title(engine)}"
 
 
 def regions_title(engine: str) -> str:
