@@ -166,7 +166,6 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
 def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     items = load_gallery(extra_galleries or [])
     content_groups, style_groups = groups(by_kind(items, "content")), groups(by_kind(items, "style"))
-    style_items = by_kind(items, "style")
     start = plan(Request(engine="auto"))
     engine_name, engine_reason = start.engine, start.reason
     # Region choices and the Personalise dropdowns: cleared together when the regions will change.
@@ -188,7 +187,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                 said or gr.skip(), *no_overrides)
 
     def take_uploads(styles: list | None):
-        kept, problem = render.take_uploads(styles, MAX_STYLES, {str(i.path) for i in style_items})
+        kept, problem = render.take_uploads(styles, MAX_STYLES, {str(i.path) for _, g in style_groups for i in g})
         return set_styles(kept, render.refused(problem) if problem else None)
 
     def take_content(payload: dict | None):
@@ -205,7 +204,11 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
 
     def toggle_style(group: list):
         def toggled(styles: list | None, evt: gr.SelectData):
-            return set_styles(render.toggle_style(styles, group[evt.index], MAX_STYLES))
+            after = render.toggle_style(styles, group[evt.index], MAX_STYLES)
+            if len(after) != len(styles or []):
+                return set_styles(after)
+            return set_styles(after, render.refused(f"{group[evt.index].title} was not added: at most {MAX_STYLES} "
+                                                    "styles (click a chosen style to remove it first)"))
         return toggled
 
     def drop_style(styles: list | None, evt: gr.SelectData):
@@ -275,7 +278,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             with gr.Column(scale=5, elem_classes="sg-card", elem_id="personalise"):
                 gr.HTML("<h3 class='sg-step'><span>4</span> Personalise: which style region paints each region</h3>")
                 match_table = gr.Dataframe(headers=["Region", "Style", "Style region", "Score", "Set by"],
-                                           interactive=False, elem_id="match-table", max_height=220)
+                                           interactive=False, elem_id="match-table", max_height=220, wrap=True,
+                                           column_widths=["16%", "29%", "19%", "18%", "18%"])
                 with gr.Row(equal_height=True):
                     region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick", interactive=True,
                                               min_width=120, scale=1)
