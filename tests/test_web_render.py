@@ -128,3 +128,16 @@ def test_an_unreadable_or_tiny_upload_is_refused_with_its_reason(tmp_path, caplo
     assert str(tmp_path) not in why  # the server's path is never shown
     said = render.refused(why)
     assert "Not added" in said and len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+
+
+def test_a_page_error_logs_one_line_and_no_traceback(caplog):
+    def failing():
+        yield render.out(seed=1)
+        raise gr.Error("Choose at least one style image.")
+
+    updates = render.failures_said(failing())
+    next(updates)
+    with pytest.raises(gr.Error) as info:
+        list(updates)
+    assert info.value.print_exception is False  # gradio's queue prints a traceback only when this is set
+    assert [r.getMessage() for r in caplog.records] == ["run refused: Choose at least one style image."]
