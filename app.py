@@ -184,7 +184,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     def set_styles(styles: list, said: str | None = None):
         chosen = set(render.titles(styles))
         return (render.numbered(styles), *[thumbs(group, chosen) for _, group in style_groups],
-                said or gr.skip(), *no_overrides)
+                said or gr.skip(), render.titles(styles), *no_overrides)
 
     def take_uploads(styles: list | None):
         kept, problem = render.take_uploads(styles, MAX_STYLES, {str(i.path) for _, g in style_groups for i in g})
@@ -195,10 +195,10 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         the reason in the status line, and the content widget is cleared."""
         path, url = (payload.get("path"), payload.get("url")) if isinstance(payload, dict) else (None, None)
         shown = (payload or {}).get("orig_name") or Path(str(path)).name if isinstance(payload, dict) else "upload"
-        try:
+        try:  # a path the page did not upload is a forged request (not a user's mistake): an error, as for Generate
             problem = render.unreadable(str(gate.check(path, url, "The content image").path), shown)
         except Refused as exc:
-            problem = str(exc)
+            raise gr.Error(str(exc), print_exception=False) from None
         said = render.refused(problem) if problem else render.status(f"Photo <b>{html.escape(shown)}</b> ready.")
         return (None if problem else gr.skip()), *content_thumbs(set()), said, *no_overrides
 
@@ -287,6 +287,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                                               label="takes its look from (applies when you press Regenerate)",
                                               min_width=200, scale=3)
                 overrides = gr.JSON({}, visible=False, elem_id="overrides")
+                names = gr.State([])  # the chosen styles' names, as the dropdown's choices name them
                 overrides_text = gr.Markdown(render.overrides_text({}), elem_id="overrides-text")
                 with gr.Row():
                     regenerate_button = gr.Button("Regenerate with my choices", variant="primary", size="md",
@@ -333,15 +334,14 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
             gallery.select(pick_content(group), None, [content, *content_galleries, *choices],
                            **private)
         for gallery, (_, group) in zip(style_galleries, style_groups):
-            gallery.select(toggle_style(group), styles,
-                           [styles, *style_galleries, status, *choices], **private)
+            gallery.select(toggle_style(group), styles, [styles, *style_galleries, status, names, *choices], **private)
         content.upload(take_content, content, [content, *content_galleries, status, *choices], preprocess=False,
                        **private)
-        styles.select(drop_style, styles, [styles, *style_galleries, status, *choices], **private)
-        styles.upload(take_uploads, styles, [styles, *style_galleries, status, *choices], **private)
-        target_pick.input(render.choose_target, [overrides, region_pick, target_pick, styles],
+        styles.select(drop_style, styles, [styles, *style_galleries, status, names, *choices], **private)
+        styles.upload(take_uploads, styles, [styles, *style_galleries, status, names, *choices], **private)
+        target_pick.input(render.choose_target, [overrides, region_pick, target_pick, names],
                           [overrides, overrides_text], **private)
-        region_pick.input(render.show_choice, [overrides, region_pick, styles], target_pick, **private)
+        region_pick.input(render.show_choice, [overrides, region_pick, names], target_pick, **private)
         reset.click(render.all_automatic, match_table, [overrides, overrides_text, target_pick, match_table, status],
                     **private)
         demo.load(lambda: gr.update(**steps_setting("auto", "paper")), None, steps, **private)

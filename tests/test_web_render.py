@@ -98,9 +98,10 @@ def test_styles_are_named_in_the_dropdown_and_its_choices_parse_back():
     assert render.style_label(1, render.titles(styles)) == "2. The Great Wave · region 7 (a title)"
     choice = render.target_label(1, 2, render.titles(styles))
     assert choice == "2. The Great Wave · region 7 (a title) · region 3"
-    overrides, text = render.choose_target({}, "R1", choice, styles)
-    assert overrides == {"1": [2, 3]} and "R1 → 2. The Great Wave · region 7 (a title) · region 3" in text
-    assert render.show_choice(overrides, "R1", styles) == choice  # the dropdown shows the same words back
+    overrides, text = render.choose_target({}, "R1", choice, render.titles(styles))
+    assert overrides == {"1": [2, 3]}
+    assert "R1 → 2. The Great Wave · region 7 (a title) · region 3" in text
+    assert render.show_choice(overrides, "R1", render.titles(styles)) == choice  # the same words come back
     assert render.choose_target({}, "R1", "Style 2 · region 3")[0] == {"1": [2, 3]}  # the older wording
 
 

@@ -128,7 +128,7 @@ def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False, na
             doing = "analysing the styles' regions (or reusing them from the cache)…" if reuse else \
                 "segmenting the styles…"
             yield out(**region_map(ev), timings=timings(ev.timings),
-                      status=said(f"{engine}: {n} content regions; {doing}"))
+                      status=said(f"{engine}: {n} content regions found; {doing}"))
         elif isinstance(ev, Segmented):
             note(ev.notes)
             seg, engine, n = ev, engine_line(ev), int(ev.content_labels.max()) + 1
@@ -146,7 +146,7 @@ def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False, na
                          "target_pick": gr.update(choices=targets, value="auto")}
             yield out(**update, **picks, timings=timings(ev.timings),
                       style_regions=[(path, style_label(i, names)) for i, path in enumerate(style_maps.values())],
-                      status=said(f"{engine}: {n} content regions; matching them to the styles’ regions"
+                      status=said(f"{engine}: {n} content regions found; matching them to the styles’ regions"
                                   f"{' with your choices' if keep_picks else ''}…"))
         elif isinstance(ev, Matched):
             rows = [[f"R{m.content_region + 1}", style_label(m.style_image, names), f"region {m.style_region + 1}",
@@ -320,19 +320,19 @@ def toggle_style(styles: list | None, item: GalleryItem, most: int) -> list:
 
 
 def choose_target(overrides: dict | None, region: str | None, target: str | None,
-                  styles: list | None = None) -> tuple[Any, Any]:
+                  names: list[str] | None = None) -> tuple[Any, Any]:
     """Choosing a target records it for the region shown (no separate "Set" to forget); Regenerate applies it."""
     if not region:
         gr.Info("Generate first: the regions you can reassign appear after a run.")
         return gr.skip(), gr.skip()
     match = TARGET.fullmatch(target or "")
     overrides = {**(overrides or {}), region.lstrip("R"): [int(match[1]), int(match[2])] if match else None}
-    return overrides, overrides_text(overrides, titles(styles))
+    return overrides, overrides_text(overrides, names)
 
 
-def show_choice(overrides: dict | None, region: str | None, styles: list | None = None) -> str:
-    """The target dropdown shows the choice recorded for the region picked."""
-    return target((overrides or {}).get((region or "").lstrip("R")), titles(styles))
+def show_choice(overrides: dict | None, region: str | None, names: list[str] | None = None) -> str:
+    """The target dropdown shows the choice recorded for the region picked; `names`: the chosen styles' names."""
+    return target((overrides or {}).get((region or "").lstrip("R")), names)
 
 
 def all_automatic(table: Any) -> tuple:
