@@ -48,7 +48,7 @@ PICTURES = ("#region-map", "#match-figure", "#result")  # the three result pictu
 def page(browser, url):
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="networkidle", timeout=120_000)  # a busy machine loads slowly
     yield page
     context.close()
 
@@ -262,7 +262,7 @@ def test_a_phone_sized_screen_covers_and_cuts_off_nothing(browser, url):
     context = browser.new_context(viewport=PHONE)
     page = context.new_page()
     try:
-        page.goto(url, wait_until="networkidle")
+        page.goto(url, wait_until="networkidle", timeout=120_000)  # a busy machine loads slowly
         _assert_fits(page, "before a run")
         # Before a run: words where the pictures will be, not empty boxes with broken-image icons.
         sync_api.expect(page.locator("#style-regions")).to_be_hidden()
