@@ -20,7 +20,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import html  # noqa: E402
-import math  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -31,12 +30,13 @@ import gradio as gr  # noqa: E402
 from stylegallery.config import PRESETS, ImageSettings, RegionSettings, Settings, knob_range  # noqa: E402
 from stylegallery.engines import AUTO_ORDER, ENGINES  # noqa: E402
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError, OverrideError  # noqa: E402
-from stylegallery.gallery import by_kind, folders_of, load_gallery  # noqa: E402
+from stylegallery.gallery import by_kind, folders_of, groups, load_gallery  # noqa: E402
 from stylegallery.pipeline import Pipeline  # noqa: E402
-from stylegallery.request import KnobError, Request, engine_names, knob_setting, plan  # noqa: E402
-from stylegallery.web import compat, hosting, render  # noqa: E402
-from stylegallery.web.gate import file_gate, guard_content, guard_number, guard_styles  # noqa: E402
+from stylegallery.request import KnobError, Request, engine_names, plan  # noqa: E402
+from stylegallery.web import compat, hosting, knobs, render  # noqa: E402
+from stylegallery.web.gate import Refused, file_gate, guard_content, guard_number, guard_styles  # noqa: E402
 from stylegallery.web.hosting import CannotSave, RunPictures, env_int  # noqa: E402
+from stylegallery.web.knobs import page_request, slider_range  # noqa: E402
 from stylegallery.web.render import DOWNLOADS, OUTPUTS, out, status, thumbs, timings  # noqa: E402
 
 
@@ -63,42 +63,9 @@ def get_pipeline() -> Pipeline:
     return Pipeline()
 
 
-def page_request(engine: str, preset_name: str, size: float, k_max: float, content_weight: float, steps: float,
-                 seed: int) -> Request:
-    """Widget values -> the front desk's Request, with the same meaning per knob as the CLI's flags. Model locations
-    come from the environment; an engine that cannot load paints with the next one that can (the page says so)."""
-    env = os.environ.get
-    return Request(
-        engine=engine, preset=preset_name, size=_whole("size", size), max_regions=_whole("max_regions", k_max),
-        content_weight=content_weight, steps=_whole("steps", steps), seed=seed,
-        sd_model=env("STYLEGALLERY_SD_MODEL"), dino_model=env("STYLEGALLERY_DINO_MODEL"),
-        depth_model=env("STYLEGALLERY_DEPTH_MODEL"), lora=env("STYLEGALLERY_LORA"), fallback=True,
-        allow_slow=env("STYLEGALLERY_ALLOW_CPU_DIFFUSION") == "1",
-    )
-
-
-def _whole(knob: str, value: float) -> int:
-    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            or value != int(value)):
-        raise KnobError(knob, f"{value!r} is invalid: expected a whole number")
-    return int(value)
-
-
 def steps_setting(engine: str, preset_name: str) -> dict:
-    """The Steps slider for the engine that `engine` paints with here: its range, the preset's value, its meaning;
-    hidden where that engine takes no steps."""
-    knob = knob_setting(engine, preset_name, "steps")
-    if knob is None:
-        return {"visible": False}
-    high = min(knob["maximum"], MAX_STEPS)
-    return {"minimum": knob["minimum"], "maximum": high, "value": min(knob["value"], high), "label": "Steps",
-            "visible": True, "info": f"{knob['engine']} engine: {knob['means']}, {knob['minimum']} to "
-                                     f"{high} (the {preset_name} preset uses {knob['value']})"}
-
-
-def slider_range(settings: object, name: str, cap: float = math.inf) -> dict:
-    low, high = knob_range(settings, name)
-    return {"minimum": low, "maximum": min(high, cap)}
+    """The Steps slider of the engine that `engine` paints with here, capped by STYLEGALLERY_MAX_STEPS."""
+    return knobs.steps_setting(engine, preset_name, MAX_STEPS)
 
 
 @gpu
@@ -114,9 +81,21 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
         yield update
 
 
+@gpu
+def regenerate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
+               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
+               request: gr.Request) -> Iterator[tuple]:
+    """The Regenerate button: `generate` with the region choices, its statuses saying what a rerun does (stages 1-2
+    come from the pipeline's cache when the pictures and their settings are unchanged)."""
+    for update in render.failures_said(_generate(content, styles, overrides, engine, preset_name, size, k_max,
+                                                 content_weight, steps, seed, randomize, request, reuse=True)):
+        compat.forget_stale_copies(request)
+        yield update
+
+
 def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-              request: gr.Request) -> Iterator[tuple]:
+              request: gr.Request, reuse: bool = False) -> Iterator[tuple]:
     session, queued_at = hosting.session(request), compat.queued_at()
 
     def stopped() -> bool:  # Stop was pressed for this session since this run was submitted
@@ -128,6 +107,8 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     if not content:
         raise gr.Error("Choose a content image: click a photo in the gallery or upload your own.")
     style_paths = [s[0] if isinstance(s, (tuple, list)) else s for s in styles or []]
+    names = [s[1] if isinstance(s, (tuple, list)) and len(s) > 1 and s[1] else Path(str(p)).name
+             for s, p in zip(styles or [], style_paths)]
     if not style_paths:
         raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
     if len(style_paths) > MAX_STYLES:
@@ -145,15 +126,16 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     name, reason = run_plan.engine, run_plan.reason
     work = hosting.run_work(run_plan.settings.image.size, len(style_paths), steps)
     # The last run's pictures go first: nothing on the page may pass for a picture of this run.
+    doing = "repainting with your region choices…" if reuse else "finding regions…"
     yield out(seed=seed, status=status(f"Running the <b>{name}</b> engine ({html.escape(reason, quote=False)}"
-                                       f"{COSTS.estimate(name, work)}): finding regions…"),
+                                       f"{COSTS.estimate(name, work)}): " + doing),
               region_map=None, result=None, match_figure=None, style_regions=[], match_table=[],
               timings=timings({}), **{f"dl_{k}": gr.update(value=None, interactive=False) for k in DOWNLOADS})
     try:
         pictures = RunPictures(hosting.pictures_root(), session, max_age=PICTURES_MAX_AGE)
         events = get_pipeline().run(content, style_paths, run_plan, chosen, should_stop=stopped)
         started = time.monotonic()
-        yield from render.stream(events, pictures, keep_picks=bool(chosen))
+        yield from render.stream(events, pictures, keep_picks=bool(chosen), names=names, reuse=reuse)
         COSTS.record(name, work, time.monotonic() - started)
     except Cancelled:
         yield out(status=status("Stopped. Press <b>Generate</b> to run again."))
@@ -165,24 +147,51 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
 
 def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     items = load_gallery(extra_galleries or [])
-    contents, style_items = by_kind(items, "content"), by_kind(items, "style")
+    content_groups, style_groups = groups(by_kind(items, "content")), groups(by_kind(items, "style"))
     start = plan(Request(engine="auto"))
     engine_name, engine_reason = start.engine, start.reason
     # Region choices and the Personalise dropdowns: cleared together when the regions will change.
     no_overrides = ({}, render.overrides_text({}), gr.update(choices=[], value=None),
                     gr.update(choices=["auto"], value="auto"))
 
-    def pick_content(evt: gr.SelectData):
-        return str(contents[evt.index].path), thumbs(contents, {contents[evt.index].title}), *no_overrides
+    def content_thumbs(chosen: set[str]) -> list:
+        return [thumbs(group, chosen) for _, group in content_groups]
 
-    def set_styles(styles: list):
-        return render.numbered(styles), thumbs(style_items, set(render.titles(styles))), *no_overrides
+    def pick_content(group: list):
+        def picked(evt: gr.SelectData):
+            item = group[evt.index]
+            return str(item.path), *content_thumbs({item.title}), *no_overrides
+        return picked
+
+    def set_styles(styles: list, said: str | None = None):
+        chosen = set(render.titles(styles))
+        return (render.numbered(styles), *[thumbs(group, chosen) for _, group in style_groups],
+                said or gr.skip(), render.titles(styles), *no_overrides)
 
     def take_uploads(styles: list | None):
-        return set_styles(render.take_uploads(styles, MAX_STYLES))
+        kept, problem = render.take_uploads(styles, MAX_STYLES, {str(i.path) for _, g in style_groups for i in g})
+        return set_styles(kept, render.refused(problem) if problem else None)
 
-    def toggle_style(styles: list | None, evt: gr.SelectData):
-        return set_styles(render.toggle_style(styles, style_items[evt.index], MAX_STYLES))
+    def take_content(payload: dict | None):
+        """An uploaded photo is checked at once: one that is not a readable image of a usable size is refused, with
+        the reason in the status line, and the content widget is cleared."""
+        path, url = (payload.get("path"), payload.get("url")) if isinstance(payload, dict) else (None, None)
+        shown = (payload or {}).get("orig_name") or Path(str(path)).name if isinstance(payload, dict) else "upload"
+        try:  # a path the page did not upload is a forged request (not a user's mistake): an error, as for Generate
+            problem = render.unreadable(str(gate.check(path, url, "The content image").path), shown)
+        except Refused as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        said = render.refused(problem) if problem else render.status(f"Photo <b>{html.escape(shown)}</b> ready.")
+        return (None if problem else gr.skip()), *content_thumbs(set()), said, *no_overrides
+
+    def toggle_style(group: list):
+        def toggled(styles: list | None, evt: gr.SelectData):
+            after = render.toggle_style(styles, group[evt.index], MAX_STYLES)
+            if len(after) != len(styles or []):
+                return set_styles(after)
+            return set_styles(after, render.refused(f"{group[evt.index].title} was not added: at most {MAX_STYLES} "
+                                                    "styles (click a chosen style to remove it first)"))
+        return toggled
 
     def drop_style(styles: list | None, evt: gr.SelectData):
         return set_styles([s for i, s in enumerate(styles or []) if i != evt.index])
@@ -197,107 +206,135 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         """Stops the session's run at its next step, and its runs still waiting in the queue before they start."""
         STOPS.press(hosting.session(request))
 
+    def picker(group_list: list, kind: str, columns: int) -> list[gr.Gallery]:
+        """One tab of thumbnails per gallery group ("Masterpieces" first), each a fixed-height scrolling grid."""
+        shown = []
+        with gr.Tabs(elem_classes="sg-tabs"):
+            for i, (title, group) in enumerate(group_list):
+                with gr.Tab(f"{title} ({len(group)})"):
+                    shown.append(gr.Gallery(thumbs(group, set()), columns=columns, allow_preview=False, buttons=[],
+                                            object_fit="cover", show_label=False, height=164,
+                                            elem_id=f"{kind}-gallery-{i}", elem_classes=["sg-pick", f"sg-{kind}"]))
+        return shown
+
     with gr.Blocks(title="StyleGallery", delete_cache=(1800, 3600)) as demo:
         gate = file_gate(items, compat.uploaded_paths(demo))  # the paths gradio's upload route stored
         gr.HTML(render.hero(engine_name, engine_reason, ENGINES[engine_name].summary))
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_classes="sg-pickers"):
             with gr.Column(scale=5, elem_classes="sg-card"):
-                gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo</h3>"
-                        "<p class='sg-hint'>Click a photo, or drop your own below.</p>")
-                content_gallery = gr.Gallery(thumbs(contents, set()), columns=3, allow_preview=False, buttons=[],
-                                             object_fit="cover", show_label=False, elem_id="content-gallery")
+                gr.HTML("<h3 class='sg-step'><span>1</span> Choose a content photo <small class='sg-hint'>click "
+                        "one, or drop your own below</small></h3>")
+                content_galleries = picker(content_groups, "content", 4)
                 content = guard_content(gr.Image(  # image_mode=None: no full decode before the size check
-                    type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
+                    type="filepath", image_mode=None, sources=["upload", "clipboard"], height=124,
                     label="Content photo", elem_id="content-image"), gate)
             with gr.Column(scale=7, elem_classes="sg-card"):
-                gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} style images</h3>"
-                        "<p class='sg-hint'>Click a style to choose it; click it again, or under Chosen styles, to "
-                        "remove it. Or upload your own below.</p>")
-                style_gallery = gr.Gallery(thumbs(style_items, set()), columns=6, allow_preview=False, buttons=[],
-                                           object_fit="cover", show_label=False, elem_id="style-gallery")
+                gr.HTML(f"<h3 class='sg-step'><span>2</span> Choose 1 to {MAX_STYLES} styles <small class='sg-hint'>"
+                        "click to add, click again (or below) to remove, or upload your own</small></h3>")
+                style_galleries = picker(style_groups, "style", 6)
                 styles = guard_styles(gr.Gallery(
-                    [], type="filepath", interactive=True, columns=5, height=220, allow_preview=False,
+                    [], type="filepath", interactive=True, columns=6, height=140, allow_preview=False,
                     object_fit="cover", file_types=["image"], fit_columns=False, label="Chosen styles",
                     elem_id="chosen-styles"), gate)
-        with gr.Row(elem_classes="sg-actions"):
-            run = gr.Button("Generate", variant="primary", size="lg", elem_id="generate", scale=4)
-            stop = gr.Button("Stop", variant="stop", size="lg", elem_id="stop", scale=1)
-        with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
-            with gr.Row():
-                engine = gr.Radio(list(engine_names()), value="auto", label="Engine", elem_id="engine",
-                                  info=f"auto: the first of {', '.join(AUTO_ORDER)} that can run here")
-                preset_name = gr.Radio(list(PRESETS), value="paper", label="Preset",
-                                       info="paper: the official defaults; fast: the accelerated schedule",
-                                       elem_id="preset")
-            with gr.Row():
-                size = gr.Slider(value=min(512, MAX_SIZE), step=32, label="Working size (px, long side)",
-                                 elem_id="size", **slider_range(ImageSettings, "size", MAX_SIZE))
-                k_max = gr.Slider(value=10, step=1, label="Max regions (K)", elem_id="k-max",
-                                  **slider_range(RegionSettings, "k_max"))
-                content_weight = gr.Slider(value=1, step=0.05, label="Content weight", elem_id="content-weight",
-                                           info="× the preset's weight; higher keeps more of the photo",
-                                           **slider_range(Request, "content_weight"))
-            with gr.Row():
-                # Built with every engine's range, so API callers may pass any engine's steps (gradio checks a
-                # slider's bounds); the page narrows it to the engine that paints when it loads.
-                every = [knob_range(getattr(Settings(), spec.settings), spec.knobs["steps"])
-                         for spec in ENGINES.values() if "steps" in spec.knobs]
-                steps = gr.Slider(step=1, elem_id="steps", **{**steps_setting("auto", "paper"), "visible": True,
-                                                             "minimum": min(lo for lo, _ in every),
-                                                             "maximum": min(MAX_STEPS, max(hi for _, hi in every))})
-                seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-            for widget, label in ((size, "the size"), (k_max, "max regions"), (content_weight, "the content weight"),
-                                  (steps, "steps"), (seed, "the seed")):
-                guard_number(widget, label, optional=widget is seed)  # NaN, text or null: one worded line
-                randomize = gr.Checkbox(False, label="Randomise seed")
-        status = gr.HTML(render.status("Pick a photo and some styles, then press <b>Generate</b>."), elem_id="status")
-        with gr.Row(equal_height=True):
-            region_map = gr.Image(label="3 · Semantic regions of the content", type="filepath", format="png",
-                                  interactive=False, elem_id="region-map", min_width=300)
+        with gr.Row(elem_classes="sg-actions", equal_height=False):
+            with gr.Column(scale=3, min_width=260):
+                with gr.Row():
+                    run = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=150)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=80)
+            with gr.Column(scale=7, min_width=300):
+                status = gr.HTML(render.status("Pick a photo and some styles, then press <b>Generate</b>."),
+                                 elem_id="status")
+        with gr.Row(equal_height=False, elem_classes="sg-results"):
+            region_map = gr.Image(label=render.region_label(engine_name), type="filepath", format="png", height=300,
+                                  interactive=False, elem_id="region-map", min_width=300, buttons=["download"],
+                                  scale=4)
+            match_figure = gr.Image(label="Region matches", type="filepath", format="png", height=300, scale=5,
+                                    interactive=False, elem_id="match-figure", min_width=300, buttons=["download"])
             result = gr.Image(label="Stylised result", format="png", interactive=False, elem_id="result",
-                              min_width=300)
-        match_figure = gr.Image(label="Region matches", show_label=False, type="filepath", format="png",
-                                interactive=False, elem_id="match-figure")
-        with gr.Row():
-            style_regions = gr.Gallery(label="Regions of each style", columns=5, height=240, object_fit="contain",
-                                       elem_id="style-regions", scale=3)
-            timings = gr.Markdown(render.timings({}), elem_id="timings", elem_classes="sg-timings")
-        with gr.Accordion("4 · Personalise: choose which style region paints each content region", open=True):
-            match_table = gr.Dataframe(headers=["Region", "Style", "Style region", "Score", "Set by"],
-                                       interactive=False, elem_id="match-table")
-            with gr.Row(equal_height=True):
-                region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick", interactive=True)
-                target_pick = gr.Dropdown(["auto"], value="auto", label="takes its look from (applies at once)",
-                                          elem_id="target-pick", interactive=True)
-            overrides = gr.JSON({}, visible=False, elem_id="overrides")
-            overrides_text = gr.Markdown(render.overrides_text({}))
-            with gr.Row():
-                regenerate = gr.Button("Regenerate with my choices", variant="primary", elem_id="regenerate")
-                reset = gr.Button("All regions automatic")
+                              height=300, min_width=300, buttons=["download"], scale=4)
         with gr.Row(elem_classes="sg-downloads"):
-            downloads = {f"dl_{k}": gr.DownloadButton(label, interactive=False, elem_id=f"dl-{k}")
+            downloads = {f"dl_{k}": gr.DownloadButton(label, interactive=False, elem_id=f"dl-{k}", size="sm",
+                                                      min_width=120)
                          for k, label in DOWNLOADS.items()}
-        with gr.Accordion("Gallery credits", open=False):
-            gr.Markdown(render.credits(items))
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, elem_classes="sg-card", elem_id="personalise"):
+                gr.HTML("<h3 class='sg-step'><span>4</span> Personalise: which style region paints each region</h3>")
+                match_table = gr.Dataframe(headers=["Region", "Style", "Style region", "Score", "Set by"],
+                                           interactive=False, elem_id="match-table", max_height=220, wrap=True,
+                                           column_widths=["16%", "29%", "19%", "18%", "18%"])
+                with gr.Row(equal_height=True):
+                    region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick", interactive=True,
+                                              min_width=120, scale=1)
+                    target_pick = gr.Dropdown(["auto"], value="auto", elem_id="target-pick", interactive=True,
+                                              label="takes its look from (applies when you press Regenerate)",
+                                              min_width=200, scale=3)
+                overrides = gr.JSON({}, visible=False, elem_id="overrides")
+                names = gr.State([])  # the chosen styles' names, as the dropdown's choices name them
+                overrides_text = gr.Markdown(render.overrides_text({}), elem_id="overrides-text")
+                with gr.Row():
+                    regenerate_button = gr.Button("Regenerate with my choices", variant="primary", size="md",
+                                                  elem_id="regenerate", min_width=150)
+                    reset = gr.Button("All regions automatic", elem_id="reset", size="md", min_width=130)
+            with gr.Column(scale=4):
+                style_regions = gr.Gallery(label="Regions of each style (square badges)", columns=3, height=240,
+                                           object_fit="contain", elem_id="style-regions", allow_preview=False)
+                timings = gr.Markdown(render.timings({}), elem_id="timings", elem_classes="sg-timings")
+                with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
+                    with gr.Row():
+                        engine = gr.Radio(list(engine_names()), value="auto", label="Engine", elem_id="engine",
+                                          info=f"auto: the first of {', '.join(AUTO_ORDER)} that can run here")
+                        preset_name = gr.Radio(list(PRESETS), value="paper", label="Preset",
+                                               info="paper: the official defaults; fast: the accelerated schedule",
+                                               elem_id="preset")
+                    with gr.Row():
+                        size = gr.Slider(value=min(512, MAX_SIZE), step=32, label="Working size (px, long side)",
+                                         elem_id="size", **slider_range(ImageSettings, "size", MAX_SIZE))
+                        k_max = gr.Slider(value=10, step=1, label="Max regions (K)", elem_id="k-max",
+                                          **slider_range(RegionSettings, "k_max"))
+                        content_weight = gr.Slider(
+                            value=1, step=0.05, label="Content weight", elem_id="content-weight",
+                            info="× the preset's weight; higher keeps more of the photo",
+                            **slider_range(Request, "content_weight"))
+                    with gr.Row():
+                        # Built with every engine's range, so API callers may pass any engine's steps (gradio checks
+                        # a slider's bounds); the page narrows it to the engine that paints when it loads.
+                        every = [knob_range(getattr(Settings(), spec.settings), spec.knobs["steps"])
+                                 for spec in ENGINES.values() if "steps" in spec.knobs]
+                        steps = gr.Slider(step=1, elem_id="steps", **{
+                            **steps_setting("auto", "paper"), "visible": True,
+                            "minimum": min(lo for lo, _ in every),
+                            "maximum": min(MAX_STEPS, max(hi for _, hi in every))})
+                        seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                        randomize = gr.Checkbox(False, label="Randomise seed")
+                    for widget, label in ((size, "the size"), (k_max, "max regions"), (steps, "steps"),
+                                          (content_weight, "the content weight"), (seed, "the seed")):
+                        guard_number(widget, label, optional=widget is seed)  # NaN, text or null: one worded line
+                with gr.Accordion("Gallery credits", open=False):
+                    gr.Markdown(render.credits(items))
 
         # The page's own small events: queued (gradio shows gr.Warning/gr.Info, and gr.Error's text, only for queued
         # events) but never waiting behind a run (no concurrency limit), and without a progress overlay.
         private = {"api_visibility": "private", "queue": True, "concurrency_limit": None, "show_progress": "hidden"}
         choices = [overrides, overrides_text, region_pick, target_pick]
-        content_gallery.select(pick_content, None, [content, content_gallery, *choices], **private)
-        content.upload(lambda: (thumbs(contents, set()), *no_overrides), None, [content_gallery, *choices],
+        for gallery, (_, group) in zip(content_galleries, content_groups):
+            gallery.select(pick_content(group), None, [content, *content_galleries, *choices],
+                           **private)
+        for gallery, (_, group) in zip(style_galleries, style_groups):
+            gallery.select(toggle_style(group), styles, [styles, *style_galleries, status, names, *choices], **private)
+        content.upload(take_content, content, [content, *content_galleries, status, *choices], preprocess=False,
                        **private)
-        style_gallery.select(toggle_style, styles, [styles, style_gallery, *choices], **private)
-        styles.select(drop_style, styles, [styles, style_gallery, *choices], **private)
-        styles.upload(take_uploads, styles, [styles, style_gallery, *choices], **private)
-        target_pick.input(render.choose_target, [overrides, region_pick, target_pick], [overrides, overrides_text],
-                          **private)
-        region_pick.input(render.show_choice, [overrides, region_pick], target_pick, **private)
-        reset.click(lambda: ({}, render.overrides_text({}), "auto"), None, [overrides, overrides_text, target_pick],
+        styles.select(drop_style, styles, [styles, *style_galleries, status, names, *choices], **private)
+        styles.upload(take_uploads, styles, [styles, *style_galleries, status, names, *choices], **private)
+        target_pick.input(render.choose_target, [overrides, region_pick, target_pick, names],
+                          [overrides, overrides_text], **private)
+        region_pick.input(render.show_choice, [overrides, region_pick, names], target_pick, **private)
+        reset.click(render.all_automatic, match_table, [overrides, overrides_text, target_pick, match_table, status],
                     **private)
         demo.load(lambda: gr.update(**steps_setting("auto", "paper")), None, steps, **private)
         for widget in (engine, preset_name):  # Steps means what the engine that runs does with it
             widget.change(lambda e, p: gr.update(**steps_setting(e, p)), [engine, preset_name], steps, **private)
+        engine.change(lambda e: gr.update(label=render.region_label(plan(Request(engine=e)).engine)), engine,
+                      region_map, **private)  # the map's title says what that engine's regions are
         for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
             widget.change(clear_choices, overrides, choices, **private)
         content.clear(lambda: no_overrides, None, choices, **private)
@@ -308,8 +345,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         inputs = [content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps, seed, randomize]
         # Progress (and gradio's "Error" badge) on the result only: the status line says what is going on.
         run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate", show_progress_on=result)
-        regenerate.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private",
-                         show_progress_on=result)
+        regenerate_button.click(regenerate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private",
+                                show_progress_on=result)
     return demo
 
 

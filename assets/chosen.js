@@ -1,7 +1,7 @@
 // Outline the gallery thumbnails whose caption starts with a check mark (the chosen images).
 () => {
   const mark = () => {
-    document.querySelectorAll("#content-gallery .thumbnail-item, #style-gallery .thumbnail-item").forEach((item) => {
+    document.querySelectorAll(".sg-pick .thumbnail-item").forEach((item) => {
       const caption = item.querySelector(".caption-label, figcaption, span");
       const chosen = !!caption && caption.textContent.trim().startsWith("\u2713");
       item.classList.toggle("sg-chosen", chosen);

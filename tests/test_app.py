@@ -16,7 +16,7 @@ from PIL import Image
 import app
 from stylegallery.config import preset
 from stylegallery.errors import Cancelled, InputError
-from stylegallery.gallery import by_kind, load_gallery
+from stylegallery.gallery import by_kind, groups, load_gallery
 from tests.fixtures import CONTENT, GALLERY, REPO, STYLES, free_port, served
 
 
@@ -172,12 +172,16 @@ def test_generate_streams_regions_then_matches_then_result_and_exports(fake):
     with Image.open(final[OUT["result"]]) as shown:
         assert shown.size == (64, 48) and shown.mode == "RGB"
     maps = next(o[OUT["style_regions"]] for o in outputs if _shows(o[OUT["style_regions"]]))
-    assert [caption for _, caption in maps] == ["Style 1", "Style 2"] and all(Path(p).is_file() for p, _ in maps)
-    assert "done in" in final[OUT["status"]] and "| Total | 0.61 s |" in final[OUT["timings"]]
+    assert [caption for _, caption in maps] == ["1. starry-swirls.png", "2. rose-window.png"]  # uploads: file names
+    assert all(Path(p).is_file() for p, _ in maps)
+    assert "done in" in final[OUT["status"]] and "**total** 0.61 s" in final[OUT["timings"]]
     rows = outputs[first("match_table")][OUT["match_table"]]
-    assert [r[0] for r in rows] == ["R1", "R2"] and rows[1][1] == "Style 2"
+    assert [r[0] for r in rows] == ["R1", "R2"] and rows[1][1] == "2. rose-window.png"
     files = [Path(final[OUT[f"dl_{k}"]]["value"]) for k in app.DOWNLOADS]
-    assert len({f.name for f in files}) == 4 and all(f.suffix == ".png" for f in files)
+    assert len({f.name for f in files}) == 5 and all(f.suffix == ".png" for f in files)
+    with Image.open(files[3]) as wide, Image.open(files[4]) as four_three:  # the talk panels: 16:9 and 4:3
+        assert wide.size == (1920, 1080) and four_three.size == (1440, 1080)
+    assert final[OUT["dl_result"]]["label"] == "Result PNG (64 × 48 px)" and "64 × 48 px" in final[OUT["status"]]
     assert str(files[0]) == final[OUT["result"]] and str(files[1]) == outputs[first("region_map")][OUT["region_map"]]
     with Image.open(files[0]) as result_png:
         assert result_png.size == (64, 48)
@@ -335,8 +339,11 @@ def test_build_demo_offers_the_gallery_and_one_public_endpoint(fake):
     demo = app.build_demo()
     items = load_gallery()
     by_id = {c.get("elem_id"): c for c in (b.get_config() for b in demo.blocks.values()) if c.get("elem_id")}
-    assert len(by_id["content-gallery"]["value"]) == len(by_kind(items, "content"))
-    assert len(by_id["style-gallery"]["value"]) == len(by_kind(items, "style"))
+    for kind in ("content", "style"):  # one tab of thumbnails per group, "Masterpieces" first
+        shown = [by_id[f"{kind}-gallery-{i}"]["value"] for i, _ in enumerate(groups(by_kind(items, kind)))]
+        assert sum(map(len, shown)) == len(by_kind(items, kind))
+    assert [c["caption"] for c in by_id["style-gallery-0"]["value"]][:2] == ["The Starry Night",
+                                                                          "The Great Wave off Kanagawa"]
     endpoints = demo.get_api_info()["named_endpoints"]
     assert list(endpoints) == ["/generate"]
     names = [p["parameter_name"] for p in endpoints["/generate"]["parameters"]]
@@ -364,19 +371,29 @@ def test_the_pages_own_events_are_queued_so_their_messages_reach_the_page(fake):
     demo = app.build_demo()
     private = [fn for fn in demo.fns.values() if fn.api_visibility == "private"]
     assert len(private) >= 8 and all(fn.queue for fn in private)  # gradio drops gr.Warning/gr.Info otherwise
-    assert all(fn.concurrency_limit is None for fn in private if fn.fn is not app.generate)  # never behind a run
+    runs = (app.generate, app.regenerate)
+    assert all(fn.concurrency_limit is None for fn in private if fn.fn not in runs)  # never behind a run
 
 
-def test_an_upload_beyond_five_styles_is_refused_by_name(fake):
+def test_an_upload_beyond_five_styles_or_unreadable_is_refused_by_name(fake, tmp_path):
     demo = app.build_demo()
     styles = _component(demo, "chosen-styles")
     upload = next(fn for fn in demo.fns.values() if (styles._id, "upload") in fn.targets)
-    chosen = [(f"/uploads/style-{i}.png", None) for i in range(7)]
-    with pytest.warns(UserWarning, match=r"At most 5 styles: style-5.png, style-6.png were not added"):
-        kept, *_ = upload.fn(chosen)
-    assert [path for path, _ in kept] == [f"/uploads/style-{i}.png" for i in range(5)]
-    kept, *_ = upload.fn(chosen[:2])
+    status_at = 1 + len(groups(by_kind(load_gallery(), "style")))  # after the chosen styles and the style tabs
+    chosen = []
+    for i in range(7):
+        chosen.append((str(tmp_path / f"style-{i}.png"), None))
+        Image.new("RGB", (40, 40), "red").save(chosen[-1][0])
+    kept, *rest = upload.fn(chosen)
+    assert [path for path, _ in kept] == [path for path, _ in chosen[:5]]
+    assert "style-5.png was not added: at most 5 styles" in rest[status_at - 1]  # said in the status line
+    assert "style-6.png was not added" in rest[status_at - 1]
+    kept, *rest = upload.fn(chosen[:2])
     assert [caption for _, caption in kept] == ["1: style-0.png", "2: style-1.png"]
+    (tmp_path / "notes.png").write_text("a text file renamed .png")
+    kept, *rest = upload.fn([*chosen[:1], (str(tmp_path / "notes.png"), "notes.png")])  # refused, nothing added
+    assert [caption for _, caption in kept] == ["1: style-0.png"]
+    assert "notes.png is not an image in a supported format" in rest[status_at - 1]
 
 
 def _handler(demo, elem_id: str, event: str):
@@ -389,7 +406,7 @@ def test_choosing_a_target_records_it_at_once_and_the_region_shows_its_choice(fa
     choose, show = _handler(demo, "target-pick", "input"), _handler(demo, "region-pick", "input")
     overrides, text = choose({"1": [1, 2]}, "R4", "Style 1 · region 1")
     assert overrides == {"1": [1, 2], "4": [1, 1]}
-    assert text == "Your choices: R1 → Style 1 · region 2, R4 → Style 1 · region 1"
+    assert text == "Your choices (applied by **Regenerate**): R1 → Style 1 · region 2, R4 → Style 1 · region 1"
     assert show(overrides, "R4") == "Style 1 · region 1" and show(overrides, "R2") == "auto"
     overrides, text = choose(overrides, "R4", "auto")
     assert overrides["4"] is None and "R4" not in text and show(overrides, "R4") == "auto"
@@ -404,7 +421,7 @@ def test_after_a_run_the_dropdowns_keep_the_users_choice(fake):
     region, target = picks(_generate())  # no choices yet: the first region, automatic
     assert (region["value"], target["value"]) == ("R1", "auto") and region["choices"] == ["R1", "R2"]
     region, target = picks(_generate(overrides={"2": [1, 1]}))  # choices only: the browser keeps what it shows
-    assert "value" not in region and "value" not in target and "Style 2 · region 2" in target["choices"]
+    assert "value" not in region and "value" not in target and "2. rose-window.png · region 2" in target["choices"]
 
 
 def test_launch_serves_only_the_gallery_and_assets():
@@ -425,7 +442,8 @@ def test_extra_gallery_folder_is_shown_and_served(fake, tmp_path):
     (tmp_path / "drop" / "style").mkdir(parents=True)
     Image.new("RGB", (64, 48), "red").save(tmp_path / "drop" / "style" / "my_red_square.png")
     demo = app.build_demo([str(tmp_path / "drop")])
-    config = next(b.get_config() for b in demo.blocks.values() if b.get_config().get("elem_id") == "style-gallery")
+    config = next(b.get_config() for b in demo.blocks.values()
+                  if b.get_config().get("elem_id") == "style-gallery-2")  # a group of its own: "More"
     assert config["value"][-1]["caption"] == "My red square"
     assert str((tmp_path / "drop").resolve()) in app.launch_kwargs([str(tmp_path / "drop")])["allowed_paths"]
 
@@ -484,7 +502,7 @@ def test_client_override_reruns_only_the_transfer(client):
     assert dict(stats.misses) == before  # stages 1-2 came from the cache
     rows = next(o[OUT["match_table"]]["data"] for o in outputs if isinstance(o[OUT["match_table"]], dict)
                 and o[OUT["match_table"]].get("data"))
-    assert rows[0][:3] == ["R1", "Style 2", "region 1"] and rows[0][4] == "you"
+    assert rows[0][:3] == ["R1", "2. Rose window", "region 1"] and rows[0][4] == "you"
 
 
 def test_client_gets_region_choice_errors_in_page_numbers(client):

@@ -279,8 +279,10 @@ def test_an_upload_named_with_path_separators_is_restyled(server, generate_fn, t
 # hand out the server's files. Every event that takes the content or the chosen styles must refuse such paths.
 
 SECRET = b"SECRET-7f3a9c: not for the public\n"
-FILE_EVENTS = {("chosen-styles", "upload"), ("chosen-styles", "select"), ("style-gallery", "select"),
-               ("generate", "click"), ("regenerate", "click")}
+FILE_EVENTS = {("chosen-styles", "upload"), ("chosen-styles", "select"), ("style-gallery-0", "select"),
+               ("style-gallery-1", "select"), ("content-image", "upload"), ("generate", "click"),
+               ("regenerate", "click")}
+CONTENT_EVENTS = ("generate", "regenerate", "content-image")  # the events that take the content
 
 
 def _file_events(config: dict) -> dict[tuple[str, str], int]:
@@ -301,6 +303,8 @@ def _event_call(server, config: dict, event: tuple[str, str], content: object, s
     fn = _file_events(config)[event]
     if event[0] in ("generate", "regenerate"):
         data = _args(content, styles)
+    elif event[0] == "content-image":
+        data = [content]
     else:
         data = [styles]
     event_data = {"index": 0, "value": None, "selected": True} if event[1] == "select" else None
@@ -347,8 +351,8 @@ def test_no_file_event_hands_out_a_server_file(server, config, secrets, event, p
     mine = _uploaded(server, GALLERY / "style" / "rose-window.png")
     for content, styles in ((mine, [{"image": secret, "caption": None}]),
                             (secret, [{"image": mine, "caption": None}])):
-        if content is secret and event[0] not in ("generate", "regenerate"):
-            continue  # only Generate takes the content
+        if (content is secret) != (event[0] in CONTENT_EVENTS) and event[0] not in ("generate", "regenerate"):
+            continue  # only Generate takes both; the content's upload only the content
         message = _event_call(server, config, event, content, styles)
         assert message.get("success") is False, f"{event} accepted {secret['path']}: {json.dumps(message)[:300]}"
         assert all(SECRET not in body for body in _served_bodies(server, message))
@@ -388,7 +392,7 @@ def test_no_file_event_takes_another_sessions_pictures(server, config, someone_e
         theirs = {"path": picture, "meta": META}
         for content, styles in ((mine, [{"image": theirs, "caption": None}]),
                                 (theirs, [{"image": mine, "caption": None}])):
-            if content is theirs and event[0] not in ("generate", "regenerate"):
+            if (content is theirs) != (event[0] in CONTENT_EVENTS) and event[0] not in ("generate", "regenerate"):
                 continue
             message = _event_call(server, config, event, content, styles)
             assert message.get("success") is False, f"{event} took another session's {Path(picture).name}"
@@ -407,7 +411,7 @@ def test_a_file_planted_in_the_upload_folder_is_not_an_upload(server, generate_f
 
 def test_gallery_picks_and_uploads_still_work_in_every_file_event(server, config, tmp_path):
     session = uuid.uuid4().hex[:12]
-    picked = _event_call(server, config, ("style-gallery", "select"), None, [], session=session)
+    picked = _event_call(server, config, ("style-gallery-0", "select"), None, [], session=session)
     assert picked.get("success") is True, json.dumps(picked)[:300]
     chosen = picked["output"]["data"][0]  # the chosen styles as the page now holds them: the gallery's copy
     Image.fromarray(blocks(80, 120, seed=12)).save(tmp_path / "my style.png")

@@ -88,6 +88,57 @@ def test_run_errors_are_worded_for_the_page():
 def test_a_target_is_recorded_in_page_numbers_and_shown_back():
     overrides, text = render.choose_target({"1": [1, 2]}, "R4", "Style 1 · region 1")
     assert overrides == {"1": [1, 2], "4": [1, 1]}
-    assert text == "Your choices: R1 → Style 1 · region 2, R4 → Style 1 · region 1"
+    assert text == "Your choices (applied by **Regenerate**): R1 → Style 1 · region 2, R4 → Style 1 · region 1"
     assert render.show_choice(overrides, "R4") == "Style 1 · region 1"
     assert render.show_choice(overrides, "R2") == "auto"
+
+
+def test_styles_are_named_in_the_dropdown_and_its_choices_parse_back():
+    styles = [("/g/starry.jpg", "The Starry Night"), ("/g/wave.jpg", "The Great Wave · region 7 (a title)")]
+    assert render.style_label(1, render.titles(styles)) == "2. The Great Wave · region 7 (a title)"
+    choice = render.target_label(1, 2, render.titles(styles))
+    assert choice == "2. The Great Wave · region 7 (a title) · region 3"
+    overrides, text = render.choose_target({}, "R1", choice, render.titles(styles))
+    assert overrides == {"1": [2, 3]}
+    assert "R1 → 2. The Great Wave · region 7 (a title) · region 3" in text
+    assert render.show_choice(overrides, "R1", render.titles(styles)) == choice  # the same words come back
+    assert render.choose_target({}, "R1", "Style 2 · region 3")[0] == {"1": [2, 3]}  # the older wording
+
+
+def test_all_automatic_resets_the_table_and_marks_a_chosen_result_stale():
+    table = [["R1", "1. A", "region 2", 0.5, "you"], ["R2", "2. B", "region 1", 0.2, "auto"]]
+    overrides, text, target, rows, said = render.all_automatic(table)
+    assert overrides == {} and target == "auto" and "none yet" in text
+    assert [r[4] for r in rows] == ["auto", "auto"] and rows[0][:4] == table[0][:4]
+    assert "sg-stale" in said and "still shows your earlier choices" in said
+    assert "sg-stale" not in render.all_automatic([["R1", "1. A", "region 2", 0.5, "auto"]])[4]
+
+
+def test_an_unreadable_or_tiny_upload_is_refused_with_its_reason(tmp_path, caplog):
+    from PIL import Image
+
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 48)).save(good)
+    kept, why = render.take_uploads([(str(good), "good.png"), (str(text), "notes.png"), (str(tiny), "tiny.png")], 5)
+    assert kept == [(str(good), "good.png")]
+    assert "notes.png is not an image in a supported format" in why and "tiny.png is 8x8 px: too small" in why
+    assert str(tmp_path) not in why  # the server's path is never shown
+    said = render.refused(why)
+    assert "Not added" in said and len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+
+
+def test_a_page_error_logs_one_line_and_no_traceback(caplog):
+    def failing():
+        yield render.out(seed=1)
+        raise gr.Error("Choose at least one style image.")
+
+    updates = render.failures_said(failing())
+    next(updates)
+    with pytest.raises(gr.Error) as info:
+        list(updates)
+    assert info.value.print_exception is False  # gradio's queue prints a traceback only when this is set
+    assert [r.getMessage() for r in caplog.records] == ["run refused: Choose at least one style image."]

@@ -6,14 +6,16 @@
   library's 0-based indices, and the library's complaint about one back in the page's numbers.
 - `failures_said`, `page_error`: a failed run ends with the status line saying so, and the library's errors are
   worded for the page (uploads named by their file names, region choices in the page's numbers).
-- `take_uploads`, `toggle_style`, `choose_target`, `show_choice`: the chosen styles and region choices as the
-  page's small events change them.
-- `status`, `timings`, `thumbs`, `numbered`, `overrides_text`, `target`, `hero`, `credits`: the page's text.
+- `take_uploads`, `unreadable`, `refused`, `toggle_style`, `choose_target`, `show_choice`, `all_automatic`: the
+  chosen styles and region choices as the page's small events change them (bad uploads refused at once).
+- `status`, `timings`, `thumbs`, `numbered`, `overrides_text`, `target`, `style_label`, `regions_title`, `hero`,
+  `credits`: the page's text.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -23,7 +25,8 @@ from typing import Any
 import gradio as gr
 
 from stylegallery import images, viz
-from stylegallery.errors import OverrideError
+from stylegallery.engines import ENGINES
+from stylegallery.errors import InputError, OverrideError
 from stylegallery.gallery import GalleryItem
 from stylegallery.pipeline import ContentSegmented, Done, Matched, Preview, Segmented
 from stylegallery.web.gate import described, named_as_uploaded
@@ -32,10 +35,14 @@ from stylegallery.web.hosting import CannotSave, RunPictures
 
 PAPER = ("StyleGallery: Training-free and Semantic-aware Personalized Style Transfer from Arbitrary Image "
          "References (He et al., CVPR 2026)")
-DOWNLOADS = {"result": "Result PNG", "regions": "Region map", "matches": "Match figure", "panel": "Talk panel"}
+DOWNLOADS = {"result": "Result PNG", "regions": "Region map", "matches": "Match figure",
+             "panel": "Talk panel 16:9", "panel43": "Talk panel 4:3"}
 OUTPUTS = ("seed", "status", "region_map", "result", "match_figure", "style_regions", "timings", "match_table",
            "region_pick", "target_pick", *(f"dl_{k}" for k in DOWNLOADS))
-TARGET = re.compile(r"Style (\d+) · region (\d+)")
+# A target dropdown's choice: "2. The Great Wave off Kanagawa · region 3" (or the older "Style 2 · region 3"); the
+# style's name may itself hold any text, so the region is the last "· region N".
+TARGET = re.compile(r"(?:Style\s+)?(\d+)\b.*·\s*region\s+(\d+)", re.DOTALL)
+LOG = logging.getLogger("stylegallery.web")
 
 
 def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
@@ -114,12 +121,16 @@ def override_message(exc: OverrideError) -> str:
             f"{style + 1} has regions {have}; {fix}")
 
 
-def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) -> Iterator[tuple]:
+def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False, names: list[str] | None = None,
+           reuse: bool = False) -> Iterator[tuple]:
     """Pipeline events -> page updates. Every picture goes out as a PNG the app wrote itself (`pictures`), whole or
     not at all. `keep_picks`: the run has region choices, so the Personalise dropdowns keep showing the user's last
-    choice (the browser keeps a value that is still among the new choices)."""
+    choice (the browser keeps a value that is still among the new choices). `names`: each style's title or file
+    name, as the table, the dropdown and the pictures name it. `reuse`: a Regenerate, whose regions and analyses
+    come from the pipeline's cache when the pictures and settings are those of the last run."""
     shown: dict[str, str] = {}  # key -> the file of a picture on the page
     noted: list[str] = []  # the run's notes (settings it does not honour as asked): with the engine line throughout
+    names = list(names or [])
 
     def note(notes: tuple[str, ...]) -> None:
         for line in notes:
@@ -131,24 +142,27 @@ def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) ->
         return status(text + "".join(f"<br><span class='sg-note'>Note: {html.escape(line, quote=False)}</span>"
                                      for line in noted))
 
+    def region_map(ev: ContentSegmented | Segmented) -> dict:  # titled by the engine (`region_label`)
+        shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
+        return {"region_map": shown["regions"]}
+
     for ev in events:
         if isinstance(ev, ContentSegmented):  # the content's regions, before the styles are analysed
             note(ev.notes)
             engine, n = engine_line(ev), int(ev.content_labels.max()) + 1
-            shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
-            yield out(region_map=shown["regions"], timings=timings(ev.timings),
-                      status=said(f"{engine}: {n} content regions found; segmenting the styles…"))
+            doing = "analysing the styles' regions (or reusing them from the cache)…" if reuse else \
+                "segmenting the styles…"
+            yield out(**region_map(ev), timings=timings(ev.timings),
+                      status=said(f"{engine}: {n} content regions found; {doing}"))
         elif isinstance(ev, Segmented):
             note(ev.notes)
             seg, engine, n = ev, engine_line(ev), int(ev.content_labels.max()) + 1
-            style_maps = pictures.save({f"style{i + 1}-regions": viz.region_overlay(img, lab, alpha=0.45, legend=False)
-                                        for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))})
-            targets = ["auto"] + [f"Style {i + 1} · region {r + 1}" for i, lab in enumerate(ev.style_labels)
+            style_maps = pictures.save({f"style{i + 1}-regions": viz.region_overlay(
+                img, lab, alpha=0.45, legend=False, palette="style")
+                for i, (img, lab) in enumerate(zip(ev.style_images, ev.style_labels))})
+            targets = ["auto"] + [target_label(i, r, names) for i, lab in enumerate(ev.style_labels)
                                   for r in range(int(lab.max()) + 1)]
-            update = {}
-            if "regions" not in shown:
-                shown.update(pictures.save({"regions": viz.region_overlay(ev.content_image, ev.content_labels)}))
-                update["region_map"] = shown["regions"]
+            update = {} if "regions" in shown else region_map(ev)
             regions = [f"R{i + 1}" for i in range(n)]
             if keep_picks:
                 picks = {"region_pick": gr.update(choices=regions), "target_pick": gr.update(choices=targets)}
@@ -156,27 +170,57 @@ def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False) ->
                 picks = {"region_pick": gr.update(choices=regions, value="R1"),
                          "target_pick": gr.update(choices=targets, value="auto")}
             yield out(**update, **picks, timings=timings(ev.timings),
-                      style_regions=[(path, f"Style {i + 1}") for i, path in enumerate(style_maps.values())],
-                      status=said(f"{engine}: {n} content regions found; matching them to the styles…"))
+                      style_regions=[(path, style_label(i, names)) for i, path in enumerate(style_maps.values())],
+                      status=said(f"{engine}: {n} content regions found; matching them to the styles’ regions"
+                                  f"{' with your choices' if keep_picks else ''}…"))
         elif isinstance(ev, Matched):
-            rows = [[f"R{m.content_region + 1}", f"Style {m.style_image + 1}", f"region {m.style_region + 1}",
+            rows = [[f"R{m.content_region + 1}", style_label(m.style_image, names), f"region {m.style_region + 1}",
                      round(m.score, 3), "you" if m.source == "user" else "auto"] for m in ev.matches]
             shown.update(pictures.save({"matches": viz.match_figure(
-                seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches)}))
+                seg.content_image, seg.content_labels, seg.style_images, seg.style_labels, ev.matches,
+                style_names=names or None)}))
             yield out(match_figure=shown["matches"], match_table=rows, timings=timings(ev.timings),
                       status=said(f"{engine}: regions matched; painting…"))
         elif isinstance(ev, Preview):
             preview = pictures.save({f"preview{ev.step}": images.to_pil(ev.image)})
             yield out(result=preview[f"preview{ev.step}"], timings=timings(ev.timings),
                       status=said(f"{engine}: painting, step {ev.step} of {ev.total}…"))
-        elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panel
+        elif isinstance(ev, Done):  # full-resolution downloads: the result, the pictures shown, the talk panels
             note(ev.result.notes)
-            files = {**shown, **pictures.save({"result": ev.result.to_pil(), "panel": viz.panel(ev.result)},
-                                                done=True)}
+            title = regions_title(ev.result.engine)
+            panels = {key: viz.panel(ev.result, aspect, style_names=names or None, region_title=title)
+                      for key, aspect in (("panel", "16:9"), ("panel43", "4:3"))}
+            files = {**shown, **pictures.save({"result": ev.result.to_pil(), **panels}, done=True)}
+            height, width = ev.result.image.shape[:2]
+            sized = {"result": f"Result PNG ({width} × {height} px)", "regions": f"Region map ({width} × {height} px)"}
             yield out(result=files["result"], timings=timings(ev.result.timings),
-                      status=said(f"{engine}: done in {ev.result.timings['total']:.1f} s. Reassign regions "
-                                  "below, or download the pictures."),
-                      **{f"dl_{k}": gr.update(value=files[k], interactive=True) for k in DOWNLOADS})
+                      status=said(f"{engine}: done in {ev.result.timings['total']:.1f} s; the result and the "
+                                  f"region map are {width} × {height} px. Reassign regions below, or download "
+                                  "the pictures."),
+                      **{f"dl_{k}": gr.update(value=files[k], interactive=True, label=sized.get(k, label))
+                         for k, label in DOWNLOADS.items()})
+
+
+def region_label(engine: str) -> str:
+    """The region map's title for the engine that paints: "3 · Colour and texture regions"."""
+    return f"3 · {regions_title(engine)}"
+
+
+def regions_title(engine: str) -> str:
+    """What the engine's stage-1 regions are ("Colour and texture regions"), as the region map's title says."""
+    spec = ENGINES.get(engine)
+    return spec.regions_title if spec is not None else "Regions"
+
+
+def style_label(index: int, names: list[str] | None = None) -> str:
+    """A style as the page names it: "2. The Great Wave off Kanagawa" (its title, or an upload's file name)."""
+    name = names[index] if names and index < len(names) and names[index] else ""
+    return f"{index + 1}. {name}" if name else f"Style {index + 1}"
+
+
+def target_label(style: int, region: int, names: list[str] | None = None) -> str:
+    """0-based (style, region) -> the target dropdown's choice, "2. The Great Wave off Kanagawa · region 3"."""
+    return f"{style_label(style, names)} · region {region + 1}"
 
 
 def failures_said(updates: Iterator[tuple]) -> Iterator[tuple]:
@@ -184,7 +228,9 @@ def failures_said(updates: Iterator[tuple]) -> Iterator[tuple]:
     yielded before it)."""
     try:
         yield from updates
-    except gr.Error as exc:
+    except gr.Error as exc:  # a user's mistake or a worded failure: one line in the server's log, no traceback
+        exc.print_exception = False
+        LOG.warning("run refused: %s", " ".join(str(exc.message).split()))
         yield out(status=status(f"<b>Failed:</b> {html.escape(str(exc.message))}", "sg-failed"))
         raise
     except Exception:
@@ -220,11 +266,11 @@ def status(text: str, kind: str = "") -> str:
 
 
 def timings(seconds: dict[str, float]) -> str:
-    """The stages' times as a Markdown table."""
-    names = {"analyze": "Analyse images", "segment": "1 · Segment regions", "match": "2 · Match regions",
-             "transfer": "3 · Transfer style", "total": "Total"}
-    return "| Stage | Time |\n|---|---:|\n" + "".join(f"| {label} | {seconds[key]:.2f} s |\n"
-                                                     for key, label in names.items() if key in seconds)
+    """The stages' times on one Markdown line (the page has no room for a table beside the pictures)."""
+    names = {"analyze": "analyse", "segment": "1 segment", "match": "2 match", "transfer": "3 transfer",
+             "total": "**total**"}
+    shown = [f"{label} {seconds[key]:.2f} s" for key, label in names.items() if key in seconds]
+    return "Stage times: " + (" · ".join(shown) if shown else "after a run.")
 
 
 # ---- page text -------------------------------------------------------------------------------------------
@@ -243,25 +289,47 @@ def numbered(styles: list) -> list[tuple[str, str]]:
     return [(path, f"{i + 1}: {cap or Path(path).name}") for i, (path, cap) in enumerate(styles)]
 
 
-def overrides_text(overrides: dict) -> str:
-    chosen = [f"R{k} → {target(v)}" for k, v in sorted(overrides.items(), key=lambda kv: int(kv[0])) if v]
-    return "Your choices: " + (", ".join(chosen) if chosen else "none yet (every region is matched automatically).")
+def overrides_text(overrides: dict, names: list[str] | None = None) -> str:
+    chosen = [f"R{k} → {target(v, names)}" for k, v in sorted(overrides.items(), key=lambda kv: int(kv[0])) if v]
+    return ("Your choices (applied by **Regenerate**): "
+            + (", ".join(chosen) if chosen else "none yet (every region is matched automatically)."))
 
 
-def target(choice: list[int] | None) -> str:
-    """[2, 3] -> "Style 2 · region 3" (the target dropdown's wording); None -> "auto"."""
-    return f"Style {choice[0]} · region {choice[1]}" if choice else "auto"
+def target(choice: list[int] | None, names: list[str] | None = None) -> str:
+    """[2, 3] -> "2. The Great Wave off Kanagawa · region 3" (the target dropdown's wording); None -> "auto"."""
+    return target_label(choice[0] - 1, choice[1] - 1, names) if choice else "auto"
 
 
-def take_uploads(styles: list | None, most: int) -> list:
-    """Uploads join the chosen styles; beyond `most` they are refused, by name."""
-    styles = list(styles or [])
-    if len(styles) > most:
-        refused = [Path(path).name for path, _ in styles[most:]]
-        gr.Warning(f"At most {most} styles: {', '.join(refused)} {'was' if len(refused) == 1 else 'were'} "
-                   "not added. Click a chosen style to remove it, then upload again.")
-        styles = styles[:most]
-    return styles
+def take_uploads(styles: list | None, most: int, known: set[str] = frozenset()) -> tuple[list, str | None]:
+    """Uploads join the chosen styles when they are readable images of a usable size; the others, and any beyond
+    `most`, are refused by name. `known`: the gallery's paths (checked when the gallery was made). Returns the
+    styles kept and the reason for what was refused (None when all were kept)."""
+    kept, refused = [], []
+    for path, name in styles or []:
+        problem = None if str(path) in known else unreadable(path, name or Path(path).name)
+        if problem:
+            refused.append(problem)
+        elif len(kept) >= most:
+            refused.append(f"{name or Path(path).name} was not added: at most {most} styles (click a chosen style "
+                           "to remove it, then upload again)")
+        else:
+            kept.append((path, name))
+    return kept, ("; ".join(refused) + ".") if refused else None
+
+
+def unreadable(path: str, name: str) -> str | None:
+    """Why an uploaded file cannot be used (not an image, damaged, too small or too large), or None."""
+    try:
+        images.to_rgb(path, name=name)
+    except InputError as exc:
+        return named_as_uploaded(str(exc).replace(f"{name} {str(path)!r}", name), [str(path)])
+    return None
+
+
+def refused(message: str) -> str:
+    """A user's mistake: one line in the server's log (no traceback), and the status line's HTML saying it."""
+    LOG.warning("refused: %s", message)
+    return status(f"<b>Not added:</b> {html.escape(message, quote=False)}", "sg-failed")
 
 
 def toggle_style(styles: list | None, item: GalleryItem, most: int) -> list:
@@ -276,26 +344,39 @@ def toggle_style(styles: list | None, item: GalleryItem, most: int) -> list:
     return styles
 
 
-def choose_target(overrides: dict | None, region: str | None, target: str | None) -> tuple[Any, Any]:
-    """Choosing a target records it at once for the region shown (no separate "Set" to forget)."""
+def choose_target(overrides: dict | None, region: str | None, target: str | None,
+                  names: list[str] | None = None) -> tuple[Any, Any]:
+    """Choosing a target records it for the region shown (no separate "Set" to forget); Regenerate applies it."""
     if not region:
         gr.Info("Generate first: the regions you can reassign appear after a run.")
         return gr.skip(), gr.skip()
     match = TARGET.fullmatch(target or "")
     overrides = {**(overrides or {}), region.lstrip("R"): [int(match[1]), int(match[2])] if match else None}
-    return overrides, overrides_text(overrides)
+    return overrides, overrides_text(overrides, names)
 
 
-def show_choice(overrides: dict | None, region: str | None) -> str:
-    """The target dropdown shows the choice recorded for the region picked."""
-    return target((overrides or {}).get((region or "").lstrip("R")))
+def show_choice(overrides: dict | None, region: str | None, names: list[str] | None = None) -> str:
+    """The target dropdown shows the choice recorded for the region picked; `names`: the chosen styles' names."""
+    return target((overrides or {}).get((region or "").lstrip("R")), names)
+
+
+def all_automatic(table: Any) -> tuple:
+    """"All regions automatic": no choices, the table's "Set by" says auto, and the result on the page is marked
+    as not yet showing that (the next Regenerate or Generate paints it)."""
+    rows = table.values.tolist() if hasattr(table, "values") else [list(r) for r in table or []]
+    rows = [list(r) for r in rows if len(r) >= 5 and r[0]]
+    had = any(r[4] == "you" for r in rows)
+    rows = [[*r[:4], "auto"] for r in rows]
+    note = ("The result still shows your earlier choices: press <b>Regenerate with my choices</b> (or Generate) "
+            "to paint every region automatically." if had else "Every region is matched automatically.")
+    return {}, overrides_text({}), "auto", rows, status(note, "sg-stale" if had else "")
 
 
 def hero(engine: str, reason: str, summary: str) -> str:
     """The page's title block, saying which engine paints here and why (the front desk's choice for `auto`)."""
     notice = (f"<p class='sg-notice'>The <b>{html.escape(engine)}</b> engine paints here "
               f"({html.escape(reason, quote=False)}): {html.escape(summary, quote=False)}.</p>")
-    return (f"<div class='sg-hero'><h1>StyleGallery</h1><p class='sg-sub'>Restyle a photo region by region from "
+    return (f"<div class='sg-hero'><h1>StyleGallery</h1> <p class='sg-sub'>Restyle a photo region by region from "
             "several style images: each part of the picture takes its look from the style region that fits it "
             f"best.</p><p class='sg-paper'>A reimplementation of <i>{PAPER}</i>.</p>{notice}</div>")
 
