@@ -1,12 +1,16 @@
-"""The web tests' shared pieces, in one place (tests/conftest.py turns them into fixtures): the repository's
-pictures, a free port, the app served in this process or as `python app.py`, and a fake pipeline.
-
-The diffusion engine's tiny models are in tests/diffusion_fixtures.py.
+"""The tests' shared pieces, in one place (tests/conftest.py turns some into fixtures): the repository's pictures, a
+free port, the app served in this process or as `python app.py`, a fake pipeline, and the diffusion engine's tiny
+random models and engine (torch is imported only by those).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
+import functools
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +81,56 @@ class FakePipeline:
         timings.update(transfer=0.3, total=0.61)
         yield Done(Result(1 - image, image, [image] * len(styles), labels, [labels] * len(styles), matches, timings,
                           name, reason, settings, notes + self.late_notes))
+
+
+# ---- the diffusion engine's tiny models: saved once per process, loaded through the product's from_pretrained ----
+
+@functools.cache
+def tiny_paths():  # -> TinyModelPaths
+    from stylegallery.engines.diffusion import save_tiny_models
+
+    root = Path(tempfile.mkdtemp(prefix="stylegallery-tiny-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return save_tiny_models(root)
+
+
+@functools.cache
+def tiny_engine():  # -> DiffusionEngine
+    from stylegallery.engines.diffusion import DiffusionEngine
+
+    paths = tiny_paths()
+    return DiffusionEngine(str(paths.sd), str(paths.dino), str(paths.depth))
+
+
+def tiny_settings(preset_name: str = "paper", **diffusion: object):  # -> Settings
+    from stylegallery.config import preset
+
+    base = preset(preset_name)  # type: ignore[arg-type]
+    return dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, **diffusion))
+
+
+def time_weights(steps: int = 15) -> np.ndarray:
+    d = 1 / (1 + np.exp(5 * (np.arange(steps) / steps - 0.7)))
+    return d / d.sum()
+
+
+def random_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random picture (two colour blobs), float32 in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    image = np.zeros((height, width, 3), np.float32)
+    for _ in range(2):
+        cy, cx, colour = rng.random(), rng.random(), rng.random(3)
+        weight = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) * 8)[..., None]
+        image += weight * colour
+    return np.clip(image + 0.05 * rng.random((height, width, 3)), 0, 1).astype(np.float32)
+
+
+def one_thread():
+    """Generator fixture body: torch on one thread (2 shared cores thrash with OpenMP), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

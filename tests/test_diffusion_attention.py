@@ -12,7 +12,7 @@ from stylegallery.engines.diffusion.attention import (
     select_layers,
     token_grid,
 )
-from tests.diffusion_fixtures import one_thread, tiny_engine
+from tests.fixtures import one_thread, tiny_engine
 
 
 LAYERS = ("up_blocks.2.", "up_blocks.3.")

@@ -22,7 +22,7 @@ from stylegallery.engines.diffusion import engine as engine_module
 from stylegallery.engines.diffusion.attention import select_layers
 from stylegallery.engines.diffusion.models import stage3_timesteps
 from stylegallery.types import Match
-from tests.diffusion_fixtures import one_thread, random_image, time_weights, tiny_engine, tiny_settings
+from tests.fixtures import one_thread, random_image, time_weights, tiny_engine, tiny_settings
 
 
 SIX_LAYERS = [f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1" for b in (2, 3) for a in range(3)]
@@ -198,7 +198,7 @@ def test_float16_step_with_grad_scaler_keeps_a_float32_latent(images, monkeypatc
     """The CUDA default (float16 + GradScaler), here on CPU: with the UNet kept in float32 under autocast, and with
     the UNet resident in float16 (what CUDA does by default): the scaler scales, the latent stays float32."""
     from stylegallery.engines.diffusion import DiffusionEngine
-    from tests.diffusion_fixtures import tiny_paths
+    from tests.fixtures import tiny_paths
 
     content, style = images
     rec = _Recorder(monkeypatch)

@@ -16,7 +16,7 @@ from stylegallery.engines.diffusion.latents import remove_style
 from stylegallery.engines.diffusion.losses import region_masks, regional_style_loss
 from stylegallery.errors import Cancelled, InputError
 from stylegallery.types import Match
-from tests.diffusion_fixtures import one_thread, random_image, time_weights, tiny_engine, tiny_paths, tiny_settings
+from tests.fixtures import one_thread, random_image, time_weights, tiny_engine, tiny_paths, tiny_settings
 
 
 @pytest.fixture(scope="module", autouse=True)

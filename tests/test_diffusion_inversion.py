@@ -8,7 +8,7 @@ from diffusers import DDIMScheduler
 
 from stylegallery.engines.diffusion.inversion import ddim_invert, ddim_step_forward, inversion_timesteps
 from stylegallery.engines.diffusion.models import stage3_timesteps
-from tests.diffusion_fixtures import one_thread, time_weights, tiny_engine
+from tests.fixtures import one_thread, time_weights, tiny_engine
 
 
 @pytest.fixture(scope="module", autouse=True)

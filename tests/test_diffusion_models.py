@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from stylegallery.engines.diffusion import save_tiny_models
 from stylegallery.engines.diffusion.models import load_depth, load_dino, load_lora, load_sd
 from stylegallery.errors import ModelLoadError
-from tests.diffusion_fixtures import tiny_engine, tiny_paths
+from tests.fixtures import tiny_engine, tiny_paths
 
 
 def _message(excinfo) -> str:
@@ -115,7 +115,7 @@ def test_a_lora_is_fused_only_around_a_fast_transfer(tmp_path):
 
     from stylegallery.engines.diffusion import DiffusionEngine
     from stylegallery.types import Match
-    from tests.diffusion_fixtures import random_image, time_weights, tiny_settings
+    from tests.fixtures import random_image, time_weights, tiny_settings
 
     paths = tiny_paths()
     donor = UNet2DConditionModel.from_pretrained(paths.sd, subfolder="unet")

@@ -133,7 +133,7 @@ def _live_tensors() -> tuple[int, int]:
 
 def test_diffusion_run_stopped_in_stage3_ends_at_the_next_step_and_holds_no_run_tensors():
     pytest.importorskip("diffusers")
-    from tests.diffusion_fixtures import random_image, tiny_paths, tiny_settings
+    from tests.fixtures import random_image, tiny_paths, tiny_settings
 
     paths = tiny_paths()
     base = tiny_settings(steps=6, preview_every=1)
