@@ -100,10 +100,10 @@ class ClassicEngine(Engine):
             raise InputError(f"got {len(styles)} style analyses and {len(style_labels)} label maps: pass one of each")
         image = content.image
         _check_image(image, "content image")
-        n_regions = _check_labels(content_labels, "content labels")
+        n_regions = check_labels(content_labels, "content labels")
         for i, (style, labels) in enumerate(zip(styles, style_labels)):
             _check_image(style.image, f"style image {i}")
-            _check_labels(labels, f"style labels {i}")
+            check_labels(labels, f"style labels {i}")
         pairing = pairing_from_matches(matches, n_regions, [int(lab.max()) + 1 for lab in style_labels])
 
         # 2. Upsample the label grids to pixels and build the content weight map W
@@ -227,7 +227,8 @@ def _check_image(image: np.ndarray, name: str) -> None:
         raise InputError(f"{name} is {image.shape[1]}x{image.shape[0]} px: expected at least 8 px per side")
 
 
-def _check_labels(labels: np.ndarray, name: str) -> int:
+def check_labels(labels: np.ndarray, name: str) -> int:
+    """The number of regions K of an (h, w) label grid 0..K-1; a clear InputError for anything else."""
     if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.size == 0:
         raise InputError(f"{name} have shape {getattr(labels, 'shape', None)}: expected an (h, w) int label grid")
     if labels.min() < 0:

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.engines.base import Engine
 from stylegallery.engines.classic import edges, faces
-from stylegallery.engines.classic.engine import pairing_from_matches
+from stylegallery.engines.classic.engine import check_labels, pairing_from_matches
 from stylegallery.engines.neural import features, paint
 from stylegallery.engines.neural.models import SHA256, Networks
 from stylegallery.errors import Cancelled, InputError
@@ -163,9 +163,9 @@ class NeuralEngine(Engine):
         for name, a in [("content", content), *((f"style {j}", s) for j, s in enumerate(styles))]:
             if "prepool" not in a.payload:
                 raise InputError(f"the {name} analysis has no predictor features: analyse it with the neural engine")
-        n_regions = _check_labels(content_labels, "content labels")
+        n_regions = check_labels(content_labels, "content labels")
         for j, lab in enumerate(style_labels):
-            _check_labels(lab, f"style labels {j}")
+            check_labels(lab, f"style labels {j}")
         if source is not None:
             _check_image(source, "source image")
         pairing = pairing_from_matches(matches, n_regions, [int(lab.max()) + 1 for lab in style_labels])
@@ -305,11 +305,3 @@ def _check_image(image: np.ndarray, name: str) -> None:
     if min(image.shape[:2]) < features.CELL:
         raise InputError(f"{name} is {image.shape[1]}x{image.shape[0]} px: expected at least {features.CELL} px "
                          "per side")
-
-
-def _check_labels(labels: np.ndarray, name: str) -> int:
-    if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.size == 0:
-        raise InputError(f"{name} have shape {getattr(labels, 'shape', None)}: expected an (h, w) int label grid")
-    if labels.min() < 0:
-        raise InputError(f"{name} contain the negative label {int(labels.min())}: expected labels 0..K-1")
-    return int(labels.max()) + 1
