@@ -4,13 +4,15 @@ For each working size and number of style images it runs the pipeline cold (empt
 (same images again: stages 1-2 come from the cache) `--repeats` times and prints medians of the wall
 time of each stage, the UNet forward counts of stage 1 (inversion: `fwd_analyze`) and stage 3
 (`fwd_transfer`) and the backward count of stage 3 (`bwd_transfer`) of the diffusion engine, the peak
-resident memory of the process sampled during each run (`rss_MB`) and, on CUDA, the peak of
+resident memory of the process sampled during each run (`rss_MB`), the long side of the result (`out_px`: the
+neural engine paints at the photo's own size, so give `--photo-size` to compare engines on the same output size)
+and, on CUDA, the peak of
 torch.cuda.max_memory_allocated (`cuda_MB`, "-" elsewhere), the host syncs per stage-3 step on CUDA (`syncs/step`)
 and, above the table, the engine's resident weights by dtype. Counts are exact; times and memory are
 figures, never asserts: the machines are shared and noisy, so compare medians and ratios taken side by side.
 
     python -m stylegallery bench --engine classic --sizes 256,512,1024 --styles 1,3,5
-    python -m stylegallery bench --engine neural --versus classic --sizes 512 --styles 3 --repeats 5
+    python -m stylegallery bench --engine neural --versus classic --sizes 512 --styles 3 --repeats 5 --photo-size 512
     python -m stylegallery bench --engine diffusion --tiny --sizes 128 --styles 1,2,3,5 --steps 10
     python -m stylegallery bench --engine diffusion --sd-model DIR --dino-model DIR --depth-model DIR \
         --device cuda --dtype auto [--preset fast --lora DIR]
@@ -103,14 +105,16 @@ def bench_images(content: str | None, styles: Sequence[str] | None, n_max: int) 
 
 def compare(requests: Sequence[Request], sizes: Sequence[int], counts: Sequence[int], repeats: int = 3,
             content: str | None = None, style_images: Sequence[str] | None = None, tiny: bool = False,
-            warm: bool = True, out: Callable[[str], None] = print, random_weights: str | None = None) -> None:
+            warm: bool = True, out: Callable[[str], None] = print, random_weights: str | None = None,
+            photo_size: int | None = None) -> None:
     """`bench` for each request in turn, in one process on the same images, then the first engine's speed-up over
     each other one (ratios of median total seconds, cold and warm): figures taken side by side."""
     totals = []
     for i, request in enumerate(requests):
         if i:
             out("")
-        totals.append(bench(request, sizes, counts, repeats, content, style_images, tiny, warm, out, random_weights))
+        totals.append(bench(request, sizes, counts, repeats, content, style_images, tiny, warm, out, random_weights,
+                            photo_size))
     first = totals[0]
     for other, request in zip(totals[1:], requests[1:]):
         out("")
@@ -125,13 +129,15 @@ def compare(requests: Sequence[Request], sizes: Sequence[int], counts: Sequence[
 def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats: int = 3,
           content: str | None = None, style_images: Sequence[str] | None = None, tiny: bool = False,
           warm: bool = True, out: Callable[[str], None] = print,
-          random_weights: str | None = None) -> dict[tuple[int, int, str], float]:
+          random_weights: str | None = None, photo_size: int | None = None) -> dict[tuple[int, int, str], float]:
     """Print the figures of `request` at every working size x number of styles (module docstring); return the median
     total seconds per (size, styles, "cold" | "warm").
 
     tiny: the engine's tiny random stand-in models (its registry entry's `tiny_models`) instead of real weights;
     random_weights: a folder for its models at their real sizes with random weights (`random_models`; built there
-    once): the real costs where no weights can be fetched.
+    once): the real costs where no weights can be fetched. photo_size: the content photo resized (area) to this long
+    side once, before the runs, as if the photo had that size (the output size of engines that paint at the photo's
+    own size); default: the photo as it is, decoded in every run.
     """
     totals: dict[tuple[int, int, str], float] = {}
     from stylegallery.pipeline import Pipeline
@@ -149,6 +155,8 @@ def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats
         engine = pipe.engine(run_plan.engine, run_plan.settings)
         load_s = time.perf_counter() - t0
         content_image, styles = bench_images(content, style_images, max(counts))
+        if photo_size is not None:
+            content_image = _photo_at(content_image, photo_size)
         spec = ENGINES[run_plan.engine]
         own = getattr(run_plan.settings, spec.settings)
         models = "".join(f", {knob} {getattr(own, spec.knobs[knob]) or 'none'}" for knob in ("device", "dtype", "lora")
@@ -162,7 +170,7 @@ def bench(request: Request, sizes: Sequence[int], counts: Sequence[int], repeats
             engine.count_host_syncs = True  # host syncs of the stage-3 loop, per step (CUDA's sync debug mode)
         header = (f"{'size':>5} {'styles':>6} {'cache':>5} | " + " ".join(f"{s:>9}" for s in STAGES)
                   + " | " + " ".join(f"{c:>12}" for c in COUNTS.values()) + f" | {'rss_MB':>8} {'cuda_MB':>8}"
-                  + f" {'syncs/step':>10}")
+                  + f" {'syncs/step':>10} {'out_px':>6}")
         out(header)
         out("-" * len(header))
         with RssSampler() as sampler:
@@ -194,6 +202,21 @@ def _stand_in_models(request: Request, kind: str, folder: Path) -> dict[str, str
     return getattr(importlib.import_module(module_name), function)(folder)
 
 
+def _photo_at(content: object, side: int) -> object:
+    """The content photo as an (H, W, 3) uint8 array with a long side of `side` px (area resampling)."""
+    import cv2
+
+    from stylegallery import images
+
+    if side < 8:
+        raise InputError(f"--photo-size {side} is too small: give a long side of at least 8 px")
+    rgb = images.to_rgb(content, name="content image")
+    hh, ww = rgb.shape[:2]
+    scale = side / max(hh, ww)
+    size = (max(1, round(ww * scale)), max(1, round(hh * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
 def _with_size(settings: Settings, size: int) -> Settings:
     try:
         return dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=size))
@@ -215,6 +238,7 @@ def _one_run(pipe, engine, content, styles, settings: Plan, sampler: RssSampler)
     for counter, column in COUNTS.items():
         row[column] = float(int(after.get(counter, 0)) - int(before.get(counter, 0)))
     row["rss_MB"] = max(sampler.peak, rss_bytes()) / 2**20
+    row["out_px"] = float(max(result.image.shape[:2]))
     if cuda is not None:
         row["cuda_MB"] = torch.cuda.max_memory_allocated(cuda) / 2**20
     steps = int(after.get("transfer_steps", 0)) - int(before.get("transfer_steps", 0))
@@ -243,4 +267,4 @@ def _format_row(size: int, n: int, cache: str, rows: list[dict[str, float]]) -> 
     syncs = f"{med['syncs']:>10.1f}" if "syncs" in med else f"{'-':>10}"
     return (f"{size:>5} {n:>6} {cache:>5} | " + " ".join(f"{med[s]:>9.3f}" for s in STAGES)
             + " | " + " ".join(f"{med[c]:>12.0f}" for c in COUNTS.values()) + f" | {med['rss_MB']:>8.0f} {cuda}"
-            + f" {syncs}")
+            + f" {syncs} {med['out_px']:>6.0f}")

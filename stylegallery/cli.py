@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--random-weights", metavar="DIR",
                        help="the engine's models at their real sizes with random weights, built in DIR once (no "
                             "download): real speed and memory where no weights can be fetched")
+    bench.add_argument("--photo-size", type=_positive, metavar="PX",
+                       help="resize the content photo to this long side once, before the runs (engines that paint "
+                            "at the photo's own size then give results of this size; default: the photo as it is)")
     bench.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
     bench.add_argument("--versus", action="append", default=[], choices=tuple(ENGINES), metavar="ENGINE",
                        help="also bench this engine in the same process on the same images, and print the speed-up "
@@ -220,7 +223,7 @@ def _bench(args: argparse.Namespace) -> int:
     others = [dataclasses.replace(first, engine=name, steps=None) for name in args.versus]
     compare([first, *others], args.sizes, args.styles, args.repeats, args.content, args.style_images,
             tiny=args.tiny, warm=not args.no_warm, out=lambda line: print(line, flush=True),
-            random_weights=args.random_weights)
+            random_weights=args.random_weights, photo_size=args.photo_size)
     return 0
 
 

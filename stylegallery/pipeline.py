@@ -31,6 +31,7 @@ from stylegallery.engines import ENGINES
 from stylegallery.engines.base import Engine
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
 from stylegallery.request import Plan, plan_settings
+from stylegallery.threads import one_thread
 from stylegallery.types import (  # the events and result, re-exported: `from stylegallery.pipeline import Done`
     Analysis,
     ContentSegmented,
@@ -267,11 +268,9 @@ class Pipeline:
         workers = min(len(style_images), os.cpu_count() or 1, 2)
         if not engine.parallel_analysis or workers < 2:
             return [work(img, key) for img, key in zip(style_images, keys)]
-        from threadpoolctl import threadpool_limits
-
         # One BLAS/OpenMP thread per worker; set here, around the pool, because the limit is process-wide and
         # nested set/restore calls from two threads would otherwise leave it wrong after the run.
-        with threadpool_limits(limits=1), ThreadPoolExecutor(workers, thread_name_prefix="sg-style") as pool:
+        with one_thread(), ThreadPoolExecutor(workers, thread_name_prefix="sg-style") as pool:
             return list(pool.map(work, style_images, keys))
 
     # -- engines ---------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from sklearn.cluster import KMeans
-from threadpoolctl import threadpool_limits
 
 from stylegallery.config import MergeRule, RegionSettings
+from stylegallery.threads import one_thread
 
 
 # 4-connectivity cross: dilating a component with it gives the component plus its 1-px ring.
@@ -79,7 +79,7 @@ def segment(
     # One BLAS/OpenMP thread: these arrays are small, and with the cores busy (e.g. the app serving another
     # request) threaded eigh and k-means spin-wait: 4.8 s instead of 0.13 s for the 640x640 eigh, 22 s
     # instead of 0.4 s for the k-means sweep (measured on 2 cores at load 6).
-    with threadpool_limits(limits=1):
+    with one_thread():
         # 2. Cluster F_mix with the silhouette-chosen k
         x = features.reshape(h * w, -1).astype(np.float64)  # (n, C)
         x_pca = _pca(_zscore(x), settings.pca_dims)  # (n, q)
@@ -333,8 +333,9 @@ def _merge_close(
     k = len(values)
     counts = np.bincount(lab.ravel(), minlength=k).astype(np.float64)  # (k,)
     f = merge_features.reshape(lab.size, -1)  # (n, c)
-    means = np.zeros((k, f.shape[1]))
-    np.add.at(means, lab.ravel(), f)
+    order = np.argsort(lab.ravel(), kind="stable")  # rows grouped by cluster, in raster order within each
+    starts = np.concatenate([[0], np.cumsum(counts[:-1])]).astype(np.int64)
+    means = np.add.reduceat(f[order].astype(np.float64), starts, axis=0)  # (k, c) every cluster has a member
     means /= counts[:, None]  # (k, c)
     close = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=-1) < threshold  # (k, k)
     if depth is not None and depth_threshold is not None:

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from stylegallery.engines.classic import colour
 from stylegallery.engines.classic.features import lab_to_rgb, rgb_to_lab
 from stylegallery.errors import Cancelled
+from stylegallery.threads import one_thread
 
 
 SEARCH_SIDE = 7  # search patches are sampled on at most 7 x 7 points (3 * 49 = 147 dims before PCA)
@@ -123,7 +123,7 @@ def pca_basis(samples: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     centred = samples - mean
     cov = centred.T @ centred / max(1, samples.shape[0] - 1)  # (d, d)
     # one thread: a threaded eigh of this small matrix spin-waits on busy cores (0.09 s against 0.008 s, 12 calls)
-    with threadpool_limits(limits=1):
+    with one_thread():
         evals, evecs = np.linalg.eigh(cov.astype(np.float64))
     k = min(dims, samples.shape[1])
     return mean.astype(np.float32), np.ascontiguousarray(evecs[:, ::-1][:, :k], dtype=np.float32)

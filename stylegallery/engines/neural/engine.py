@@ -22,7 +22,6 @@ from typing import ClassVar
 
 import cv2
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.engines.base import Engine
@@ -31,6 +30,7 @@ from stylegallery.engines.classic.engine import check_labels, pairing_from_match
 from stylegallery.engines.neural import features, paint
 from stylegallery.engines.neural.models import SHA256, Networks
 from stylegallery.errors import Cancelled, InputError
+from stylegallery.threads import one_thread
 from stylegallery.types import Analysis, Match, TransferStep
 
 
@@ -71,7 +71,7 @@ class NeuralEngine(Engine):
         s16 = features.crop_map(out["s16"], 16, shape)
         # one BLAS thread: these arrays are small, and threaded LAPACK next to onnxruntime's threads spin-waited
         # (numpy's QR of a (768, 32) basis took 0.2 s instead of 1 ms in a pipeline run)
-        with threadpool_limits(limits=1):
+        with one_thread():
             cluster, merge = features.cluster_and_merge(image, s8, s16)
         tokens = features.block_tokens(shape, s16)
         prepool = np.ascontiguousarray(features.crop_map(out["prepool"], features.STRIDE, shape))
