@@ -1,4 +1,4 @@
-"""`python -m stylegallery run|bench|eval ...`: the command line (contract in the README, "Command line").
+"""`python -m stylegallery run|batch|bench|eval ...`: the command line (contract in the README, "Command line").
 
 Every subcommand's parser lives here; each turns its flags into a `stylegallery.request.Request` (the front desk).
 
@@ -23,6 +23,7 @@ from stylegallery.config import PRESETS
 from stylegallery.engines import AUTO_ORDER, ENGINES
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
 from stylegallery.request import ASPECTS, ASSIGNMENTS, DEVICES, DTYPES, KnobError, Plan, Request, engine_names, plan
+from stylegallery.request import parse_override as request_parse_override
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -103,6 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--figure-aspect", choices=("16:9", "4:3"), default="16:9", help="the talk panel's shape")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
+    batch = sub.add_parser("batch", help="restyle many photos: a JSONL/CSV jobs file or a folder of photos",
+                           description="Run a JSONL or CSV file of jobs, or a folder of photos with --styles, through "
+                                       "one pipeline into DIR: <id>.png, <id>.regions.npz and DIR/manifest.jsonl. "
+                                       "Re-running the same command skips finished jobs. Launched by `accelerate "
+                                       "launch` or torchrun, the jobs are split between the processes (see "
+                                       "stylegallery/batch.py).")
+    batch.add_argument("jobs", metavar="JOBS", help="a .jsonl or .csv jobs file, or a folder of photos")
+    batch.add_argument("--out", required=True, metavar="DIR", help="folder for the results and the manifest")
+    batch.add_argument("--styles", nargs="+", metavar="STYLE", help="style images for every photo of a folder")
+    _add_request_flags(batch, engine_names(), "auto")
+    batch.add_argument("--size", type=int, metavar="PX", help="long side of the working image (default 512)")
+    batch.add_argument("--aspect", choices=ASPECTS, help="keep the aspect ratio (default), or square")
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
+
     bench = sub.add_parser("bench", help="print speed and memory figures of the pipeline",
                            description="Speed and memory figures of the whole pipeline, per stage, cold and warm "
                                        "cache (medians; see stylegallery/bench.py).")
@@ -127,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score an engine against simple references with weight-free metrics",
                         description="Weight-free quality metrics of an engine against simple references (see "
                                     "stylegallery/evaluate.py).")
-    ev.add_argument("contents", nargs="+", help="content images")
-    ev.add_argument("--styles", nargs="+", required=True, action="append",
+    ev.add_argument("contents", nargs="*", help="content images")
+    ev.add_argument("--styles", nargs="+", action="append",
                     help="style images of one style set; repeat --styles for more sets")
+    ev.add_argument("--manifest", metavar="JSONL",
+                    help="score a batch's results instead (its manifest.jsonl or folder; see `batch`)")
     _add_request_flags(ev, engine_names(), "auto")
     ev.add_argument("--versus", action="append", default=[], choices=tuple(ENGINES), metavar="ENGINE",
                     help="also score this engine on the same images and regions (repeatable)")
@@ -141,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": _run, "bench": _bench, "eval": _eval}[args.command](args)
+        return {"run": _run, "batch": _batch, "bench": _bench, "eval": _eval}[args.command](args)
     except KnobError as exc:  # named as its flag: --max-regions, not max regions
         print(f"error: --{exc.knob.replace('_', '-')} {_one_line(exc.detail)}", file=sys.stderr)
         return 2
@@ -180,12 +197,11 @@ def request_from_args(args: argparse.Namespace) -> Request:
 
 
 def parse_override(text: str) -> tuple[int, int, int]:
-    """"2:1:3" -> (2, 1, 3): content region R2 painted like region 3 of style 1 (numbered from 1, as on the page)."""
-    parts = text.split(":")
-    if len(parts) != 3 or not all(p.isdigit() and p.isascii() and 0 < int(p) < 10**6 for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} is not R:S:SR, e.g. 2:1:3 paints region R2 like region 3 of "
-                                         "style 1 (numbered from 1)")
-    return int(parts[0]), int(parts[1]), int(parts[2])
+    """"2:1:3" -> (2, 1, 3) for argparse (request.parse_override says what it means)."""
+    try:
+        return request_parse_override(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _overrides(args: argparse.Namespace) -> dict[int, tuple[int, int]]:
@@ -214,6 +230,47 @@ def _whole_list(text: str) -> list[int]:
     return values
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from stylegallery import batch
+
+    # 1. Read every job and check the flags before any work (a malformed jobs file writes nothing)
+    jobs = batch.read_jobs(args.jobs, args.styles or ())
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {args.out!r} is a file; give a folder")
+    if Path(args.jobs).is_dir() and out.resolve() == Path(args.jobs).resolve():
+        raise InputError("--out is the folder of photos: the results would join them; choose another folder")
+    base = request_from_args(args)
+    first = batch.planned(jobs, base)
+    processes = batch.detect_processes()
+    if processes.main:
+        print(f"note: engine {first.engine} ({first.reason}); {len(jobs)} jobs"
+              + (f" over {processes.count} processes" if processes.count > 1 else ""), file=sys.stderr, flush=True)
+        _say_ignored(first, quiet=False)
+
+    # 2. Run this process's share; every process's manifest part is merged once all are done
+    prefix = f"process {processes.index + 1}/{processes.count}: " if processes.count > 1 else ""
+    bar = None if args.quiet else batch.ProgressBar(prefix=prefix)
+    summary = batch.run_batch(jobs, out, base, processes=processes, progress=bar)
+    for job_id, error in summary.failures:
+        print(f"error: {prefix}job {job_id}: {error}", file=sys.stderr, flush=True)
+    if summary.interrupted:
+        if processes.count == 1:
+            batch.merge_manifest(out)
+        done = summary.ok + summary.skipped
+        print(f"error: {prefix}interrupted after {done} of {summary.total} jobs; no partial file was left: re-run the "
+              "same command to go on (finished jobs are skipped)", file=sys.stderr, flush=True)
+        return 130
+    manifest = batch.finish(out, processes)
+    if not args.quiet:
+        asked = summary.cache_hits + summary.cache_misses
+        print(f"{prefix}{summary.ok} done, {summary.skipped} already done, {summary.failed} failed of {summary.total} "
+              f"jobs in {summary.seconds:.1f} s; analysis cache {summary.cache_hits}/{asked} hits "
+              f"({summary.hit_rate:.0%})" + (f"; manifest {manifest}" if manifest else ""), file=sys.stderr,
+              flush=True)
+    return 1 if summary.failed else 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -228,7 +285,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from stylegallery.evaluate import evaluate, format_table
+    from stylegallery.evaluate import evaluate, evaluate_manifest, format_table
+
+    if args.manifest:
+        if args.contents or args.styles or args.versus:
+            raise InputError("--manifest scores a batch's own results: drop the content images, --styles and --versus")
+        print(format_table(evaluate_manifest(args.manifest)))
+        return 0
+    if not args.contents or not args.styles:
+        raise InputError("give content images and --styles, or --manifest of a batch (see `python -m stylegallery eval "
+                         "--help`)")
 
     for path in (*args.contents, *(s for style_set in args.styles for s in style_set)):
         if not Path(path).is_file():

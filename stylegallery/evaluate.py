@@ -23,9 +23,11 @@ synthesis adds. The command line (`python -m stylegallery eval`) is in stylegall
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -242,15 +244,68 @@ def evaluate(contents: Sequence[Any], style_sets: Sequence[Sequence[Any]], setti
                 methods.append((method, image, time.perf_counter() - t0))
             methods.append(("content", c_img, 0.0))
             for method, img, secs in methods:
-                img = _at(img, c_img.shape[:2])  # an engine may paint at the photo's own size: score at working size
-                fid = style_fidelity(img, result.content_labels, s_imgs, result.style_labels, result.matches)
-                deep = ({} if neural is None else
-                        neural_fidelity(neural, img, result.content_labels, s_imgs, result.style_labels,
-                                        result.matches, plain))
-                rows.append(Row(c_name, s_name, method, ssim_luminance(img, c_img), gradient_correlation(img, c_img),
-                                fid["sw_lab"], fid["patch_nn"], secs, deep.get("gram", math.nan),
-                                deep.get("vec", math.nan)))
+                rows.append(_score(c_name, s_name, method, img, secs, c_img, s_imgs, result.content_labels,
+                                   result.style_labels, result.matches, neural, plain))
     return rows
+
+
+def evaluate_manifest(manifest: str | Path, pipeline: Any = None) -> list[Row]:
+    """Score the finished jobs of a batch (`python -m stylegallery batch`): each job's result against its content
+    and its matched style regions, with the region maps and matches the batch saved, the same metrics as `evaluate`.
+    `manifest`: the batch's manifest.jsonl or its folder. Raises InputError for a manifest without finished jobs or
+    a job whose files are gone."""
+    from stylegallery import images
+    from stylegallery.batch import MANIFEST, read_manifest
+    from stylegallery.errors import EngineUnavailable, InputError, ModelLoadError
+    from stylegallery.pipeline import Pipeline
+    from stylegallery.request import Request, plan
+
+    path = Path(manifest)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / MANIFEST).is_file():
+        raise InputError(f"{str(path)!r} is not a batch's manifest or folder: give DIR/{MANIFEST} of a batch run")
+    records = [r for r in read_manifest(folder).values() if r.get("status") == "ok"]
+    if not records:
+        raise InputError(f"{str(folder / MANIFEST)!r} has no finished job: run or resume the batch first")
+    pipe = pipeline or Pipeline()
+    rows: list[Row] = []
+    for record in sorted(records, key=lambda r: r.get("index", 0)):
+        job = record["id"]
+        fields = {k: v for k, v in record.get("request", {}).items() if k in Request.__dataclass_fields__}
+        settings = plan(dataclasses.replace(Request(**fields), engine=record["engine"])).settings
+        files = [folder / record["output"], folder / record["regions"]]
+        for file in files:
+            if not file.is_file():
+                raise InputError(f"job {job}: {str(file)!r} is missing; re-run the batch to write it again")
+        c_img = images.load(record["content"], settings.image, name=f"job {job}'s content image")
+        s_imgs = [images.load(s, settings.image, name=f"job {job}'s style image {i + 1}")
+                  for i, s in enumerate(record["styles"])]
+        output = images.to_rgb(str(files[0]), name=f"job {job}'s result").astype(np.float32) / 255.0
+        with np.load(files[1]) as saved:
+            labels = saved["content_labels"]
+            style_labels = [saved[f"style_labels_{i}"] for i in range(len(s_imgs))]
+        matches = [Match(m["content_region"], m["style_image"], m["style_region"], m["score"], m["terms"],
+                         m.get("source", "auto")) for m in record["matches"]]
+        try:
+            neural = pipe.engine("neural", settings)
+        except (EngineUnavailable, ModelLoadError):
+            neural = None
+        names = "+".join(Path(s).stem.split("_")[-1] for s in record["styles"])
+        rows.append(_score(job, names, record["engine"], output, float(record.get("seconds", math.nan)), c_img,
+                           s_imgs, labels, style_labels, matches, neural, settings))
+    return rows
+
+
+def _score(c_name: str, s_name: str, method: str, img: np.ndarray, secs: float, c_img: np.ndarray,
+           s_imgs: Sequence[np.ndarray], content_labels: np.ndarray, style_labels: Sequence[np.ndarray],
+           matches: Sequence[Match], neural: Any, settings: Any) -> Row:
+    """One row: `img` scored against the content and the matched style regions at the working size."""
+    img = _at(img, c_img.shape[:2])  # an engine may paint at the photo's own size: score at the working size
+    fid = style_fidelity(img, content_labels, s_imgs, style_labels, matches)
+    deep = {} if neural is None else neural_fidelity(neural, img, content_labels, s_imgs, style_labels, matches,
+                                                     settings)
+    return Row(c_name, s_name, method, ssim_luminance(img, c_img), gradient_correlation(img, c_img), fid["sw_lab"],
+               fid["patch_nn"], secs, deep.get("gram", math.nan), deep.get("vec", math.nan))
 
 
 def format_table(rows: Sequence[Row]) -> str:

@@ -308,3 +308,13 @@ def _check_knob(spec: EngineSpec, engine: str, target: str, knob: str, value: An
     means = f" ({spec.steps_means})" if knob == "steps" and spec.steps_means else ""
     raise KnobError(knob, f"{asked:g} is out of range for the {engine} engine{where}: choose {low:g} to "
                     f"{high:g}{means}")
+
+
+def parse_override(text: str) -> tuple[int, int, int]:
+    """"2:1:3" -> (2, 1, 3): content region R2 painted like region 3 of style 1 (numbered from 1, as on the page).
+    Raises ValueError saying what R:S:SR means."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() and p.isascii() and 0 < int(p) < 10**6 for p in parts):
+        raise ValueError(f"{text!r} is not R:S:SR, e.g. 2:1:3 paints region R2 like region 3 of style 1 (numbered "
+                         "from 1)")
+    return int(parts[0]), int(parts[1]), int(parts[2])
