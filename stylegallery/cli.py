@@ -293,8 +293,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(format_table(evaluate_manifest(args.manifest)))
         return 0
     if not args.contents or not args.styles:
-        raise InputError("give content images and --styles, or --manifest of a batch (see `python -m stylegallery eval "
-                         "--help`)")
+        raise InputError("give content images and --styles, or --manifest of a batch (see `python -m stylegallery "
+                         "eval --help`)")
 
     for path in (*args.contents, *(s for style_set in args.styles for s in style_set)):
         if not Path(path).is_file():

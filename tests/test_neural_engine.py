@@ -266,3 +266,14 @@ def test_pipeline_streams_previews_then_a_result_at_the_photos_size(tmp_path):
     assert result.image.shape == (150, 260, 3)  # the photo's own size, not the 128 px working size
     if "Preview" in kinds:
         assert kinds.index("Preview") < kinds.index("Done")
+
+
+def test_sessions_take_their_share_of_the_cores_from_omp_num_threads(monkeypatch):
+    # several processes on one machine (torchrun, `stylegallery batch` under a launcher) set OMP_NUM_THREADS to their
+    # share; onnxruntime does not read it, so the engine passes it on
+    from stylegallery.engines.neural.models import Networks
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert Networks().transformer.get_session_options().intra_op_num_threads == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert Networks(threads=3).predictor.get_session_options().intra_op_num_threads == 3

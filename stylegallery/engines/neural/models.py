@@ -244,7 +244,7 @@ class Networks:
         except ImportError:
             raise EngineUnavailable("the neural engine needs the onnx package: run `pip install onnx`") from None
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or _default_threads()
         options.inter_op_num_threads = 1
         # no spin-waiting between ops: with the cores shared (the app serving another request, other processes) the
         # spinning threads took the cores from the work itself (a transformer + predictor call at 512 px: 0.69-0.86 s
@@ -280,3 +280,12 @@ class Networks:
         s = np.ascontiguousarray(vmap, dtype=np.float32)  # (1, h, w, 100)
         out = self.transformer.run(None, {CONTENT_INPUT: x, VECTOR: s})[0]
         return out[0, :content.shape[0], :content.shape[1]]
+
+
+def _default_threads() -> int:
+    """$OMP_NUM_THREADS when set (several processes on one machine: torchrun and `stylegallery batch` set it to
+    their share of the cores; onnxruntime itself does not read it), else every core."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return os.cpu_count() or 1
