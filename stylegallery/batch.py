@@ -109,7 +109,8 @@ def read_jobs(source: str | os.PathLike, styles: Sequence[str] = ()) -> list[Job
         if not photos:
             raise InputError(f"the folder {str(path)!r} holds no photo ({', '.join(PHOTO_SUFFIXES)}); check the path")
         rows = [({"content": str(p), "styles": list(styles)}, f"{p.name}") for p in photos]
-        return _jobs(rows, path, derive=lambda row: Path(row["content"]).stem)
+        # the photos' paths include the folder, and --styles paths are the command line's: both from the cwd
+        return _jobs(rows, Path("."), derive=lambda row: Path(row["content"]).stem)
     if styles:
         raise InputError("--styles is for a folder of photos; in a jobs file give each job its own \"styles\"")
     if not path.is_file():

@@ -85,6 +85,13 @@ def test_a_folder_of_photos_takes_the_styles_flag(tmp_path) -> None:
         batch.read_jobs(tmp_path / "photos")
 
 
+def test_relative_folder_and_styles_are_taken_from_the_working_folder(tmp_path, monkeypatch) -> None:
+    _photos(tmp_path / "photos", 1)
+    monkeypatch.chdir(tmp_path)
+    (job,) = batch.read_jobs("photos", ["style.png"])
+    assert Path(job.content) == Path("photos/photo0.png") and job.styles == ("style.png",)
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"content": "p.png", "styles": ["a.png"]}\n{"content": "p.png", "style": ["a.png"]}\n',
      r"jobs.jsonl line 2: unknown field 'style'; a job may give id, content, styles"),
