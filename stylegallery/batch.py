@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
-from stylegallery.request import KnobError, Plan, Request, parse_override, plan
+from stylegallery.request import KnobError, Plan, Request, parse_override, parse_region_strength, plan
 
 
 MANIFEST = "manifest.jsonl"
@@ -44,7 +44,7 @@ PART = "manifest.part-{rank}.jsonl"
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 # what a job may set for itself (Request fields); models, device and engine are the batch's (one pipeline)
 JOB_KNOBS = ("preset", "size", "aspect", "seed", "steps", "content_weight", "max_regions", "merge_rule", "assignment",
-             "strength", "keep_colours", "stroke_size", "face_boost")
+             "strength", "region_strengths", "keep_colours", "stroke_size", "face_boost")
 JOB_FIELDS = ("id", "content", "styles", "overrides", "content_mask", *JOB_KNOBS)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,119}")
 _INT_KNOBS = ("size", "seed", "steps", "max_regions", "stroke_size")
@@ -162,7 +162,7 @@ def _csv_rows(text: str, name: str) -> list[tuple[dict[str, Any], str]]:
                 continue
             if key == "styles":
                 job[key] = [s.strip() for s in cell.split(";") if s.strip()]
-            elif key == "overrides":
+            elif key in ("overrides", "region_strengths"):
                 job[key] = cell.split()
             elif key in _INT_KNOBS or key in _FLOAT_KNOBS:
                 job[key] = _number(cell, key, where)
@@ -218,7 +218,8 @@ def _jobs(rows: list[tuple[dict[str, Any], str]], base: Path, derive: Callable[[
                 n += 1
                 job_id = f"{stem}-{n}"
         taken[job_id] = index
-        knobs = tuple((k, row[k]) for k in JOB_KNOBS if k in row)
+        knobs = tuple((k, _region_strengths(row[k], where) if k == "region_strengths" else row[k])
+                      for k in JOB_KNOBS if k in row)
         jobs.append(Job(index=index, id=job_id, content=_resolve(content, base), styles=tuple(_resolve(s, base)
                         for s in styles), knobs=knobs, overrides=_job_overrides(row.get("overrides"), where),
                         content_mask=None if mask is None else _resolve(mask, base), where=where))
@@ -239,6 +240,18 @@ def _job_overrides(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
     regions = [r for r, _, _ in out]
     if len(set(regions)) != len(regions):
         raise InputError(f"{where}: overrides give a region twice; give each region once")
+    return tuple(out)
+
+
+def _region_strengths(value: Any, where: str) -> tuple[tuple[int, float], ...]:
+    """["2:0.3", ...] or [[2, 0.3], ...] -> ((2, 0.3), ...), regions numbered from 1 (as `--region-strength`)."""
+    out = []
+    for item in value if isinstance(value, list) else [value]:
+        text = ":".join(str(v) for v in item) if isinstance(item, list) else str(item)
+        try:
+            out.append(parse_region_strength(text))
+        except ValueError as exc:
+            raise InputError(f"{where}: region strength {exc}") from None
     return tuple(out)
 
 

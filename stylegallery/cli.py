@@ -24,6 +24,7 @@ from stylegallery.engines import AUTO_ORDER, ENGINES
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
 from stylegallery.request import ASPECTS, ASSIGNMENTS, DEVICES, DTYPES, KnobError, Plan, Request, engine_names, plan
 from stylegallery.request import parse_override as request_parse_override
+from stylegallery.request import parse_region_strength as request_parse_region_strength
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -60,6 +61,9 @@ def _add_request_flags(parser: argparse.ArgumentParser, engines: tuple[str, ...]
     parser.add_argument("--strength", type=float, metavar="S",
                         help="share of each matched style in its region, 0 (the photo's own look) to 1 (default), "
                              "where the engine mixes styles (neural)")
+    parser.add_argument("--region-strength", action="append", type=parse_region_strength, metavar="R:S",
+                        help="the strength of one content region, numbered from 1 as on the page and in the figures "
+                             "(e.g. 2:0.3 keeps most of region R2's own look); repeatable (neural)")
     parser.add_argument("--keep-colours", action="store_true", default=None,
                         help="keep the photo's colours under the painted strokes (neural)")
     parser.add_argument("--stroke-size", type=int, metavar="PX",
@@ -160,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"run": _run, "batch": _batch, "bench": _bench, "eval": _eval}[args.command](args)
     except KnobError as exc:  # named as its flag: --max-regions, not max regions
-        print(f"error: --{exc.knob.replace('_', '-')} {_one_line(exc.detail)}", file=sys.stderr)
+        print(f"error: {flag_of(exc.knob)} {_one_line(exc.detail)}", file=sys.stderr)
         return 2
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
@@ -183,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def flag_of(knob: str) -> str:
+    """The flag of a Request knob: --max-regions for max_regions (a repeatable flag is singular)."""
+    return "--region-strength" if knob == "region_strengths" else f"--{knob.replace('_', '-')}"
+
+
 def request_from_args(args: argparse.Namespace) -> Request:
     """CLI flags -> the front desk's Request (one meaning per knob, as on the page)."""
     return Request(
@@ -190,6 +199,7 @@ def request_from_args(args: argparse.Namespace) -> Request:
         seed=args.seed, max_regions=args.max_regions, merge_rule=args.merge_rule, assignment=args.assignment,
         steps=args.steps,
         content_weight=args.content_weight, face_boost=args.face_boost, strength=args.strength,
+        region_strengths=tuple(args.region_strength) if args.region_strength else None,
         keep_colours=args.keep_colours, stroke_size=args.stroke_size, sd_model=args.sd_model,
         dino_model=args.dino_model, depth_model=args.depth_model, lora=args.lora, device=args.device,
         dtype=args.dtype,
@@ -200,6 +210,14 @@ def parse_override(text: str) -> tuple[int, int, int]:
     """"2:1:3" -> (2, 1, 3) for argparse (request.parse_override says what it means)."""
     try:
         return request_parse_override(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_region_strength(text: str) -> tuple[int, float]:
+    """"2:0.3" -> (2, 0.3) for argparse (request.parse_region_strength)."""
+    try:
+        return request_parse_region_strength(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -314,7 +332,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _say_ignored(run_plan: Plan, quiet: bool) -> None:
     """Knobs given that the painting engine does not take: a note each (shown even with --quiet)."""
     for knob in run_plan.ignored:
-        print(f"note: --{knob.replace('_', '-')} does not apply to the {run_plan.engine} engine; it was ignored",
+        print(f"note: {flag_of(knob)} does not apply to the {run_plan.engine} engine; it was ignored",
               file=sys.stderr, flush=True)
 
 

@@ -35,7 +35,8 @@ ASSIGNMENTS = ("auto", "argmax", "balanced")
 ASPECTS = ("keep", "square")
 # Knobs that name model locations; "none" as depth_model turns depth off.
 MODEL_KNOBS = ("sd_model", "dino_model", "depth_model", "lora")
-STAGE3_KNOBS = ("steps", "content_weight", "face_boost", "strength", "keep_colours", "stroke_size")
+STAGE3_KNOBS = ("steps", "content_weight", "face_boost", "strength", "region_strengths", "keep_colours",
+                "stroke_size")
 
 
 def engine_names() -> tuple[str, ...]:
@@ -103,6 +104,8 @@ class Request:
     content_weight: float | None = field(default=None, metadata={"range": (0.0, 5.0)})
     face_boost: float | None = None  # extra content weight on faces, where the engine protects faces
     strength: float | None = None  # share of each matched style in its region, 0..1, where the engine mixes styles
+    # the strength of single content regions, numbered from 1 as on the page: ((region, strength 0..1), ...)
+    region_strengths: tuple[tuple[int, float], ...] | None = None
     keep_colours: bool | None = None  # keep the photo's colours under the painted strokes, where the engine can
     stroke_size: int | None = None  # long side in px at which the engine paints (its strokes scale with it)
     sd_model: str | None = None  # model locations (hub ids or folders), for the engines that load them
@@ -137,6 +140,16 @@ class Request:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or value != value):
                 raise KnobError(name, f"{value!r} is invalid: expected a number")
+        if self.region_strengths is not None:
+            pairs = self.region_strengths
+            if not isinstance(pairs, tuple) or not all(
+                    isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+                    and p[0] >= 1 and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)
+                    and 0 <= p[1] <= 1 for p in pairs):
+                raise KnobError("region_strengths", f"{pairs!r} is invalid: expected R:S pairs, a region numbered "
+                                "from 1 and a strength 0 to 1, e.g. 2:0.3")
+            if len({r for r, _ in pairs}) != len(pairs):
+                raise KnobError("region_strengths", "gives a region twice; give each region once")
         if self.content_weight is not None:
             low, high = knob_range(Request, "content_weight")
             if not low <= self.content_weight <= high:
@@ -204,6 +217,9 @@ def plan(request: Request, machine: Machine | None = None) -> Plan:
             ignored.append(name)
             continue
         target = spec.knobs[name]
+        if name == "region_strengths":  # numbered from 1 (as on the page) -> the settings' 0-based regions
+            changes[target] = tuple((r - 1, float(v)) for r, v in value)
+            continue
         changes[target] = getattr(base, target) * value if name == "content_weight" else value
         if not isinstance(value, bool):
             _check_knob(spec, engine, target, name, changes[target], value, reason if request.engine == "auto" else "")
@@ -318,3 +334,16 @@ def parse_override(text: str) -> tuple[int, int, int]:
         raise ValueError(f"{text!r} is not R:S:SR, e.g. 2:1:3 paints region R2 like region 3 of style 1 (numbered "
                          "from 1)")
     return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def parse_region_strength(text: str) -> tuple[int, float]:
+    """"2:0.3" -> (2, 0.3): content region R2 (numbered from 1) at strength 0.3. Raises ValueError saying the form."""
+    region, _, value = text.partition(":")
+    try:
+        pair = int(region), float(value)
+    except ValueError:
+        pair = (0, -1.0)
+    if not (region.isdigit() and pair[0] >= 1 and 0 <= pair[1] <= 1):
+        raise ValueError(f"{text!r} is not R:S, e.g. 2:0.3 paints region R2 with strength 0.3 (regions numbered from "
+                         "1, strength 0 to 1)")
+    return pair

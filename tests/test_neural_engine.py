@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from stylegallery.config import NeuralSettings, Settings
-from stylegallery.errors import ModelLoadError
+from stylegallery.errors import InputError, ModelLoadError
 from stylegallery.types import Match
 
 
@@ -125,6 +125,8 @@ def test_strength_zero_keeps_the_contents_look(engine):
     left = np.abs(_mean_rgb(mixed, "left") - _mean_rgb(content, "left")).max()
     assert left < 0.5 * np.abs(_mean_rgb(full, "left") - _mean_rgb(content, "left")).max()
     assert _mean_rgb(mixed, "right")[2] > _mean_rgb(mixed, "right")[0] + 0.1
+    with pytest.raises(InputError, match=r"names region R3, but the content has 2 regions \(R1 to R2\)"):
+        _two_region_run(engine, _settings(region_strengths=((2, 0.5),)), content)
 
 
 def test_keep_colours_keeps_the_photos_chroma(engine):

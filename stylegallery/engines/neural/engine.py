@@ -170,6 +170,10 @@ class NeuralEngine(Engine):
             _check_image(source, "source image")
         pairing = pairing_from_matches(matches, n_regions, [int(lab.max()) + 1 for lab in style_labels])
         ns = settings.neural
+        for region, _ in ns.region_strengths:
+            if region >= n_regions:
+                raise InputError(f"a region strength names region R{region + 1}, but the content has {n_regions} "
+                                 f"regions (R1 to R{n_regions}); choose one of them")
 
         # 2. One style vector per content region: its matched style region's, mixed with its own by the strength
         own = self._region_vectors(content, content_labels)  # (K, 100)
