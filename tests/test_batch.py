@@ -279,6 +279,21 @@ def test_two_processes_split_the_jobs_each_runs_once_and_the_manifests_merge(tmp
     assert not list(out.glob("manifest.part-*")) and len(list(out.glob("*.png"))) == 4
 
 
+@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="needs accelerate (requirements-dev.txt)")
+def test_accelerate_launch_runs_the_batch(tmp_path) -> None:
+    # the launcher users type; on a CPU-only machine it starts one process however many are asked
+    # (research/scale.md), which then runs every job
+    photos = _photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+                           "stylegallery", "batch", str(tmp_path / "in"), "--styles", str(STYLES[0]), "--out",
+                           str(out), *FAST, "-q"], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(r["id"] for r in _records(out)) == [p.stem for p in photos]
+
+
 def test_eval_scores_a_batch_from_its_manifest(tmp_path, capsys) -> None:
     _photos(tmp_path / "in", 2)
     out = tmp_path / "out"
