@@ -22,7 +22,18 @@ from pathlib import Path
 from stylegallery.config import PRESETS
 from stylegallery.engines import AUTO_ORDER, ENGINES
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
-from stylegallery.request import ASPECTS, ASSIGNMENTS, DEVICES, DTYPES, KnobError, Plan, Request, engine_names, plan
+from stylegallery.request import (
+    ASPECTS,
+    ASSIGNMENTS,
+    DEVICES,
+    DTYPES,
+    RESIDENTS,
+    KnobError,
+    Plan,
+    Request,
+    engine_names,
+    plan,
+)
 from stylegallery.request import parse_override as request_parse_override
 from stylegallery.request import parse_region_strength as request_parse_region_strength
 
@@ -74,6 +85,11 @@ def _add_request_flags(parser: argparse.ArgumentParser, engines: tuple[str, ...]
     parser.add_argument("--dino-model", metavar="ID_OR_DIR", help="DINOv2 hub id or local folder")
     parser.add_argument("--depth-model", metavar="ID_OR_DIR|none", help="Depth-Anything-V2 hub id or folder, or none")
     parser.add_argument("--lora", metavar="ID_OR_DIR", help="LCM LoRA for --preset fast (diffusion engine)")
+    parser.add_argument("--sam-model", metavar="ID_OR_DIR",
+                        help="SAM hub id or folder: its masks replace k-means in stage 1 (diffusion engine)")
+    parser.add_argument("--resident", choices=RESIDENTS,
+                        help="where the diffusion UNet weights live: dtype (stored in --dtype), float32 (cast at "
+                             "every forward), auto (default: dtype on CUDA, float32 elsewhere)")
     parser.add_argument("--device", choices=DEVICES, help="default: the GPU when there is one, else the CPU")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="diffusion stage-3 UNet precision: auto (default) is float16 on CUDA, float32 elsewhere")
@@ -201,8 +217,8 @@ def request_from_args(args: argparse.Namespace) -> Request:
         content_weight=args.content_weight, face_boost=args.face_boost, strength=args.strength,
         region_strengths=tuple(args.region_strength) if args.region_strength else None,
         keep_colours=args.keep_colours, stroke_size=args.stroke_size, sd_model=args.sd_model,
-        dino_model=args.dino_model, depth_model=args.depth_model, lora=args.lora, device=args.device,
-        dtype=args.dtype,
+        dino_model=args.dino_model, depth_model=args.depth_model, lora=args.lora, sam_model=args.sam_model,
+        resident=args.resident, device=args.device, dtype=args.dtype,
     )
 
 

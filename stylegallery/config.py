@@ -212,6 +212,11 @@ class DiffusionSettings:
     dino_model: str = DEFAULT_DINO_MODEL  # hub id or local folder of a DINOv2 model
     depth_model: str | None = DEFAULT_DEPTH_MODEL  # hub id or local folder; None disables depth
     lora: str | None = None  # LoRA fused for stage 3 of the "fast" (LCM-LoRA) and "hyper" (Hyper-SD) presets
+    # hub id or local folder of a SAM model (facebook/sam-vit-*, Apache-2.0): its automatic masks replace k-means as
+    # the base map of stage 1 for every image (the official SAM path, 2.2 code); None: k-means (the paper's default)
+    sam_model: str | None = None
+    sam_pred_iou_thresh: float = 0.98  # SAM masks kept above this predicted IoU (official generator); 0..1
+    sam_stability_thresh: float = 0.95  # ...and at or above this stability score (official generator); 0..1
     inversion_steps: int = 15  # DDIM inversion steps T (2.2); 1..100
     steps: int = knob(150, 1, 1000)  # optimisation timesteps N (4.2); 1..1000
     iters: int = 1  # Adam steps per timestep (4.2); 1..10
@@ -240,9 +245,18 @@ class DiffusionSettings:
     preview_every: int = 10  # stream a cheap latent preview every this many steps; >= 1
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # UNet dtype; inversion stays float32
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "mps"
+    # where the UNet weights live (DiffusionEngine): "dtype" stores them in `dtype` (as the official fp16 UNet),
+    # "float32" keeps float32 weights under autocast, "auto" is "dtype" on CUDA and "float32" elsewhere
+    resident: Literal["auto", "float32", "dtype"] = "auto"
 
     def __post_init__(self) -> None:
         _check(bool(self.sd_model), "sd_model", self.sd_model, "a hub id or a folder")
+        _check(self.sam_model is None or bool(self.sam_model), "sam_model", self.sam_model,
+               "None or a hub id or a folder")
+        _check(0 <= self.sam_pred_iou_thresh <= 1, "sam_pred_iou_thresh", self.sam_pred_iou_thresh, "0..1")
+        _check(0 <= self.sam_stability_thresh <= 1, "sam_stability_thresh", self.sam_stability_thresh, "0..1")
+        _check(self.resident in ("auto", "float32", "dtype"), "resident", self.resident,
+               "'auto', 'float32' or 'dtype'")
         _check(1 <= self.inversion_steps <= 100, "inversion_steps", self.inversion_steps, "1..100")
         _check_knobs(self)
         _check(1 <= self.iters <= 10, "iters", self.iters, "1..10")

@@ -349,8 +349,12 @@ class Pipeline:
         """(stage-1 labels on the feature grid, the engine's refined region map of the image), cached together."""
         cached = self.cache.get("segment", key)
         if cached is None:
-            grid = regions.segment(analysis.cluster_features, analysis.merge_features, analysis.depth,
-                                   region_settings)
+            if analysis.masks is None:
+                grid = regions.segment(analysis.cluster_features, analysis.merge_features, analysis.depth,
+                                       region_settings)
+            else:  # the engine's base masks (SAM) replace k-means (the official SAM path)
+                base = regions.sam_label_map(list(analysis.masks), analysis.grid_shape)
+                grid = regions.segment_from_base(base, analysis.merge_features, region_settings)
             shown = engine.refine_labels(analysis.image, grid, settings)
             cached = (grid, shown)
             self.cache.put("segment", key, cached, grid.nbytes + (shown.nbytes if shown is not grid else 0))

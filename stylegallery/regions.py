@@ -147,7 +147,9 @@ def sam_label_map(masks: list[np.ndarray] | tuple[np.ndarray, ...], grid: tuple[
     """The official SAM base map (`generate_mask_with_sam`): masks painted largest first, so smaller ones stay on
     top, label i + 1 for the i-th largest and 0 where no mask covers; nearest-resized to the grid. (h, w) int32."""
     if len(masks) == 0:
-        raise ValueError("no SAM masks: the mask generator found no region above its thresholds")
+        raise ValueError("no SAM masks: the mask generator found no region above its thresholds; use a trained SAM "
+                         "(e.g. facebook/sam-vit-base), lower DiffusionSettings.sam_pred_iou_thresh and "
+                         "sam_stability_thresh, or drop the SAM model (--sam-model)")
     shape = np.asarray(masks[0]).shape
     painted = np.zeros(shape, dtype=np.int32)
     order = sorted(range(len(masks)), key=lambda i: int(np.asarray(masks[i]).sum()), reverse=True)

@@ -34,7 +34,10 @@ DEVICES = ("cpu", "cuda", "mps")
 ASSIGNMENTS = ("auto", "argmax", "balanced")
 ASPECTS = ("keep", "square")
 # Knobs that name model locations; "none" as depth_model turns depth off.
-MODEL_KNOBS = ("sd_model", "dino_model", "depth_model", "lora")
+MODEL_KNOBS = ("sd_model", "dino_model", "depth_model", "lora", "sam_model")
+# Knobs of one engine's models that the painting engine may not take: set where taken, noted as ignored otherwise
+ENGINE_MODEL_KNOBS = ("sam_model", "resident")
+RESIDENTS = ("auto", "float32", "dtype")
 STAGE3_KNOBS = ("steps", "content_weight", "face_boost", "strength", "region_strengths", "keep_colours",
                 "stroke_size")
 
@@ -112,6 +115,9 @@ class Request:
     dino_model: str | None = None
     depth_model: str | None = None  # "none" turns depth off
     lora: str | None = None
+    sam_model: str | None = None  # SAM's masks replace k-means as stage 1's base map (the official SAM path)
+    # where the UNet weights live (DiffusionSettings.resident); None: the engine's default, "auto"
+    resident: Literal["auto", "float32", "dtype"] | None = None
     device: Literal["cpu", "cuda", "mps"] | None = None  # None: the GPU when there is one, else the CPU
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: float16 on CUDA, else float32
     # when the asked engine cannot load, paint with the next engine that can (the page does; the CLI says why and
@@ -126,7 +132,7 @@ class Request:
         _one_of("preset", self.preset, PRESETS)
         _one_of("dtype", self.dtype, DTYPES)
         for name, options in (("aspect", ASPECTS), ("assignment", ASSIGNMENTS), ("device", DEVICES),
-                              ("merge_rule", ("official", "union_find"))):
+                              ("resident", RESIDENTS), ("merge_rule", ("official", "union_find"))):
             if getattr(self, name) is not None:
                 _one_of(name, getattr(self, name), options)
         for name in ("size", "seed", "max_regions", "steps", "stroke_size"):
@@ -201,14 +207,17 @@ def plan(request: Request, machine: Machine | None = None) -> Plan:
     if str(models.get("depth_model", "")).lower() == "none":
         models["depth_model"] = None
         settings = _replace(settings, "regions", {"use_depth": False})
+    loads = {**models, "device": device, "dtype": dtype}
+    if request.resident is not None:
+        loads["resident"] = request.resident
     for spec_n in ENGINES.values():
-        changes = {spec_n.knobs[k]: v for k, v in {**models, "device": device, "dtype": dtype}.items()
-                   if k in spec_n.knobs}
+        changes = {spec_n.knobs[k]: v for k, v in loads.items() if k in spec_n.knobs}
         settings = _replace(settings, spec_n.settings, changes)
+    ignored = [name for name in ENGINE_MODEL_KNOBS if getattr(request, name) and name not in spec.knobs]
 
     # 3. Stage-3 knobs on the engine that paints (a fallback keeps its preset's values, and the run notes it)
     base = getattr(settings, spec.settings)
-    changes, ignored = {}, []
+    changes = {}
     for name in STAGE3_KNOBS:
         value = getattr(request, name)
         if value is None:

@@ -30,6 +30,8 @@ class Analysis:
     depth: np.ndarray | None  # (h, w) in [0, 1], near = 1; None when depth is off
     tokens: np.ndarray  # (gh, gw, D) semantic tokens on a grid covering the whole image (stage 2)
     payload: dict[str, Any] = field(default_factory=dict)  # engine-private (latents, ...)
+    # (M, H, W) bool base masks (SAM) whose map replaces k-means in stage 1 (2.2 code); None: k-means
+    masks: np.ndarray | None = None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -39,7 +41,7 @@ class Analysis:
     def nbytes(self) -> int:
         """Approximate memory held, for the byte-bounded cache."""
         total = 0
-        for value in (self.image, self.cluster_features, self.merge_features, self.depth, self.tokens,
+        for value in (self.image, self.cluster_features, self.merge_features, self.depth, self.tokens, self.masks,
                       *self.payload.values()):
             total += _nbytes(value)
         return total

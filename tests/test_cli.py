@@ -143,6 +143,22 @@ def test_a_knob_the_engine_does_not_take_is_noted(files, tmp_path, capsys) -> No
     assert "note: --face-boost does not apply to the diffusion engine; it was ignored" in err
 
 
+def test_sam_model_and_resident_are_diffusion_flags(files, tmp_path, capsys) -> None:
+    diffusion = _plan(["--engine", "diffusion", "--sam-model", "facebook/sam-vit-base", "--resident", "float32"])
+    assert (diffusion.settings.diffusion.sam_model, diffusion.settings.diffusion.resident) == (
+        "facebook/sam-vit-base", "float32")
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(tmp_path / "o.png"),
+                      "--engine", "classic", "--size", "64", "--steps", "1", "--sam-model", str(tmp_path / "sam"),
+                      "--resident", "dtype", "-q"], capsys)
+    assert code == 0, err
+    assert err.splitlines() == ["note: --sam-model does not apply to the classic engine; it was ignored",
+                                "note: --resident does not apply to the classic engine; it was ignored"]
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(tmp_path / "o.png"),
+                      "--resident", "half"], capsys)
+    _assert_one_line_error(code, err)
+    assert "--resident" in err
+
+
 def test_override_flags_are_page_numbers(files, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code, err = _run(["run", str(files["content"]), str(files["style1"]), str(files["style2"]), "-o",

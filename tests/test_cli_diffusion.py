@@ -102,6 +102,44 @@ def test_second_run_does_no_stage_1_or_2_work(tiny, files) -> None:
     assert [m.to_json() for m in second.matches] == [m.to_json() for m in first.matches]
 
 
+def test_sam_model_reaches_stage_1_and_no_mask_above_the_thresholds_exits_2(tiny, files, tmp_path, capsys) -> None:
+    from stylegallery.engines.diffusion.tiny import save_tiny_sam
+
+    sam = save_tiny_sam(tmp_path / "sam")
+    out = tmp_path / "out"
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"),
+                      "--engine", "diffusion", "--size", "64", "--steps", "1", "--sam-model", str(sam),
+                      "--matches-out", str(out / "m.json"), *_model_flags(tiny)], capsys)
+    # the random SAM scores no mask above the official thresholds (0.98 IoU, 0.95 stability): one clear line
+    _assert_one_line_error(code, err)
+    assert "error: no SAM masks: the mask generator found no region above its thresholds" in err
+    assert os.listdir(out) == []
+    code, err = _run(["run", str(files["content"]), str(files["style1"]), "-o", str(out / "o.png"),
+                      "--engine", "diffusion", "--size", "64", "--steps", "1", "--sam-model", str(tiny.dino),
+                      *_model_flags(tiny)], capsys)
+    _assert_one_line_error(code, err)
+    assert "sam_model" in err and "facebook/sam-vit-base" in err  # a DINOv2 folder is not a SAM model
+
+
+@pytest.mark.parametrize(("resident", "dtype", "unet"), [("dtype", "bfloat16", "bfloat16"),
+                                                         ("float32", "bfloat16", "float32"),
+                                                         ("auto", "bfloat16", "float32")])  # auto: dtype on CUDA only
+def test_resident_flag_reaches_the_engine(tiny, resident, dtype, unet) -> None:
+    import torch
+
+    from stylegallery.engines.diffusion import DiffusionEngine
+    from stylegallery.request import plan
+
+    args = cli.build_parser().parse_args(["run", "c.png", "s.png", "-o", "o.png", "--engine", "diffusion",
+                                          "--device", "cpu", "--dtype", dtype, "--resident", resident,
+                                          *_model_flags(tiny)])
+    settings = plan(cli.request_from_args(args)).settings
+    assert settings.diffusion.resident == resident
+    engine = DiffusionEngine.from_settings(settings)
+    assert engine.unet_dtype == getattr(torch, unet)
+    assert engine.stats[f"unet_weight_bytes_{unet}"] > 0
+
+
 @pytest.mark.parametrize("case", ["missing", "wrong_architecture", "offline_hub_id", "empty_folder"])
 def test_unusable_model_location_exits_2(tiny, files, tmp_path, capsys, monkeypatch, case) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

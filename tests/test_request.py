@@ -93,6 +93,17 @@ def test_a_knob_the_engine_does_not_take_is_reported_not_applied(installed) -> N
     assert run_plan.settings.classic.face_boost == ClassicSettings().face_boost
 
 
+def test_sam_model_and_resident_reach_the_diffusion_engine_and_are_noted_on_another(installed) -> None:
+    got = rq.plan(rq.Request(engine="diffusion", sam_model="/sam", resident="dtype"), GPU)
+    assert (got.settings.diffusion.sam_model, got.settings.diffusion.resident, got.ignored) == ("/sam", "dtype", ())
+    plain = rq.plan(rq.Request(engine="diffusion"), GPU).settings.diffusion
+    assert (plain.sam_model, plain.resident) == (None, "auto")  # k-means and the engine's own choice by default
+    classic = rq.plan(rq.Request(engine="classic", sam_model="/sam", resident="float32"), CPU)
+    assert classic.ignored == ("sam_model", "resident")
+    with pytest.raises(InputError, match="resident 'fp16' is not one of auto, float32, dtype"):
+        rq.Request(resident="fp16")  # type: ignore[arg-type]
+
+
 def test_model_knobs_reach_every_engine_that_loads_them_and_none_turns_depth_off(installed) -> None:
     got = rq.plan(rq.Request(engine="auto", sd_model="/sd", depth_model="none", lora="/l.safetensors"), CPU).settings
     assert (got.diffusion.sd_model, got.diffusion.depth_model, got.diffusion.lora) == ("/sd", None, "/l.safetensors")

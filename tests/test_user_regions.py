@@ -100,35 +100,3 @@ def test_sam_base_map_paints_the_largest_first_and_merges_like_the_official_path
     assert len(np.unique(labels)) == 2
     with pytest.raises(ValueError, match="no SAM masks"):
         regions.sam_label_map([], (8, 8))
-
-
-def test_a_tiny_random_sam_loads_through_from_pretrained_and_segments(tmp_path):
-    import importlib.util
-
-    import torch
-
-    from stylegallery.engines.diffusion.models import load_sam, sam_masks
-    from stylegallery.engines.diffusion.tiny import save_tiny_sam
-    from stylegallery.errors import ModelLoadError
-
-    folder = save_tiny_sam(tmp_path / "sam")
-    from transformers import SamModel, SamProcessor
-
-    model = SamModel.from_pretrained(folder, use_safetensors=True).eval()
-    processor = SamProcessor.from_pretrained(folder)
-    image = (np.random.default_rng(0).random((48, 72, 3)) * 255).astype(np.uint8)
-    inputs = processor(images=Image.fromarray(image), input_points=[[[30, 20]]], return_tensors="pt")
-    with torch.no_grad():
-        out = model(**inputs)
-    assert out.pred_masks.shape[:3] == (1, 1, 3) and torch.isfinite(out.iou_scores).all()
-    if importlib.util.find_spec("torchvision") is None:
-        with pytest.raises(ModelLoadError, match="torchvision"):
-            load_sam(str(folder))
-        pytest.skip("torchvision is not installed: transformers' mask-generation post-processing (NMS) needs it; "
-                    "the model itself loaded and ran above")
-    generator = load_sam(str(folder))
-    masks = sam_masks(generator, image / 255.0, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                      crops_n_layers=0)
-    assert masks and masks[0].shape == (48, 72)
-    base = regions.sam_label_map(masks, (6, 9))
-    assert base.shape == (6, 9)

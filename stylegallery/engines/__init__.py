@@ -40,7 +40,7 @@ ENGINES: dict[str, EngineSpec] = {
         settings="diffusion",
         knobs={"steps": "steps", "content_weight": "content_weight", "sd_model": "sd_model",
                "dino_model": "dino_model", "depth_model": "depth_model", "lora": "lora", "device": "device",
-               "dtype": "dtype"},
+               "dtype": "dtype", "sam_model": "sam_model", "resident": "resident"},
         steps_means="optimisation timesteps",
         requires=("torch", "diffusers", "transformers"),
         gpu=True,

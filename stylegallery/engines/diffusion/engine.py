@@ -48,7 +48,15 @@ from stylegallery.engines.diffusion.losses import (
     region_masks,
     regional_style_loss,
 )
-from stylegallery.engines.diffusion.models import load_depth, load_dino, load_lora, load_sd, stage3_timesteps
+from stylegallery.engines.diffusion.models import (
+    load_depth,
+    load_dino,
+    load_lora,
+    load_sam,
+    load_sd,
+    stage3_timesteps,
+)
+from stylegallery.engines.diffusion.sam import sam_masks
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError
 from stylegallery.types import Analysis, Match, TransferStep
 
@@ -67,11 +75,12 @@ class DiffusionEngine(Engine):
     "dtype" stores them in `dtype` (as the official `init` casts the UNet to fp16: no float32 copy re-cast
     at every forward, about 1.7 GB less for SD 1.5; the inversion's UNet calls then run in `dtype` too, as
     demo_accelerate.py, with the latent update in float32); "float32" keeps float32 weights under autocast;
-    "auto" is "dtype" on CUDA and "float32" elsewhere.
+    "auto" is "dtype" on CUDA and "float32" elsewhere. With `sam_model`, `analyze` adds SAM's automatic masks
+    (Analysis.masks) and stage 1 starts from their map instead of k-means (the official SAM path).
 
     `stats` counts since construction, flat for the benchmark: unet_forward_analyze,
     unet_forward_transfer, unet_backward_transfer, vae_encode, vae_decode, dino_calls, depth_calls,
-    transfer_steps; unet_weight_bytes_<dtype> and weight_bytes_<dtype> (all models) of the resident
+    transfer_steps, sam_calls; unet_weight_bytes_<dtype> and weight_bytes_<dtype> (all models) of the resident
     weights; grad_scale (the GradScaler's last scale, float16 only); and, with `count_host_syncs` set on
     CUDA, host_syncs_transfer (synchronising calls inside the stage-3 loop, counted by
     torch.cuda.set_sync_debug_mode). `reset_stats()` zeroes the counts and re-reads the weight bytes.
@@ -90,6 +99,7 @@ class DiffusionEngine(Engine):
         dtype: str = "float32",
         lora: str | None = None,
         resident: Literal["auto", "float32", "dtype"] = "auto",
+        sam_model: str | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is invalid: expected one of {', '.join(DTYPES)}")
@@ -98,10 +108,12 @@ class DiffusionEngine(Engine):
         self.device = _check_device(device)
         self.dtype = DTYPES[dtype]
         self.sd_model, self.dino_model, self.depth_model, self.lora = sd_model, dino_model, depth_model, lora
+        self.sam_model, self.resident = sam_model, resident
         self.sd = load_sd(sd_model, self.device)
         self.dino, self.dino_processor = load_dino(dino_model, self.device)
         self.depth, self.depth_processor = load_depth(depth_model, self.device) if depth_model else (None, None)
         self.lora_adapter = load_lora(self.sd.unet, lora) if lora else None
+        self.sam = load_sam(sam_model, self.device) if sam_model else None  # (SamModel, processor)
         if resident == "auto":
             resident = "dtype" if self.device.type == "cuda" else "float32"
         if resident == "dtype" and self.dtype != torch.float32:
@@ -116,12 +128,13 @@ class DiffusionEngine(Engine):
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusionEngine:
         d = settings.diffusion
-        return cls(d.sd_model, d.dino_model, d.depth_model, device=d.device, dtype=d.dtype, lora=d.lora)
+        return cls(d.sd_model, d.dino_model, d.depth_model, device=d.device, dtype=d.dtype, lora=d.lora,
+                   resident=d.resident, sam_model=d.sam_model)
 
     @classmethod
     def load_key(cls, settings: Settings) -> Hashable:
         d = settings.diffusion
-        return (d.sd_model, d.dino_model, d.depth_model, d.lora, d.device, d.dtype)
+        return (d.sd_model, d.dino_model, d.depth_model, d.lora, d.device, d.dtype, d.resident, d.sam_model)
 
     def reset_stats(self) -> None:
         self.stats.clear()
@@ -129,7 +142,8 @@ class DiffusionEngine(Engine):
 
     def _weight_stats(self) -> None:
         """unet_weight_bytes_<dtype> and weight_bytes_<dtype> (all loaded models) of the resident parameters."""
-        models = [self.sd.unet, self.sd.vae, self.sd.text_encoder, self.dino, self.depth]
+        models = [self.sd.unet, self.sd.vae, self.sd.text_encoder, self.dino, self.depth,
+                  self.sam[0] if self.sam else None]
         for index, model in enumerate(m for m in models if m is not None):
             for tensor in [*model.parameters(), *model.buffers()]:
                 name = str(tensor.dtype).removeprefix("torch.")
@@ -146,7 +160,8 @@ class DiffusionEngine(Engine):
         return ("diffusion", self.sd_model, self.dino_model, self.depth_model if use_depth else None,
                 d.inversion_steps, use_depth, d.depth_resize if use_depth else None, d.dino_input, d.dino_grid,
                 settings.image.size,
-                settings.image.multiple, r.time_slope, r.time_inflection)
+                settings.image.multiple, r.time_slope, r.time_inflection,
+                (self.sam_model, d.sam_pred_iou_thresh, d.sam_stability_thresh) if self.sam else None)
 
     def time_steps(self, settings: Settings) -> int:
         return settings.diffusion.inversion_steps
@@ -175,9 +190,10 @@ class DiffusionEngine(Engine):
     @torch.no_grad()
     def analyze(self, image: np.ndarray, settings: Settings, time_weights: np.ndarray,
                 should_stop: Callable[[], bool] = lambda: False) -> Analysis:
-        """Paper 2.2: z0, 15-step DDIM inversion -> F_mix and C15; depth (2.2); DINOv2 tokens (3.2b).
+        """Paper 2.2: z0, 15-step DDIM inversion -> F_mix and C15; depth (2.2); DINOv2 tokens (3.2b); with a SAM
+        model, its automatic masks (2.2 code).
 
-        `should_stop` is asked before every UNet call of the inversion and before depth and DINOv2.
+        `should_stop` is asked before every UNet call of the inversion and before depth, DINOv2 and SAM.
         """
         d = settings.diffusion
         image = _check_image(image)
@@ -205,6 +221,13 @@ class DiffusionEngine(Engine):
                  else None)
         _raise_if(should_stop, "DINOv2")
         tokens = self._tokens(image, d)
+        masks = None
+        if self.sam is not None:
+            _raise_if(should_stop, "SAM")
+            found = sam_masks(self.sam, image, pred_iou_thresh=d.sam_pred_iou_thresh,
+                              stability_score_thresh=d.sam_stability_thresh)
+            self.stats["sam_calls"] += 1
+            masks = np.stack(found) if found else np.zeros((0, *image.shape[:2]), dtype=bool)  # (M, H, W)
         return Analysis(
             image=image,
             cluster_features=_to_grid(result.f_mix),
@@ -212,6 +235,7 @@ class DiffusionEngine(Engine):
             depth=depth,
             tokens=tokens,
             payload={"z0": z0.cpu(), "c15": result.latent.cpu()},
+            masks=masks,
         )
 
     def transfer(

@@ -402,45 +402,18 @@ def stage3_timesteps(scheduler_config, kind: str, steps: int) -> list[float]:
     return [float(t) for t in STAGE3_SCHEDULES[kind](scheduler_config, steps)]
 
 
-def load_sam(location: str, device: str | torch.device = "cpu") -> Any:
-    """transformers' mask-generation pipeline on a SAM model folder or hub id (optional; the official SAM path).
-
-    Needs torchvision (transformers' mask post-processing runs its NMS). Safetensors only, no remote code.
-    """
+def load_sam(location: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """(SamModel, SamImageProcessorPil) of a SAM model folder or hub id, for `sam.sam_masks` (optional; the official
+    SAM base masks). Safetensors only, no remote code; no torchvision needed."""
     quiet_libraries()
     root = resolve_location(location, "sam_model", TRANSFORMERS_FILES)
     _check_transformers_folder(root, "sam_model", location, ("sam",), "a SAM model", "facebook/sam-vit-base")
-    if importlib.util.find_spec("torchvision") is None:
-        raise ModelLoadError(f"sam_model {location!r} needs torchvision for transformers' mask generation, which is "
-                             "not installed: `pip install torchvision` (the build matching your torch), or drop SAM")
-    from transformers import SamImageProcessor, SamModel, pipeline
+    from transformers import SamImageProcessorPil, SamModel
 
     fix = "check that the folder is a complete SAM model (config.json, preprocessor_config.json, safetensors)"
     model = _loaded("sam_model", location, f"the model{_within(root, location)}", fix,
                     lambda: SamModel.from_pretrained(root, use_safetensors=True))
     processor = _loaded("sam_model", location, f"the image processor{_within(root, location)}", fix,
-                        lambda: SamImageProcessor.from_pretrained(root))
+                        lambda: SamImageProcessorPil.from_pretrained(root))
     model.to(device).float().eval().requires_grad_(False)
-    return pipeline("mask-generation", model=model, image_processor=processor, device=torch.device(device))
-
-
-def sam_masks(generator: Any, image: Any, *, points_per_side: int = 16, pred_iou_thresh: float = 0.98,
-              stability_score_thresh: float = 0.95, crops_n_layers: int = 1, crop_n_points_downscale_factor: int = 2,
-              points_per_batch: int = 64) -> list[Any]:
-    """Boolean (H, W) masks of an (H, W, 3) float [0, 1] image from `load_sam`'s generator.
-
-    The defaults are the official SamAutomaticMaskGenerator's (points_per_side 16, pred_iou_thresh 0.98,
-    stability 0.95, one crop layer, downscale 2); its min_mask_region_area=1000 hole/island clean-up has no
-    counterpart in transformers (stage 1's small-region absorption follows anyway). Feed the result to
-    regions.sam_label_map, then regions.segment_from_base.
-    """
-    import numpy as np
-    from PIL import Image
-
-    pixels = Image.fromarray((np.asarray(image) * 255).round().clip(0, 255).astype(np.uint8))
-    with torch.no_grad():
-        out = generator(pixels, points_per_crop=points_per_side, pred_iou_thresh=pred_iou_thresh,
-                        stability_score_thresh=stability_score_thresh, crops_n_layers=crops_n_layers,
-                        crop_n_points_downscale_factor=crop_n_points_downscale_factor,
-                        points_per_batch=points_per_batch)
-    return [np.asarray(m, dtype=bool) for m in out["masks"]]
+    return model, processor

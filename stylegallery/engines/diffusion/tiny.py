@@ -115,7 +115,7 @@ def save_tiny_sam(folder: Path, seed: int = 3) -> Path:
     """A tiny random SAM (64 px input) with its image processor, saved for `models.load_sam`; returns `folder`."""
     from transformers import (
         SamConfig,
-        SamImageProcessor,
+        SamImageProcessorPil,
         SamMaskDecoderConfig,
         SamModel,
         SamPromptEncoderConfig,
@@ -136,7 +136,7 @@ def save_tiny_sam(folder: Path, seed: int = 3) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         SamModel(config).save_pretrained(folder, safe_serialization=True)
-    processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+    processor = SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
                                   mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
     processor.save_pretrained(folder)
     return Path(folder)
