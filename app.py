@@ -5,7 +5,7 @@
 This file only wires widgets to one cached `stylegallery.Pipeline`: the method lives in the library, and the web
 app's own machinery (file gate, page rendering, hosting limits, gradio shims) in `stylegallery/web/`.
 The "generate" API endpoint takes (content, styles, overrides, engine, preset, size, max regions,
-content weight, steps, seed, randomise). Overrides use the page's 1-based numbers: {"2": [1, 3]}
+content weight, steps, seed, randomise, style strength). Overrides use the page's 1-based numbers: {"2": [1, 3]}
 paints content region R2 like region 3 of style 1. Widget values become a `stylegallery.request.Request`, as the
 CLI's flags do: steps go to the engine that paints (its own range), the content weight multiplies the preset's.
 """
@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from stylegallery.config import PRESETS, ImageSettings, RegionSettings, Settings, knob_range  # noqa: E402
+from stylegallery.config import PRESETS, ImageSettings, NeuralSettings, RegionSettings, Settings, knob_range  # noqa: E402
 from stylegallery.engines import AUTO_ORDER, ENGINES  # noqa: E402
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError, OverrideError  # noqa: E402
 from stylegallery.gallery import by_kind, folders_of, groups, load_gallery  # noqa: E402
@@ -71,12 +71,12 @@ def steps_setting(engine: str, preset_name: str) -> dict:
 @gpu
 def generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
              size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-             request: gr.Request) -> Iterator[tuple]:
+             request: gr.Request, strength: float = 1.0) -> Iterator[tuple]:
     """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files.
 
     A failure ends with the status line saying so, then the page error (gradio shows what was yielded before)."""
     for update in render.failures_said(_generate(content, styles, overrides, engine, preset_name, size, k_max,
-                                                 content_weight, steps, seed, randomize, request)):
+                                                 content_weight, steps, seed, randomize, request, strength)):
         compat.forget_stale_copies(request)
         yield update
 
@@ -84,18 +84,19 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
 @gpu
 def regenerate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
                size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-               request: gr.Request) -> Iterator[tuple]:
+               request: gr.Request, strength: float = 1.0) -> Iterator[tuple]:
     """The Regenerate button: `generate` with the region choices, its statuses saying what a rerun does (stages 1-2
     come from the pipeline's cache when the pictures and their settings are unchanged)."""
     for update in render.failures_said(_generate(content, styles, overrides, engine, preset_name, size, k_max,
-                                                 content_weight, steps, seed, randomize, request, reuse=True)):
+                                                 content_weight, steps, seed, randomize, request, strength,
+                                                 reuse=True)):
         compat.forget_stale_copies(request)
         yield update
 
 
 def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-              request: gr.Request, reuse: bool = False) -> Iterator[tuple]:
+              request: gr.Request, strength: float = 1.0, reuse: bool = False) -> Iterator[tuple]:
     session, queued_at = hosting.session(request), compat.queued_at()
 
     def stopped() -> bool:  # Stop was pressed for this session since this run was submitted
@@ -118,7 +119,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     render.within_limits(size=(size, MAX_SIZE, "STYLEGALLERY_MAX_SIZE"), steps=(steps, MAX_STEPS,
                                                                                 "STYLEGALLERY_MAX_STEPS"))
     try:
-        run_plan = plan(page_request(engine, preset_name, size, k_max, content_weight, steps, seed))
+        run_plan = plan(page_request(engine, preset_name, size, k_max, content_weight, steps, seed, strength))
     except KnobError as exc:
         raise gr.Error(f"Invalid setting: {exc.knob.replace('_', ' ')} {exc.detail}") from None
     except InputError as exc:
@@ -295,6 +296,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                             value=1, step=0.05, label="Content weight", elem_id="content-weight",
                             info="× the preset's weight; higher keeps more of the photo",
                             **slider_range(Request, "content_weight"))
+                        strength = gr.Slider(value=1, step=0.05, label="Style strength", elem_id="strength",
+                                             info="share of each matched style; 0 keeps the photo's own look",
+                                             **slider_range(NeuralSettings, "strength"), visible=False)
                     with gr.Row():
                         # Built with every engine's range, so API callers may pass any engine's steps (gradio checks
                         # a slider's bounds); the page narrows it to the engine that paints when it loads.
@@ -307,7 +311,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                         seed = gr.Number(42, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                         randomize = gr.Checkbox(False, label="Randomise seed")
                     for widget, label in ((size, "the size"), (k_max, "max regions"), (steps, "steps"),
-                                          (content_weight, "the content weight"), (seed, "the seed")):
+                                          (content_weight, "the content weight"), (seed, "the seed"),
+                                          (strength, "the style strength")):
                         guard_number(widget, label, optional=widget is seed)  # NaN, text or null: one worded line
                 with gr.Accordion("Gallery credits", open=False):
                     gr.Markdown(render.credits(items))
@@ -330,9 +335,10 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         region_pick.input(render.show_choice, [overrides, region_pick, names], target_pick, **private)
         reset.click(render.all_automatic, match_table, [overrides, overrides_text, target_pick, match_table, status],
                     **private)
-        demo.load(lambda: gr.update(**steps_setting("auto", "paper")), None, steps, **private)
-        for widget in (engine, preset_name):  # Steps means what the engine that runs does with it
-            widget.change(lambda e, p: gr.update(**steps_setting(e, p)), [engine, preset_name], steps, **private)
+        shown = [steps, content_weight, strength]  # Steps means what the engine that runs does; what it lacks hides
+        demo.load(lambda: knobs.sliders("auto", "paper", MAX_STEPS), None, shown, **private)
+        for widget in (engine, preset_name):
+            widget.change(lambda e, p: knobs.sliders(e, p, MAX_STEPS), [engine, preset_name], shown, **private)
         engine.change(lambda e: gr.update(label=render.region_label(plan(Request(engine=e)).engine)), engine,
                       region_map, **private)  # the map's title says what that engine's regions are
         for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
@@ -342,7 +348,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         widgets = {"seed": seed, "status": status, "region_map": region_map, "result": result,
                    "match_figure": match_figure, "style_regions": style_regions, "timings": timings,
                    "match_table": match_table, "region_pick": region_pick, "target_pick": target_pick, **downloads}
-        inputs = [content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps, seed, randomize]
+        inputs = [content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps, seed, randomize,
+                  strength]
         # Progress (and gradio's "Error" badge) on the result only: the status line says what is going on.
         run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate", show_progress_on=result)
         regenerate_button.click(regenerate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private",

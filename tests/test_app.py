@@ -34,13 +34,13 @@ def _shows(value: object) -> bool:
 
 
 def _generate(content=None, styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
-              weight=1.0, steps=3, seed=7, randomize=False):
+              weight=1.0, steps=3, seed=7, randomize=False, strength=1.0):
     uploads = Path(gr.utils.get_upload_folder())  # the fake fixture put copies of CONTENT and STYLES there
     content = str(uploads / CONTENT.name) if content is None else content
     styles = [(str(uploads / p.name), None) for p in STYLES] if styles is None else styles
     request = gr.Request()
     return list(app.generate(content, styles, overrides, engine, preset, size, k_max, weight, steps, seed, randomize,
-                             request))
+                             request, strength))
 
 
 # ---- settings and overrides --------------------------------------------------------------------
@@ -63,6 +63,22 @@ def test_page_request_maps_every_widget(fake, monkeypatch):
     d = _page("diffusion", "fast", 320, 6, 2.0, 40, 123)
     assert d.diffusion.steps == 40 and d.diffusion.content_weight == pytest.approx(2 * base.diffusion.content_weight)
     assert d.classic == base.classic
+
+
+def test_the_style_strength_slider_reaches_the_neural_engine_and_shows_where_it_applies(fake, monkeypatch):
+    from stylegallery import request as rq
+
+    assert _page("neural", "paper", 320, 6, 1.0, 3, 1, 0.4).neural.strength == 0.4
+    with pytest.raises(gr.Error, match="Invalid setting: strength 1.5 is out of range for the neural engine"):
+        _generate(engine="neural", strength=1.5)
+    monkeypatch.setattr(rq, "detect_machine", lambda: rq.Machine(None, "no GPU found"))
+    steps, weight, strength = app.knobs.sliders("neural", "paper")  # it mixes styles; no content weight, no steps
+    assert (steps["visible"], weight["visible"], strength["visible"]) == (False, False, True)
+    steps, weight, strength = app.knobs.sliders("classic", "paper")
+    assert (steps["visible"], weight["visible"], strength["visible"]) == (True, True, False)
+    demo = app.build_demo()
+    slider = _component(demo, "strength")
+    assert (slider.minimum, slider.maximum, slider.value) == (0, 1, 1)
 
 
 @pytest.mark.parametrize(("widgets", "flags"), [
@@ -119,10 +135,10 @@ def test_the_steps_slider_shows_the_range_of_the_engine_that_paints(fake):
     steps = _component(demo, "steps")  # built wide, so API callers may pass any engine's steps...
     assert (steps.minimum, steps.maximum, steps.value) == (1, app.MAX_STEPS, preset("paper").classic.iterations)
     on_load = next(fn.fn for fn in demo.fns.values() if (demo._id, "load") in fn.targets and steps in fn.outputs)
-    assert on_load()["maximum"] == 20  # ...and narrowed to the engine that paints when the page loads
+    assert on_load()[0]["maximum"] == 20  # ...and narrowed to the engine that paints when the page loads
     engine = _component(demo, "engine")
     update = next(fn.fn for fn in demo.fns.values() if (engine._id, "change") in fn.targets and steps in fn.outputs)
-    assert update("diffusion", "paper")["maximum"] == app.MAX_STEPS
+    assert update("diffusion", "paper")[0]["maximum"] == app.MAX_STEPS
     assert list(engine.choices) == [(n, n) for n in ("auto", *app.ENGINES)]  # the registry's engines
 
 

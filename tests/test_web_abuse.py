@@ -131,7 +131,7 @@ def test_a_second_run_submitted_while_the_first_waits_is_refused_in_words(server
         assert sorted(map(str, outcomes)) == sorted(["True", next(o for o in outcomes if o is not True)]), outcomes
         assert outcomes.count(True) == 1 and "400" in next(o for o in outcomes if o is not True), outcomes
         session = uuid.uuid4().hex[:12]
-        data = [args[0], args[1], {}, "classic", "paper", 256, 6, 1.0, 2, 0, False]
+        data = [args[0], args[1], {}, "classic", "paper", 256, 6, 1.0, 2, 0, False, 1.0]
         fn = bench.fn_index(bench.api_config(server.url), api_name="generate")
         files = [probe.uploaded(server.url, probe.CONTENT), probe.uploaded(server.url, bench.STYLES[0])]
         data[:2] = files[0], [{"image": files[1], "caption": None}]
@@ -178,6 +178,7 @@ def _event(server, fn: int, data: list, raw: str | None = None) -> dict:
     ("size-null", "the size must be a number"),
     ("seed-nan", "the seed must be a number"),
     ("seed-text", "the seed must be a number"),
+    ("strength-text", "the style strength must be a number"),
     ("original-path", "Files are taken from your uploads and the gallery only"),
 ])
 def test_payloads_the_page_never_sends_are_one_worded_line(server, generate_fn, case, expected):
@@ -190,13 +191,15 @@ def test_payloads_the_page_never_sends_are_one_worded_line(server, generate_fn, 
         args[5] = "NaN" if case == "size-nan" else None
     elif case == "seed-text":
         args[9] = "abc"
+    elif case == "strength-text":
+        args[11] = "abc"
     elif case == "original-path":
         args[0] = {"path": str(REPO / "gallery" / "content" / "chelsea.jpg"), "meta": probe.META,
                    "orig_name": "chelsea.jpg"}
     raw = None
     if case == "seed-nan":
         raw = json.dumps({"data": args, "event_data": None, "fn_index": generate_fn, "trigger_id": None,
-                          "session_hash": "SESSION"}).replace('0, false]', 'NaN, false]')
+                          "session_hash": "SESSION"}).replace('0, false, 1.0]', 'NaN, false, 1.0]')
     message = _event(server, generate_fn, args, raw)
     error = message["output"].get("error")
     assert message["success"] is False and error and expected in error and "\n" not in error, message
