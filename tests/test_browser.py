@@ -354,3 +354,26 @@ def test_an_upload_over_the_per_request_cap_is_refused_with_a_message(page, tmp_
     sync_api.expect(page.locator(".toast-body").filter(has_text="This upload is too large: at most 32 MB per upload")
                     ).to_be_visible(timeout=20_000)
     sync_api.expect(page.locator("#chosen-styles .thumbnail-item")).to_have_count(0)
+
+
+def test_the_advanced_settings_show_the_sliders_of_the_engine_that_paints(page):
+    # auto paints with neural on a machine without a GPU: Style strength, no Content weight and no Steps
+    page.get_by_text("Advanced settings").click()
+    strength, weight, steps = page.locator("#strength"), page.locator("#content-weight"), page.locator("#steps")
+    sync_api.expect(strength).to_be_visible()
+    sync_api.expect(weight).to_be_hidden()
+    sync_api.expect(steps).to_be_hidden()
+    page.locator("#advanced").screenshot(path=str(ARTIFACTS / "browser_advanced_neural.png"))
+    page.locator("#engine label", has_text="classic").click()
+    sync_api.expect(weight).to_be_visible()
+    sync_api.expect(steps).to_be_visible()
+    sync_api.expect(strength).to_be_hidden()
+    page.locator("#engine label", has_text="neural").click()
+    sync_api.expect(strength).to_be_visible()
+    box = strength.locator("input[type=number]")
+    box.fill("0.3")
+    box.press("Enter")
+    sync_api.expect(strength.locator("input[type=range]")).to_have_value("0.3")
+    page.get_by_text("Advanced settings").click()
+    _run(page)  # a run at strength 0.3 (the status says which engine ran)
+    sync_api.expect(page.locator("#status")).to_contain_text("neural")
