@@ -381,8 +381,9 @@ def run_batch(jobs: Sequence[Job], out_dir: str | os.PathLike, base: Request, *,
     part = folder / PART.format(rank=processes.index)
     report = progress or (lambda s, j, status: None)
     start = time.perf_counter()
-    _end_line(part)
-    with _threads_per_process(processes), open(part, "a", encoding="utf-8") as manifest:
+    with open(part, "a", encoding="utf-8") as manifest, _only_writer(manifest, folder), \
+            _threads_per_process(processes):
+        _end_line(part)
         report(summary, None, "start")
         try:
             _run_jobs(pipe, mine, base, folder, processes.index, previous, manifest, summary, report, start)
@@ -415,6 +416,26 @@ def _run_jobs(pipe: Any, jobs: Sequence[Job], base: Request, folder: Path, rank:
             summary.failures.append((job.id, record["error"]))
         summary.seconds = time.perf_counter() - start
         report(summary, job, record["status"])
+
+
+@contextlib.contextmanager
+def _only_writer(part: Any, folder: Path) -> Iterator[None]:
+    """This process alone appends to its manifest part (an advisory lock on it, where the system has them): a second
+    batch into the same folder is refused rather than interleaving its lines with this one's."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    try:
+        fcntl.flock(part, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise InputError(f"another batch is writing to {str(folder)!r}; wait for it to finish or choose another "
+                         "--out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(part, fcntl.LOCK_UN)
 
 
 def _end_line(path: Path) -> None:
@@ -532,7 +553,8 @@ class ProgressBar:
 
     def __init__(self, stream: Any = None, prefix: str = "") -> None:
         self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        # several processes share one terminal: a line each per job rather than lines overwriting each other
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and not prefix
         self.prefix = prefix
 
     def __call__(self, summary: Summary, job: Job | None, status: str) -> None:

@@ -231,6 +231,20 @@ def test_a_manifest_line_cut_short_is_skipped_and_does_not_swallow_the_next(tmp_
     assert not part.exists() and [r["id"] for r in _records(out)] == ["a", "c"]
 
 
+def test_a_second_batch_into_the_same_folder_is_refused(tmp_path) -> None:
+    import fcntl
+
+    _photos(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / batch.PART.format(rank=0), "a") as held:  # a batch running into this folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="another batch is writing to .*; wait for it to finish"):
+            batch.run_batch(batch.read_jobs(tmp_path / "in", [str(STYLES[0])]), out, Request(engine="classic"))
+    assert batch.run_batch(batch.read_jobs(tmp_path / "in", [str(STYLES[0])]), out,
+                           Request(engine="classic", preset="fast", size=64)).ok == 1
+
+
 def test_progress_bar_counts_jobs_rate_and_eta_and_quiet_prints_nothing(tmp_path, capsys) -> None:
     stream = io.StringIO()
     bar = batch.ProgressBar(stream)
