@@ -351,7 +351,8 @@ def detect_processes(environ: Mapping[str, str] = os.environ) -> Processes:
                          "`pip install accelerate`, or run one process") from None
     import torch
 
-    # without cpu=True, processes on a machine without CUDA each think they are alone (research/scale.md)
+    # without cpu=True, processes on a machine without CUDA each think they are alone (research/scale.md); with CUDA
+    # PartialState makes cuda:<local rank> the current device, which the engines' "cuda" then means: one GPU each
     state = PartialState(cpu=not torch.cuda.is_available())
 
     def split(items: list[int]) -> list[int]:

@@ -217,6 +217,32 @@ def test_ctrl_c_leaves_no_partial_file_and_the_next_run_goes_on(tmp_path, monkey
     assert "2 done, 1 already done, 0 failed of 3 jobs" in capsys.readouterr().err
 
 
+def test_a_real_ctrl_c_mid_batch_exits_130_and_leaves_only_whole_jobs(tmp_path) -> None:
+    import time
+
+    _photos(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "stylegallery", "batch", str(tmp_path / "in"), "--styles", str(STYLES[0]),
+               "--out", str(out), "--engine", "classic", "--size", "128", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    part = out / batch.PART.format(rank=0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (part.is_file() and part.read_text().count("\n") >= 2):
+        time.sleep(0.05)  # two jobs finished: the third is under way
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted after" in stderr and "re-run the same command" in stderr and "Traceback" not in stderr
+    names = sorted(p.name for p in out.iterdir())
+    done = [r["id"] for r in _records(out)]
+    assert 2 <= len(done) < 8 and names == sorted(["manifest.jsonl", *(f"{d}{ext}" for d in done
+                                                                         for ext in (".png", ".regions.npz"))])
+    assert cli.main(["batch", str(tmp_path / "in"), "--styles", str(STYLES[0]), "--out", str(out), "--engine",
+                     "classic", "--size", "128", "-q"]) == 0
+    assert len(_records(out)) == 8
+
+
 def test_a_manifest_line_cut_short_is_skipped_and_does_not_swallow_the_next(tmp_path) -> None:
     out = tmp_path / "out"
     out.mkdir()
