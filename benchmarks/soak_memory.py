@@ -2,6 +2,7 @@
 
     python benchmarks/soak_memory.py --runs 100 --size 256 --cache-mb 64          # the library (one Pipeline)
     python benchmarks/soak_memory.py --runs 100 --size 256 --cache-mb 64 --app    # `python app.py` via gradio_client
+    python benchmarks/soak_memory.py --runs 100 --size 512 --app --engine neural  # the CPU default engine
 
 Every run restyles a new content with new styles: random crops and recolourings of the gallery images, each
 with its own pixel hash (checked), so every run misses the cache and adds to it; the caches are bounded in
@@ -13,7 +14,7 @@ otherwise.
 
 With --app, the app is started as a subprocess on a free 127.0.0.1 port (benchmarks/load_test.py's
 AppServer) with STYLEGALLERY_CACHE_BYTES set to the bound; runs are submitted one after another to its
-/generate endpoint (classic engine) and the server process's RSS is read from /proc/<pid>/status.
+/generate endpoint (`--engine`, classic by default) and the server process's RSS is read from /proc/<pid>/status.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def library_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list
     """(run, rss_mb, cache_note, close) for one Pipeline in this process."""
     from stylegallery.pipeline import Pipeline
 
-    settings = preset("paper", engine="classic")
+    settings = preset("paper", engine=args.engine)
     settings = dataclasses.replace(settings, image=dataclasses.replace(settings.image, size=args.size),
                                    regions=dataclasses.replace(settings.regions, k_max=args.k_max))
     pipe = Pipeline() if args.cache_mb is None else Pipeline(cache_bytes=int(args.cache_mb * MB))
@@ -142,8 +143,8 @@ def app_target(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, list[np.
             Image.fromarray(image).save(paths[-1])
         job = client.submit(handle_file(str(paths[0])), [{"image": handle_file(str(p)), "caption": None}
                                                          for p in paths[1:]],
-                            {}, "classic", "paper", args.size, args.k_max, 1.0, preset("paper").classic.iterations, 0,
-                            False, api_name="/generate")
+                            {}, args.engine, "paper", args.size, args.k_max, 1.0,
+                            preset("paper").classic.iterations, 0, False, api_name="/generate")
         outputs = job.result(timeout=args.timeout)
         if "done in" not in str(outputs[status_at]):
             raise RuntimeError(f"run {count[0]} did not finish: {str(outputs[status_at])[:300]}")
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance-mb", type=float, default=16.0,
                         help="largest RSS growth over the second half of the runs that counts as levelled off")
     parser.add_argument("--app", action="store_true", help="soak `python app.py` through gradio_client")
+    parser.add_argument("--engine", choices=("classic", "neural"), default="classic", help="the engine of every run")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run in --app mode")
     args = parser.parse_args(argv)
     if args.runs < 4:
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = rss()
         print(f"# {'app' if args.app else 'library'} soak: {args.runs} runs, 1 content + {args.styles} styles each "
-              f"at {args.size} px, classic engine, cache bound {_bound(args)}", flush=True)
+              f"at {args.size} px, {args.engine} engine, cache bound {_bound(args)}", flush=True)
         print(f"{'run':>5} {'rss_MB':>8} {'s/run':>6}  cache")
         print(f"{0:>5} {start:8.1f} {'':>6}  {cache_note()}", flush=True)
         t0 = time.monotonic()
