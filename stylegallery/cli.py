@@ -16,9 +16,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+from stylegallery import request
 from stylegallery.config import PRESETS
 from stylegallery.engines import AUTO_ORDER, ENGINES
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
@@ -34,8 +36,6 @@ from stylegallery.request import (
     engine_names,
     plan,
 )
-from stylegallery.request import parse_override as request_parse_override
-from stylegallery.request import parse_region_strength as request_parse_region_strength
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -222,20 +222,21 @@ def request_from_args(args: argparse.Namespace) -> Request:
     )
 
 
-def parse_override(text: str) -> tuple[int, int, int]:
-    """"2:1:3" -> (2, 1, 3) for argparse (request.parse_override says what it means)."""
-    try:
-        return request_parse_override(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A front-desk parser as an argparse type: its ValueError's words become the flag's error (argparse would
+    otherwise print only "invalid value")."""
+    def flag_type(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    flag_type.__name__ = parse.__name__
+    return flag_type
 
 
-def parse_region_strength(text: str) -> tuple[int, float]:
-    """"2:0.3" -> (2, 0.3) for argparse (request.parse_region_strength)."""
-    try:
-        return request_parse_region_strength(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+parse_override = _flag_type(request.parse_override)  # "2:1:3" -> (2, 1, 3)
+parse_region_strength = _flag_type(request.parse_region_strength)  # "2:0.3" -> (2, 0.3)
 
 
 def _overrides(args: argparse.Namespace) -> dict[int, tuple[int, int]]:
