@@ -271,7 +271,7 @@ def evaluate_manifest(manifest: str | Path, pipeline: Any = None) -> list[Row]:
     rows: list[Row] = []
     for record in sorted(records, key=lambda r: r.get("index", 0)):
         job = record["id"]
-        fields = {k: v for k, v in record.get("request", {}).items() if k in Request.__dataclass_fields__}
+        fields = {k: _tuples(v) for k, v in record.get("request", {}).items() if k in Request.__dataclass_fields__}
         settings = plan(dataclasses.replace(Request(**fields), engine=record["engine"])).settings
         files = [folder / record["output"], folder / record["regions"]]
         for file in files:
@@ -294,6 +294,11 @@ def evaluate_manifest(manifest: str | Path, pipeline: Any = None) -> list[Row]:
         rows.append(_score(job, names, record["engine"], output, float(record.get("seconds", math.nan)), c_img,
                            s_imgs, labels, style_labels, matches, neural, settings))
     return rows
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples a Request holds (region_strengths: [[2, 0.3]] -> ((2, 0.3),))."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _score(c_name: str, s_name: str, method: str, img: np.ndarray, secs: float, c_img: np.ndarray,

@@ -338,7 +338,7 @@ def test_eval_scores_a_batch_from_its_manifest(tmp_path, capsys) -> None:
     _photos(tmp_path / "in", 2)
     out = tmp_path / "out"
     assert cli.main(["batch", str(tmp_path / "in"), "--styles", *map(str, STYLES), "--out", str(out), *FAST,
-                     "-q"]) == 0
+                     "--region-strength", "1:0.5", "-q"]) == 0  # a setting that JSON holds as lists
     capsys.readouterr()
     assert cli.main(["eval", "--manifest", str(out / batch.MANIFEST)]) == 0
     table = capsys.readouterr().out.splitlines()
