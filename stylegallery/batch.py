@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
+from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError, OverrideError
 from stylegallery.request import KnobError, Plan, Request, parse_override, parse_region_strength, plan
 
 
@@ -46,9 +47,10 @@ PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".g
 JOB_KNOBS = ("preset", "size", "aspect", "seed", "steps", "content_weight", "max_regions", "merge_rule", "assignment",
              "strength", "region_strengths", "keep_colours", "stroke_size", "face_boost")
 JOB_FIELDS = ("id", "content", "styles", "overrides", "content_mask", *JOB_KNOBS)
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,119}")
+_ID = re.compile(r"[^\W_][\w.+-]{0,119}")  # letters (any script), digits, "_", ".", "+", "-"; no leading "." or "_"
 _INT_KNOBS = ("size", "seed", "steps", "max_regions", "stroke_size")
 _FLOAT_KNOBS = ("content_weight", "strength", "face_boost")
+OVERRIDE_FIX = "fix the job's overrides (numbered from 1, as the region map and its legend show)"
 DEFAULT_CACHE_BYTES = 512 * 10**6  # a batch reuses style analyses across jobs: more room than the app's 128 MB
 
 
@@ -69,9 +71,11 @@ class Job:
         return dataclasses.replace(base, **dict(self.knobs))
 
     def key(self, base: Request) -> str:
-        """What the job's result depends on: its images (by path), overrides, mask and every setting."""
-        text = json.dumps([self.content, self.styles, self.overrides, self.content_mask,
-                           _request_fields(self.request(base))], sort_keys=True, default=str)
+        """What the job's result depends on: its images (their paths and contents), overrides, mask and every
+        setting."""
+        files = [self.content, *self.styles, *([self.content_mask] if self.content_mask else [])]
+        text = json.dumps([files, [_digest(f) for f in files], self.overrides, _request_fields(self.request(base))],
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -105,6 +109,9 @@ def read_jobs(source: str | os.PathLike, styles: Sequence[str] = ()) -> list[Job
     if path.is_dir():
         if not styles:
             raise InputError(f"{str(path)!r} is a folder of photos: give the styles to apply with --styles A.png ...")
+        for style in styles:
+            if not Path(style).is_file():
+                raise InputError(f"--styles {style!r} is not a file; check the path")
         photos = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
         if not photos:
             raise InputError(f"the folder {str(path)!r} holds no photo ({', '.join(PHOTO_SUFFIXES)}); check the path")
@@ -148,8 +155,15 @@ def _jsonl_rows(text: str, name: str) -> list[tuple[dict[str, Any], str]]:
 def _csv_rows(text: str, name: str) -> list[tuple[dict[str, Any], str]]:
     """CSV cells are text: styles separated by ";", overrides by spaces, numbers and true/false as written."""
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise InputError(f"{name} has no header row; start it with e.g. content,styles")
+    header = [(f or "").strip() for f in reader.fieldnames or []]
+    if "content" not in header or "styles" not in header:
+        raise InputError(f"{name} line 1 must be the header naming the columns, e.g. content,styles (found "
+                         f"{','.join(header)[:80]!r})")
+    unknown = [f for f in header if f not in JOB_FIELDS]
+    if unknown:
+        raise InputError(f"{name} line 1 (the header): unknown column {unknown[0]!r}; a job may give "
+                         f"{', '.join(JOB_FIELDS)}")
+    reader.fieldnames = header
     rows = []
     for row in reader:
         where = f"{name} line {reader.line_num}"
@@ -261,17 +275,66 @@ def _derived_id(row: dict[str, Any]) -> str:
 
 
 def _safe_stem(text: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._-+") or "job"
+    stem = re.sub(r"[^\w.+-]+", "_", text).strip("._-+") or "job"
     return stem[:120]
 
 
 def _resolve(path: str, base: Path) -> str:
+    """An absolute path (the manifest and the resume key then mean the same file from any working folder)."""
     p = Path(path).expanduser()
-    return str(p if p.is_absolute() else base / p)
+    return os.path.abspath(p if p.is_absolute() else base / p)
+
+
+def _digest(path: str) -> str:
+    """The sha256 of a file's bytes ("missing" when it cannot be read: the job then fails with the reason)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "missing"
+    return _digest_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:  # a style shared by many jobs is read once
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
+    except OSError:
+        return "missing"
 
 
 def _request_fields(request: Request) -> dict[str, Any]:
     return {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+
+
+def check_jobs(jobs: Sequence[Job], base: Request, out_dir: str | os.PathLike,
+               jobs_file: str | os.PathLike | None = None) -> None:
+    """Everything about the jobs that can be known before any work: every job's settings plan (a value of the wrong
+    type or out of range names its line), and no output would overwrite an input image or the jobs file. Raises
+    InputError naming the line."""
+    inputs: dict[str, str] = {}
+    for job in jobs:
+        for what, path in [("content photo", job.content), *((f"style image {i + 1}", st)
+                                                             for i, st in enumerate(job.styles))]:
+            inputs.setdefault(os.path.realpath(path), f"the {what} of {job.where}")
+    if jobs_file is not None and Path(jobs_file).is_file():
+        inputs[os.path.realpath(jobs_file)] = "the jobs file"
+    folder = Path(out_dir)
+    for job in jobs:
+        try:
+            plan(job.request(base))
+        except KnobError as exc:
+            raise InputError(f"{job.where}: {exc.knob} {exc.detail}") from None
+        except InputError as exc:
+            raise InputError(f"{job.where}: {exc}") from None
+        for name in (f"{job.id}.png", f"{job.id}.regions.npz"):
+            hit = inputs.get(os.path.realpath(folder / name))
+            if hit is not None:
+                raise InputError(f"{job.where}: its output {str(folder / name)!r} is {hit}: writing it would "
+                                 "destroy an input; choose another --out (or another id)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,15 +348,21 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     folder = Path(folder)
     latest: dict[str, dict[str, Any]] = {}
     for path in [folder / MANIFEST, *sorted(folder.glob(PART.format(rank="*")))]:
-        if not path.is_file():
+        if path.is_file():
+            latest.update(read_records(path))
+    return latest
+
+
+def read_records(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The latest record of every job id in one manifest file (lines that are not whole records are skipped)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
             continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                latest[record["id"]] = record
+        if isinstance(record, dict) and isinstance(record.get("id"), str) and "status" in record:
+            latest[record["id"]] = record
     return latest
 
 
@@ -304,8 +373,9 @@ def merge_manifest(folder: str | os.PathLike) -> Path:
     parts = sorted(folder.glob(PART.format(rank="*")))
     from stylegallery.images import write_files_atomic
 
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-    write_files_atomic([(folder / MANIFEST, lambda handle: handle.write(text))])
+    if records or (folder / MANIFEST).exists():  # no job ended yet (Ctrl-C during the first): no empty manifest
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+        write_files_atomic([(folder / MANIFEST, lambda handle: handle.write(text))])
     for part in parts:
         part.unlink(missing_ok=True)
     return folder / MANIFEST
@@ -461,10 +531,10 @@ def _run_job(pipe: Any, job: Job, key: str, base: Request, folder: Path, rank: i
 
     record: dict[str, Any] = {"id": job.id, "index": job.index, "key": key, "content": job.content,
                               "styles": list(job.styles), "overrides": [list(o) for o in job.overrides],
-                              "content_mask": job.content_mask, "settings": dict(job.knobs), "process": rank,
-                              "request": _request_fields(job.request(base))}
+                              "content_mask": job.content_mask, "settings": dict(job.knobs), "process": rank}
     t0 = time.perf_counter()
     try:
+        record["request"] = _request_fields(job.request(base))
         run_plan = plan(job.request(base))
         record["engine_asked"] = run_plan.engine
         overrides = {r - 1: (s - 1, sr - 1) for r, s, sr in job.overrides}
@@ -477,11 +547,13 @@ def _run_job(pipe: Any, job: Job, key: str, base: Request, folder: Path, rank: i
         images.write_files_atomic([(folder / output, lambda h: h.write(image_bytes)),
                                    (folder / regions, lambda h: h.write(regions_bytes))])
     except KnobError as exc:
-        return _failed(record, f"{exc.knob} {exc.detail}", t0)
+        return _failed(record, f"{exc.knob} {exc.detail}", t0, folder)
+    except OverrideError as exc:
+        return _failed(record, exc.numbered_from_one(OVERRIDE_FIX, "The override"), t0, folder)
     except (InputError, ModelLoadError, EngineUnavailable, ValueError, OSError, Cancelled) as exc:
-        return _failed(record, _one_line(exc), t0)
+        return _failed(record, _one_line(exc), t0, folder)
     except MemoryError:
-        return _failed(record, "out of memory; try a smaller size or fewer style images", t0)
+        return _failed(record, "out of memory; try a smaller size or fewer style images", t0, folder)
     doc = result.matches_json()
     record.update(status="ok", error=None, output=output, regions=regions, engine=result.engine,
                   engine_reason=result.engine_reason, notes=list(result.notes), matches=doc["matches"],
@@ -491,7 +563,11 @@ def _run_job(pipe: Any, job: Job, key: str, base: Request, folder: Path, rank: i
     return record
 
 
-def _failed(record: dict[str, Any], error: str, t0: float) -> dict[str, Any]:
+def _failed(record: dict[str, Any], error: str, t0: float, folder: Path) -> dict[str, Any]:
+    """The failed job's record; results an earlier run left under its id go (the folder says what the manifest
+    says: this job has no result)."""
+    for name in (f"{record['id']}.png", f"{record['id']}.regions.npz"):
+        (folder / name).unlink(missing_ok=True)
     record.update(status="error", error=" ".join(error.split()), seconds=round(time.perf_counter() - t0, 3),
                   finished=_now())
     return record
@@ -565,7 +641,8 @@ class ProgressBar:
         rate = ran / summary.seconds * 60 if ran and summary.seconds > 0 else 0.0
         eta = f"ETA {_duration(left / rate * 60)}" if rate > 0 and left else ("done" if not left else "ETA -")
         filled = round(self.WIDTH * done / summary.total) if summary.total else self.WIDTH
-        parts = [f"{self.prefix}[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{summary.total} jobs"]
+        parts = [f"{self.prefix}[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{summary.total} "
+                 f"job{'' if summary.total == 1 else 's'}"]
         if summary.skipped:
             parts.append(f"{summary.skipped} already done")
         if summary.failed:
@@ -590,6 +667,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
-def planned(jobs: Sequence[Job], base: Request) -> Plan:
-    """The first job's plan: which engine the batch paints with and why (said once before the jobs)."""
-    return plan(jobs[0].request(base))
+def planned(base: Request) -> Plan:
+    """The batch's plan (its flags): which engine the batch paints with and why (said once before the jobs)."""
+    return plan(base)

@@ -23,7 +23,7 @@ from typing import Any
 from stylegallery import request
 from stylegallery.config import PRESETS
 from stylegallery.engines import AUTO_ORDER, ENGINES
-from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError
+from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError, OverrideError
 from stylegallery.request import (
     ASPECTS,
     ASSIGNMENTS,
@@ -39,6 +39,7 @@ from stylegallery.request import (
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+OVERRIDE_FIX = "give R:S:SR with those numbers (numbered from 1, as the region map and its legend show)"
 OUTPUT_FLAGS = {"output": "-o", "mask": "--mask-out", "flat_mask": "--flat-mask-out", "figure": "--figure-out",
                 "matches": "--matches-out"}
 
@@ -182,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KnobError as exc:  # named as its flag: --max-regions, not max regions
         print(f"error: {flag_of(exc.knob)} {_one_line(exc.detail)}", file=sys.stderr)
         return 2
+    except OverrideError as exc:  # in the numbers the user typed (R1, style 1, region 1)
+        print(f"error: {_one_line(exc.numbered_from_one(OVERRIDE_FIX, 'The override'))}", file=sys.stderr)
+        return 2
     except (InputError, ModelLoadError, EngineUnavailable, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -276,10 +280,11 @@ def _batch(args: argparse.Namespace) -> int:
     if Path(args.jobs).is_dir() and out.resolve() == Path(args.jobs).resolve():
         raise InputError("--out is the folder of photos: the results would join them; choose another folder")
     base = request_from_args(args)
-    first = batch.planned(jobs, base)
+    first = batch.planned(base)
+    batch.check_jobs(jobs, base, out, args.jobs)
     processes = batch.detect_processes()
     if processes.main:
-        print(f"note: engine {first.engine} ({first.reason}); {len(jobs)} jobs"
+        print(f"note: engine {first.engine} ({first.reason}); {_count(len(jobs), 'job')}"
               + (f" over {processes.count} processes" if processes.count > 1 else ""), file=sys.stderr, flush=True)
         _say_ignored(first, quiet=False)
 
@@ -293,17 +298,21 @@ def _batch(args: argparse.Namespace) -> int:
         if processes.count == 1:
             batch.merge_manifest(out)
         done = summary.ok + summary.skipped
-        print(f"error: {prefix}interrupted after {done} of {summary.total} jobs; no partial file was left: re-run the "
-              "same command to go on (finished jobs are skipped)", file=sys.stderr, flush=True)
+        print(f"error: {prefix}interrupted after {done} of {_count(summary.total, 'job')}; no partial file was left: "
+              "re-run the same command to go on (finished jobs are skipped)", file=sys.stderr, flush=True)
         return 130
     manifest = batch.finish(out, processes)
     if not args.quiet:
         asked = summary.cache_hits + summary.cache_misses
-        print(f"{prefix}{summary.ok} done, {summary.skipped} already done, {summary.failed} failed of {summary.total} "
-              f"jobs in {summary.seconds:.1f} s; analysis cache {summary.cache_hits}/{asked} hits "
-              f"({summary.hit_rate:.0%})" + (f"; manifest {manifest}" if manifest else ""), file=sys.stderr,
-              flush=True)
+        print(f"{prefix}{summary.ok} done, {summary.skipped} already done, {summary.failed} failed of "
+              f"{_count(summary.total, 'job')} in {summary.seconds:.1f} s; analysis cache {summary.cache_hits}/"
+              f"{asked} hits ({summary.hit_rate:.0%})" + (f"; manifest {manifest}" if manifest else ""),
+              file=sys.stderr, flush=True)
     return 1 if summary.failed else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _bench(args: argparse.Namespace) -> int:

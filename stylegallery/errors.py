@@ -19,6 +19,25 @@ class OverrideError(InputError):
         self.region, self.target = region, target
         self.content_regions, self.style_regions = content_regions, style_regions
 
+    def numbered_from_one(self, fix: str, choice: str = "Your choice") -> str:
+        """This complaint in the numbers people see (R1, Style 1, region 1), ending with `fix`; `choice` names what
+        was chosen ("Your choice", "The override")."""
+        region, target = self.region, self.target
+        if not isinstance(region, int):
+            return str(self)  # not a choice numbered from 1
+        if region not in self.content_regions:
+            have = ", ".join(f"R{i + 1}" for i in self.content_regions)
+            return f"{choice} for region R{region + 1} cannot be used: this run found regions {have}; {fix}"
+        if target is None or len(target) != 2:
+            return str(self)
+        style, style_region = target
+        if not 0 <= style < len(self.style_regions):
+            return (f"{choice} R{region + 1} → Style {style + 1} cannot be used: this run has "
+                    f"{len(self.style_regions)} style images; {fix}")
+        have = ", ".join(str(r + 1) for r in self.style_regions[style])
+        return (f"{choice} R{region + 1} → Style {style + 1} · region {style_region + 1} cannot be used: Style "
+                f"{style + 1} has regions {have}; {fix}")
+
 
 class ModelLoadError(ValueError):
     """A model location is missing, holds another architecture, or cannot be reached."""

@@ -255,18 +255,21 @@ def evaluate_manifest(manifest: str | Path, pipeline: Any = None) -> list[Row]:
     `manifest`: the batch's manifest.jsonl or its folder. Raises InputError for a manifest without finished jobs or
     a job whose files are gone."""
     from stylegallery import images
-    from stylegallery.batch import MANIFEST, read_manifest
+    from stylegallery.batch import MANIFEST, read_manifest, read_records
     from stylegallery.errors import EngineUnavailable, InputError, ModelLoadError
     from stylegallery.pipeline import Pipeline
     from stylegallery.request import Request, plan
 
     path = Path(manifest)
     folder = path if path.is_dir() else path.parent
-    if not (folder / MANIFEST).is_file():
+    if path.is_dir() and not (folder / MANIFEST).is_file() or not path.exists():
         raise InputError(f"{str(path)!r} is not a batch's manifest or folder: give DIR/{MANIFEST} of a batch run")
-    records = [r for r in read_manifest(folder).values() if r.get("status") == "ok"]
+    # the manifest with the parts an interrupted run left beside it, or exactly the file given
+    found = read_manifest(folder) if path.is_dir() or path.name == MANIFEST else read_records(path)
+    records = [r for r in found.values() if r.get("status") == "ok"]
     if not records:
-        raise InputError(f"{str(folder / MANIFEST)!r} has no finished job: run or resume the batch first")
+        raise InputError(f"{str(path)!r} holds no finished job of a batch: give DIR/{MANIFEST} of a batch run, "
+                         "or run or resume the batch first")
     pipe = pipeline or Pipeline()
     rows: list[Row] = []
     for record in sorted(records, key=lambda r: r.get("index", 0)):
@@ -315,11 +318,12 @@ def _score(c_name: str, s_name: str, method: str, img: np.ndarray, secs: float, 
 
 def format_table(rows: Sequence[Row]) -> str:
     """One line per row, then (for several content x style pairs) the mean of each method over the pairs."""
-    head = (f"{'content':<14} {'styles':<28} {'method':<13} {'SSIM':>6} {'gradR':>6} {'SW-Lab':>7} {'patch-NN':>9} "
-            f"{'Gram':>6} {'vec':>6} {'s':>6}")
+    width = max([14, *(len(r.content) for r in rows)])  # names in full (a batch's job ids can be long)
+    head = (f"{'content':<{width}} {'styles':<28} {'method':<13} {'SSIM':>6} {'gradR':>6} {'SW-Lab':>7} "
+            f"{'patch-NN':>9} {'Gram':>6} {'vec':>6} {'s':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(_format_row(r.content, r.styles, r))
+        lines.append(_format_row(r.content, r.styles, r, width))
     pairs = {(r.content, r.styles) for r in rows}
     if len(pairs) > 1:
         lines.append("-" * len(head))
@@ -327,14 +331,14 @@ def format_table(rows: Sequence[Row]) -> str:
             of = [r for r in rows if r.method == method]
             mean = Row("", "", method, *(float(np.mean([getattr(r, f) for r in of]))
                                          for f in ("ssim", "grad_r", "sw_lab", "patch_nn", "seconds", "gram", "vec")))
-            lines.append(_format_row("mean", f"{len(of)} pairs", mean))
+            lines.append(_format_row("mean", f"{len(of)} pairs", mean, width))
     return "\n".join(lines)
 
 
-def _format_row(content: str, styles: str, r: Row) -> str:
+def _format_row(content: str, styles: str, r: Row, width: int = 14) -> str:
     deep = " ".join("     -" if math.isnan(v) else f"{v:6.3f}" for v in (r.gram, r.vec))
-    return (f"{content[:14]:<14} {styles[:28]:<28} {r.method:<13} {r.ssim:6.3f} {r.grad_r:6.3f} {r.sw_lab:7.2f} "
-            f"{r.patch_nn:9.4f} {deep} {r.seconds:6.2f}")
+    return (f"{content[:width]:<{width}} {styles[:28]:<28} {r.method:<13} {r.ssim:6.3f} {r.grad_r:6.3f} "
+            f"{r.sw_lab:7.2f} {r.patch_nn:9.4f} {deep} {r.seconds:6.2f}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,9 +87,12 @@ def test_a_folder_of_photos_takes_the_styles_flag(tmp_path) -> None:
 
 def test_relative_folder_and_styles_are_taken_from_the_working_folder(tmp_path, monkeypatch) -> None:
     _photos(tmp_path / "photos", 1)
+    (tmp_path / "style.png").write_bytes(STYLES[0].read_bytes())
     monkeypatch.chdir(tmp_path)
-    (job,) = batch.read_jobs("photos", ["style.png"])
-    assert Path(job.content) == Path("photos/photo0.png") and job.styles == ("style.png",)
+    (job,) = batch.read_jobs("photos", ["style.png"])  # held as absolute paths: the same files from any folder
+    assert job.content == str(tmp_path / "photos" / "photo0.png") and job.styles == (str(tmp_path / "style.png"),)
+    with pytest.raises(InputError, match="--styles 'stlye.png' is not a file; check the path"):
+        batch.read_jobs("photos", ["stlye.png"])  # a typo in the command: refused before any job runs
 
 
 @pytest.mark.parametrize("text, message", [
@@ -351,3 +354,101 @@ def test_eval_scores_a_batch_from_its_manifest(tmp_path, capsys) -> None:
     assert "job photo1:" in capsys.readouterr().err
     assert cli.main(["eval", "--manifest", str(tmp_path)]) == 2
     assert "is not a batch's manifest" in capsys.readouterr().err
+
+
+# ---- what a newcomer's review found ------------------------------------------------------------------------------
+
+
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(tmp_path, capsys) -> None:
+    (photo,) = _photos(tmp_path / "w", 1)
+    jobs = _jobs_file(tmp_path / "w", [{"content": "photo0.png", "styles": [str(STYLES[0])], "id": "photo0"}])
+    before = photo.read_bytes()
+    assert cli.main(["batch", str(jobs), "--out", str(tmp_path / "w"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "jobs.jsonl line 1: its output" in err and "is the content photo of jobs.jsonl line 1" in err
+    assert "writing it would destroy an input; choose another --out" in err
+    assert photo.read_bytes() == before and not (tmp_path / "w" / batch.MANIFEST).exists()
+
+
+@pytest.mark.parametrize("line2, message", [
+    ({"size": "256"}, "jobs.jsonl line 2: size '256' is invalid: expected a whole number"),
+    ({"strength": 5}, "jobs.jsonl line 2: strength 5 is out of range for the neural engine"),
+    ({"keep_colours": "false"}, "jobs.jsonl line 2: keep_colours 'false' is invalid: expected true or false"),
+])
+def test_a_bad_value_on_any_line_is_refused_before_any_work(tmp_path, capsys, line2, message) -> None:
+    photos = _photos(tmp_path / "in", 2)
+    jobs = _jobs_file(tmp_path, [{"content": str(photos[0]), "styles": [str(STYLES[0])]},
+                                 {"content": str(photos[1]), "styles": [str(STYLES[0])], **line2}])
+    out = tmp_path / "out"
+    assert cli.main(["batch", str(jobs), "--out", str(out), "--engine", "neural", "--size", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    assert not out.exists()
+
+
+def test_resume_follows_the_images_not_the_path_text(tmp_path, monkeypatch, capsys) -> None:
+    photos = _photos(tmp_path / "in", 2)
+    args = ["batch", "in", "--styles", str(STYLES[0]), "--out", str(tmp_path / "out"), *FAST]
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 0
+    monkeypatch.chdir(tmp_path / "in")  # the same files named from another folder: nothing to redo
+    assert cli.main(["batch", ".", *args[2:]]) == 0
+    assert "0 done, 2 already done" in capsys.readouterr().err
+    Image.open(CONTENT).convert("RGB").resize((96, 64)).save(photos[1])  # another picture under the same name
+    assert cli.main(["batch", ".", *args[2:]]) == 0
+    assert "1 done, 1 already done" in capsys.readouterr().err
+
+
+def test_eval_reads_exactly_the_manifest_it_is_given(tmp_path, capsys) -> None:
+    _photos(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert cli.main(["batch", str(tmp_path / "in"), "--styles", str(STYLES[0]), "--out", str(out), *FAST, "-q"]) == 0
+    jobs = _jobs_file(out, [{"content": "x.png", "styles": ["y.png"]}])  # a jobs file beside the manifest
+    capsys.readouterr()
+    assert cli.main(["eval", "--manifest", str(jobs)]) == 2
+    assert "holds no finished job of a batch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("p.png,a.png\nq.png,b.png\n", "line 1 must be the header naming the columns, e.g. content,styles"),
+    ("content,styels\np.png,a.png\n", "line 1 must be the header"),
+    ("content,styles,strenght\np.png,a.png,1\n", "line 1 (the header): unknown column 'strenght'"),
+])
+def test_csv_header_problems_name_line_1(tmp_path, text, message) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        batch.read_jobs(path)
+    path.write_text("content, styles , seed\np.png, a.png ,3\n")  # spaces around names and cells
+    (job,) = batch.read_jobs(path)
+    assert job.styles == (str(tmp_path / "a.png"),) and job.knobs == (("seed", 3),)
+
+
+def test_nothing_finished_leaves_no_manifest_and_a_failed_rerun_removes_the_old_result(tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / batch.PART.format(rank=0)).write_text("")  # Ctrl-C before the first job ended
+    batch.merge_manifest(out)
+    assert list(out.iterdir()) == []
+    photos = _photos(tmp_path / "in", 1)
+    jobs = batch.read_jobs(tmp_path / "in", [str(STYLES[0])])
+    assert batch.run_batch(jobs, out, Request(engine="classic", preset="fast", size=64)).ok == 1
+    batch.merge_manifest(out)
+    photos[0].write_bytes(b"no longer a picture")  # the job changes (its image) and now fails
+    assert batch.run_batch(jobs, out, Request(engine="classic", preset="fast", size=64)).failed == 1
+    batch.merge_manifest(out)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl"]  # no stale result beside its error
+    assert _records(out)[0]["status"] == "error"
+
+
+def test_an_override_the_run_cannot_use_is_said_in_its_own_numbers(tmp_path) -> None:
+    (photo,) = _photos(tmp_path / "in", 1)
+    jobs = batch.read_jobs(_jobs_file(tmp_path, [{"content": str(photo), "styles": [str(STYLES[0])],
+                                                   "overrides": ["9:1:1"]}]))
+    summary = batch.run_batch(jobs, tmp_path / "out", Request(engine="classic", preset="fast", size=64))
+    assert summary.failures[0][1].startswith("The override for region R9 cannot be used: this run found regions R1")
+
+
+def test_ids_keep_letters_of_any_script() -> None:
+    assert batch._safe_stem("phö to__stÿle é") == "phö_to__stÿle_é"
+    assert batch._ID.fullmatch("façade-1") and not batch._ID.fullmatch("_hidden")

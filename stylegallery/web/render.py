@@ -103,22 +103,7 @@ def within_limits(**knobs: tuple[object, int, str]) -> None:
 
 def override_message(exc: OverrideError) -> str:
     """The library's complaint about a region choice (0-based), in the page's numbers (R1, Style 1, region 1)."""
-    fix = "choose again under Personalise, or press “All regions automatic”."
-    region, target = exc.region, exc.target
-    if not isinstance(region, int):
-        return str(exc)  # not a choice the page can make
-    if region not in exc.content_regions:
-        have = ", ".join(f"R{i + 1}" for i in exc.content_regions)
-        return f"Your choice for region R{region + 1} cannot be used: this run found regions {have}; {fix}"
-    if target is None or len(target) != 2:
-        return str(exc)
-    style, style_region = target
-    if not 0 <= style < len(exc.style_regions):
-        return (f"Your choice R{region + 1} → Style {style + 1} cannot be used: this run has "
-                f"{len(exc.style_regions)} style images; {fix}")
-    have = ", ".join(str(r + 1) for r in exc.style_regions[style])
-    return (f"Your choice R{region + 1} → Style {style + 1} · region {style_region + 1} cannot be used: Style "
-            f"{style + 1} has regions {have}; {fix}")
+    return exc.numbered_from_one("choose again under Personalise, or press “All regions automatic”.")
 
 
 def stream(events: Iterator, pictures: RunPictures, keep_picks: bool = False, names: list[str] | None = None,
