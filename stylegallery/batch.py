@@ -8,9 +8,11 @@ batch writes, into DIR, `<id>.png` (the result) and `<id>.regions.npz` (the cont
 for `eval --manifest`), both or neither, and appends one line to its manifest: DIR/manifest.jsonl, one JSON object
 per job (its files, engine, matches, notes, timings, status and error).
 
-Resuming: a job whose latest manifest line says "ok", for the same content, styles and settings, and whose files
-are there, is skipped; every other job runs (failed ones again). Files are written whole (a temporary file renamed
-into place), so an interrupted run leaves no partial file: re-run the same command to go on.
+Resuming: a job whose latest manifest line says "ok", for the same images (their bytes), overrides and settings, and
+whose files are there, is skipped; every other job runs (failed ones again). Everything that can be known before any
+work (the file's form, every job's values, outputs that would overwrite an input) is checked first (`check_jobs`).
+Files are written whole (a temporary file renamed into place), so an interrupted run leaves no partial file: re-run
+the same command to go on.
 
 Many processes: started by `accelerate launch` (or torchrun) the job list is split between the processes by
 accelerate (`PartialState.split_between_processes`), each job runs in exactly one process, each process writes its own
