@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from stylegallery.errors import Cancelled, EngineUnavailable, InputError, ModelLoadError, OverrideError
-from stylegallery.request import KnobError, Plan, Request, parse_override, parse_region_strength, plan
+from stylegallery.request import KnobError, Request, parse_override, parse_region_strength, plan
 
 
 MANIFEST = "manifest.jsonl"
@@ -106,7 +106,7 @@ class Summary:
 
 def read_jobs(source: str | os.PathLike, styles: Sequence[str] = ()) -> list[Job]:
     """The jobs of a JSONL or CSV file, or of a folder of photos with `styles` for each. Raises InputError naming
-    the line for a malformed file (before any work); values are checked when each job is planned."""
+    the line for a malformed file (before any work); every job's values are checked by `check_jobs`."""
     path = Path(source)
     if path.is_dir():
         if not styles:
@@ -667,8 +667,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
-
-
-def planned(base: Request) -> Plan:
-    """The batch's plan (its flags): which engine the batch paints with and why (said once before the jobs)."""
-    return plan(base)

@@ -280,7 +280,7 @@ def _batch(args: argparse.Namespace) -> int:
     if Path(args.jobs).is_dir() and out.resolve() == Path(args.jobs).resolve():
         raise InputError("--out is the folder of photos: the results would join them; choose another folder")
     base = request_from_args(args)
-    first = batch.planned(base)
+    first = plan(base)  # the batch's engine and why, from its flags
     batch.check_jobs(jobs, base, out, args.jobs)
     processes = batch.detect_processes()
     if processes.main:
