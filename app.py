@@ -4,10 +4,10 @@
 
 This file only wires widgets to one cached `stylegallery.Pipeline`: the method lives in the library, and the web
 app's own machinery (file gate, page rendering, hosting limits, gradio shims) in `stylegallery/web/`.
-The "generate" API endpoint takes (content, styles, overrides, engine, preset, size, max regions,
-content weight, steps, seed, randomise, style strength). Overrides use the page's 1-based numbers: {"2": [1, 3]}
-paints content region R2 like region 3 of style 1. Widget values become a `stylegallery.request.Request`, as the
-CLI's flags do: steps go to the engine that paints (its own range), the content weight multiplies the preset's.
+The "generate" API endpoint takes (content, styles, overrides, engine, preset, size, max regions, content weight,
+steps, seed, randomise, style strength, region strengths), regions numbered from 1 as on the page: overrides
+{"2": [1, 3]} paint region R2 like region 3 of style 1, region strengths {"2": 0.4} paint R2 at strength 0.4.
+Widget values become a `stylegallery.request.Request` as the CLI's flags do (web/knobs.py).
 """
 
 import os
@@ -63,20 +63,20 @@ def get_pipeline() -> Pipeline:
     return Pipeline()
 
 
-def steps_setting(engine: str, preset_name: str) -> dict:
-    """The Steps slider of the engine that `engine` paints with here, capped by STYLEGALLERY_MAX_STEPS."""
-    return knobs.steps_setting(engine, preset_name, MAX_STEPS)
+# steps_setting(engine, preset): the Steps slider of the engine that paints here, capped by STYLEGALLERY_MAX_STEPS
+steps_setting = functools.partial(knobs.steps_setting, max_steps=MAX_STEPS)
 
 
 @gpu
 def generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
              size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-             request: gr.Request, strength: float = 1.0) -> Iterator[tuple]:
+             request: gr.Request, strength: float = 1.0, strengths: dict | None = None) -> Iterator[tuple]:
     """Run the pipeline and stream its stages into the page: region map, matches, previews, result, files.
 
     A failure ends with the status line saying so, then the page error (gradio shows what was yielded before)."""
     for update in render.failures_said(_generate(content, styles, overrides, engine, preset_name, size, k_max,
-                                                 content_weight, steps, seed, randomize, request, strength)):
+                                                 content_weight, steps, seed, randomize, request, strength,
+                                                 strengths)):
         compat.forget_stale_copies(request)
         yield update
 
@@ -84,19 +84,19 @@ def generate(content: str | None, styles: list | None, overrides: dict | None, e
 @gpu
 def regenerate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
                size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-               request: gr.Request, strength: float = 1.0) -> Iterator[tuple]:
-    """The Regenerate button: `generate` with the region choices, its statuses saying what a rerun does (stages 1-2
-    come from the pipeline's cache when the pictures and their settings are unchanged)."""
+               request: gr.Request, strength: float = 1.0, strengths: dict | None = None) -> Iterator[tuple]:
+    """The Regenerate button: `generate`, saying it repaints (stages 1-2 come from the cache when unchanged)."""
     for update in render.failures_said(_generate(content, styles, overrides, engine, preset_name, size, k_max,
                                                  content_weight, steps, seed, randomize, request, strength,
-                                                 reuse=True)):
+                                                 strengths, reuse=True)):
         compat.forget_stale_copies(request)
         yield update
 
 
 def _generate(content: str | None, styles: list | None, overrides: dict | None, engine: str, preset_name: str,
               size: float, k_max: float, content_weight: float, steps: float, seed: float, randomize: bool,
-              request: gr.Request, strength: float = 1.0, reuse: bool = False) -> Iterator[tuple]:
+              request: gr.Request, strength: float = 1.0, strengths: dict | None = None,
+              reuse: bool = False) -> Iterator[tuple]:
     session, queued_at = hosting.session(request), compat.queued_at()
 
     def stopped() -> bool:  # Stop was pressed for this session since this run was submitted
@@ -119,7 +119,8 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
     render.within_limits(size=(size, MAX_SIZE, "STYLEGALLERY_MAX_SIZE"), steps=(steps, MAX_STEPS,
                                                                                 "STYLEGALLERY_MAX_STEPS"))
     try:
-        run_plan = plan(page_request(engine, preset_name, size, k_max, content_weight, steps, seed, strength))
+        run_plan = plan(page_request(engine, preset_name, size, k_max, content_weight, steps, seed, strength,
+                                     render.parse_region_strengths(strengths)))
     except KnobError as exc:
         raise gr.Error(f"Invalid setting: {exc.knob.replace('_', ' ')} {exc.detail}") from None
     except InputError as exc:
@@ -153,7 +154,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     engine_name, engine_reason = start.engine, start.reason
     # Region choices and the Personalise dropdowns: cleared together when the regions will change.
     no_overrides = ({}, render.overrides_text({}), gr.update(choices=[], value=None),
-                    gr.update(choices=["auto"], value="auto"))
+                    gr.update(choices=["auto"], value="auto"), {})
 
     def content_thumbs(chosen: set[str]) -> list:
         return [thumbs(group, chosen) for _, group in content_groups]
@@ -197,9 +198,9 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     def drop_style(styles: list | None, evt: gr.SelectData):
         return set_styles([s for i, s in enumerate(styles or []) if i != evt.index])
 
-    def clear_choices(overrides: dict | None):
+    def clear_choices(overrides: dict | None, strengths: dict | None):
         """Region choices name regions of the last run: settings that change the regions make them meaningless."""
-        if any((overrides or {}).values()):
+        if any((overrides or {}).values()) or strengths:
             gr.Info("Your region choices were cleared: the new choice changes the regions.")
         return no_overrides
 
@@ -269,7 +270,11 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                     target_pick = gr.Dropdown(["auto"], value="auto", elem_id="target-pick", interactive=True,
                                               label="takes its look from (applies when you press Regenerate)",
                                               min_width=200, scale=3)
+                region_strength = gr.Slider(value=1, step=0.05, label="Style strength of this region", visible=False,
+                                            elem_id="region-strength", info="0 keeps the photo's own look there",
+                                            **slider_range(NeuralSettings, "strength"))
                 overrides = gr.JSON({}, visible=False, elem_id="overrides")
+                strengths = gr.JSON({}, visible=False, elem_id="region-strengths")  # {"2": 0.4}
                 names = gr.State([])  # the chosen styles' names, as the dropdown's choices name them
                 overrides_text = gr.Markdown(render.overrides_text({}), elem_id="overrides-text")
                 with gr.Row():
@@ -312,7 +317,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                         randomize = gr.Checkbox(False, label="Randomise seed")
                     for widget, label in ((size, "the size"), (k_max, "max regions"), (steps, "steps"),
                                           (content_weight, "the content weight"), (seed, "the seed"),
-                                          (strength, "the style strength")):
+                                          (strength, "the style strength"), (region_strength, "a region's strength")):
                         guard_number(widget, label, optional=widget is seed)  # NaN, text or null: one worded line
                 with gr.Accordion("Gallery credits", open=False):
                     gr.Markdown(render.credits(items))
@@ -320,7 +325,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         # The page's own small events: queued (gradio shows gr.Warning/gr.Info, and gr.Error's text, only for queued
         # events) but never waiting behind a run (no concurrency limit), and without a progress overlay.
         private = {"api_visibility": "private", "queue": True, "concurrency_limit": None, "show_progress": "hidden"}
-        choices = [overrides, overrides_text, region_pick, target_pick]
+        choices = [overrides, overrides_text, region_pick, target_pick, strengths]
         for gallery, (_, group) in zip(content_galleries, content_groups):
             gallery.select(pick_content(group), None, [content, *content_galleries, *choices],
                            **private)
@@ -330,26 +335,29 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                        **private)
         styles.select(drop_style, styles, [styles, *style_galleries, status, names, *choices], **private)
         styles.upload(take_uploads, styles, [styles, *style_galleries, status, names, *choices], **private)
-        target_pick.input(render.choose_target, [overrides, region_pick, target_pick, names],
+        target_pick.input(render.choose_target, [overrides, region_pick, target_pick, names, strengths],
                           [overrides, overrides_text], **private)
+        region_strength.input(render.choose_strength, [strengths, region_pick, region_strength, overrides, names],
+                              [strengths, overrides_text], **private)
+        region_pick.change(render.strength_of, [strengths, region_pick, strength], region_strength, **private)
         region_pick.input(render.show_choice, [overrides, region_pick, names], target_pick, **private)
-        reset.click(render.all_automatic, match_table, [overrides, overrides_text, target_pick, match_table, status],
-                    **private)
-        shown = [steps, content_weight, strength]  # Steps means what the engine that runs does; what it lacks hides
+        reset.click(render.all_automatic, [match_table, strengths],
+                    [overrides, overrides_text, target_pick, match_table, status, strengths], **private)
+        shown = [steps, content_weight, strength, region_strength]  # what the engine that paints takes; others hide
         demo.load(lambda: knobs.sliders("auto", "paper", MAX_STEPS), None, shown, **private)
         for widget in (engine, preset_name):
             widget.change(lambda e, p: knobs.sliders(e, p, MAX_STEPS), [engine, preset_name], shown, **private)
         engine.change(lambda e: gr.update(label=render.region_label(plan(Request(engine=e)).engine)), engine,
                       region_map, **private)  # the map's title says what that engine's regions are
         for widget in (engine, preset_name, size, k_max):  # stage 1/2 settings: the regions change
-            widget.change(clear_choices, overrides, choices, **private)
+            widget.change(clear_choices, [overrides, strengths], choices, **private)
         content.clear(lambda: no_overrides, None, choices, **private)
         stop.click(stop_run, None, None, **private)
         widgets = {"seed": seed, "status": status, "region_map": region_map, "result": result,
                    "match_figure": match_figure, "style_regions": style_regions, "timings": timings,
                    "match_table": match_table, "region_pick": region_pick, "target_pick": target_pick, **downloads}
         inputs = [content, styles, overrides, engine, preset_name, size, k_max, content_weight, steps, seed, randomize,
-                  strength]
+                  strength, strengths]
         # Progress (and gradio's "Error" badge) on the result only: the status line says what is going on.
         run.click(generate, inputs, [widgets[name] for name in OUTPUTS], api_name="generate", show_progress_on=result)
         regenerate_button.click(regenerate, inputs, [widgets[name] for name in OUTPUTS], api_visibility="private",
@@ -358,16 +366,8 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
 
 
 def launch_kwargs(extra_galleries: list[str] | None = None) -> dict:
-    """Everything `launch` needs besides host and port: theme, CSS, the only folders the server may read, the upload
-    caps, and the app's own files it must never serve (gradio serves files under its working directory that an
-    event returns)."""
-    folders = folders_of(load_gallery(extra_galleries or []))
-    return {"theme": hosting.theme(), "css_paths": [ASSETS / "style.css"], "js": (ASSETS / "chosen.js").read_text(),
-            "allowed_paths": [str(ASSETS), *map(str, folders)],
-            "max_file_size": hosting.upload_cap(MAX_UPLOAD, "STYLEGALLERY_MAX_UPLOAD"),
-            "blocked_paths": hosting.blocked_beside(ASSETS.parent, [ASSETS, *folders]),
-            "app_kwargs": {"middleware": [hosting.request_cap(MAX_REQUEST, MAX_UPLOAD)]},  # and events' bodies
-            "favicon_path": ASSETS / "favicon.png", "footer_links": ["api", "gradio"]}
+    """Everything `launch` needs besides host and port (hosting.launch_kwargs), for the gallery's folders."""
+    return hosting.launch_kwargs(ASSETS, folders_of(load_gallery(extra_galleries or [])), MAX_UPLOAD, MAX_REQUEST)
 
 
 if __name__ == "__main__":

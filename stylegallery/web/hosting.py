@@ -155,6 +155,18 @@ def warm_up(pipe: Any, plan: Any) -> None:
     pipe.cache.clear()
 
 
+def launch_kwargs(assets: Path, folders: list[Path], max_upload: str, max_request: str) -> dict:
+    """Everything gradio's `launch` needs besides host and port: theme, CSS and script from `assets`, the only
+    folders the server may read (`assets` and the gallery's `folders`), the upload caps, and the app's own files it
+    must never serve (gradio serves files under its working directory that an event returns)."""
+    return {"theme": theme(), "css_paths": [assets / "style.css"], "js": (assets / "chosen.js").read_text(),
+            "allowed_paths": [str(assets), *map(str, folders)],
+            "max_file_size": upload_cap(max_upload, "STYLEGALLERY_MAX_UPLOAD"),
+            "blocked_paths": blocked_beside(assets.parent, [assets, *folders]),
+            "app_kwargs": {"middleware": [request_cap(max_request, max_upload)]},  # and events' bodies
+            "favicon_path": assets / "favicon.png", "footer_links": ["api", "gradio"]}
+
+
 def theme() -> Any:
     """The page's gradio theme, with the bundled fonts (no font is fetched from the network)."""
     import gradio as gr

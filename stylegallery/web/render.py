@@ -73,6 +73,45 @@ def parse_overrides(overrides: dict | None) -> dict[int, tuple[int, int]]:
     return {k - 1: (v[0] - 1, v[1] - 1) for k, v in parsed.items()}
 
 
+def parse_region_strengths(strengths: dict | None) -> tuple[tuple[int, float], ...] | None:
+    """{"2": 0.4} (regions numbered from 1, as on the page) -> ((2, 0.4),), the front desk's region strengths; None
+    when there are none. A malformed entry is described, not echoed; the front desk checks the range."""
+    example = 'expected e.g. {"2": 0.4}: region R2 painted at style strength 0.4'
+    if strengths is None:
+        return None
+    if not isinstance(strengths, dict):
+        raise gr.Error(f"Region strengths are malformed: got {described(strengths)}, {example}.")
+    pairs = []
+    for key, value in strengths.items():
+        if value in (None, ""):  # the run's Style strength
+            continue
+        if not is_whole(str(key)) or int(key) < 1:
+            shown = "".join(c for c in str(key) if c.isprintable())[:20]
+            raise gr.Error(f"Region strengths are malformed: the key {shown or 'given'} is not a region number "
+                           f"(from 1); {example}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise gr.Error(f"Region strengths are malformed: region {key} takes a number from 0 to 1, got "
+                           f"{described(value)}; {example}.")
+        pairs.append((int(key), float(value)))
+    return tuple(sorted(pairs)) or None
+
+
+def choose_strength(strengths: dict | None, region: str | None, value: float, overrides: dict | None,
+                    names: list[str] | None = None) -> tuple[Any, Any]:
+    """Moving the region's strength slider records it for the region shown; Regenerate applies it."""
+    if not region:
+        gr.Info("Generate first: the regions you can paint at their own strength appear after a run.")
+        return gr.skip(), gr.skip()
+    strengths = {**(strengths or {}), region.lstrip("R"): value}
+    return strengths, overrides_text(overrides or {}, names, strengths)
+
+
+def strength_of(strengths: dict | None, region: str | None, strength: float) -> float:
+    """The region strength slider shows the value recorded for the region picked, else the run's Style strength."""
+    value = (strengths or {}).get((region or "").lstrip("R"))
+    return strength if value is None else value
+
+
 def is_whole(value: object) -> bool:
     """A whole number a region choice can hold: an int, or ASCII digits, below a million ("²" is a digit to
     str.isdigit, and int() of thousands of digits raises)."""
@@ -274,8 +313,10 @@ def numbered(styles: list) -> list[tuple[str, str]]:
     return [(path, f"{i + 1}: {cap or Path(path).name}") for i, (path, cap) in enumerate(styles)]
 
 
-def overrides_text(overrides: dict, names: list[str] | None = None) -> str:
+def overrides_text(overrides: dict, names: list[str] | None = None, strengths: dict | None = None) -> str:
     chosen = [f"R{k} → {target(v, names)}" for k, v in sorted(overrides.items(), key=lambda kv: int(kv[0])) if v]
+    chosen += [f"R{k} at strength {v:.2f}" for k, v in sorted((strengths or {}).items(), key=lambda kv: int(kv[0]))
+               if isinstance(v, (int, float))]
     return ("Your choices (applied by **Regenerate**): "
             + (", ".join(chosen) if chosen else "none yet (every region is matched automatically)."))
 
@@ -330,14 +371,14 @@ def toggle_style(styles: list | None, item: GalleryItem, most: int) -> list:
 
 
 def choose_target(overrides: dict | None, region: str | None, target: str | None,
-                  names: list[str] | None = None) -> tuple[Any, Any]:
+                  names: list[str] | None = None, strengths: dict | None = None) -> tuple[Any, Any]:
     """Choosing a target records it for the region shown (no separate "Set" to forget); Regenerate applies it."""
     if not region:
         gr.Info("Generate first: the regions you can reassign appear after a run.")
         return gr.skip(), gr.skip()
     match = TARGET.fullmatch(target or "")
     overrides = {**(overrides or {}), region.lstrip("R"): [int(match[1]), int(match[2])] if match else None}
-    return overrides, overrides_text(overrides, names)
+    return overrides, overrides_text(overrides, names, strengths)
 
 
 def show_choice(overrides: dict | None, region: str | None, names: list[str] | None = None) -> str:
@@ -345,16 +386,16 @@ def show_choice(overrides: dict | None, region: str | None, names: list[str] | N
     return target((overrides or {}).get((region or "").lstrip("R")), names)
 
 
-def all_automatic(table: Any) -> tuple:
-    """"All regions automatic": no choices, the table's "Set by" says auto, and the result on the page is marked
-    as not yet showing that (the next Regenerate or Generate paints it)."""
+def all_automatic(table: Any, strengths: dict | None = None) -> tuple:
+    """"All regions automatic": no choices (targets or region strengths), the table's "Set by" says auto, and the
+    result on the page is marked as not yet showing that (the next Regenerate or Generate paints it)."""
     rows = table.values.tolist() if hasattr(table, "values") else [list(r) for r in table or []]
     rows = [list(r) for r in rows if len(r) >= 5 and r[0]]
-    had = any(r[4] == "you" for r in rows)
+    had = any(r[4] == "you" for r in rows) or any(v is not None for v in (strengths or {}).values())
     rows = [[*r[:4], "auto"] for r in rows]
     note = ("The result still shows your earlier choices: press <b>Regenerate with my choices</b> (or Generate) "
             "to paint every region automatically." if had else "Every region is matched automatically.")
-    return {}, overrides_text({}), "auto", rows, status(note, "sg-stale" if had else "")
+    return {}, overrides_text({}), "auto", rows, status(note, "sg-stale" if had else ""), {}
 
 
 def hero(engine: str, reason: str, summary: str) -> str:
