@@ -364,6 +364,9 @@ class NeuralSettings:
     # fewest regions stage 1 may pick (raises RegionSettings.k_min, never above k_max); 2..32
     min_regions: int = 3
     pca_dims: int = 30  # PCA components of stage 1 on the predictor's features (research/neural.md); 1..512
+    # long side in px at which style images are analysed and segmented (stages 1-2), when below the working size:
+    # the predictor's training size, at which each painting's own vector S is taken anyway; 64..2048
+    style_size: int = 256
 
     def __post_init__(self) -> None:
         _check_knobs(self)
@@ -377,6 +380,8 @@ class NeuralSettings:
         _check(100 <= self.silhouette_sample <= 20000, "silhouette_sample", self.silhouette_sample, "100..20000")
         _check(2 <= self.min_regions <= 32, "min_regions", self.min_regions, "2..32")
         _check(1 <= self.pca_dims <= 512, "pca_dims", self.pca_dims, "1..512")
+        _check(isinstance(self.style_size, int) and 64 <= self.style_size <= 2048, "style_size", self.style_size,
+               "64..2048")
 
     def strength_of(self, region: int) -> float:
         """The strength of content region `region`: its entry in region_strengths, else `strength`."""

@@ -178,7 +178,12 @@ class Pipeline:
         # 3. Load every image first, so a bad style fails before any work
         content_rgb = images.to_rgb(content, settings.image, name="content image")  # (h0, w0, 3) uint8, decoded once
         content_image = images.fit(content_rgb, settings.image)
-        style_images = [images.load(s, settings.image, name=f"style image {i + 1}") for i, s in enumerate(styles)]
+        style_rgbs = [images.to_rgb(s, settings.image, name=f"style image {i + 1}") for i, s in enumerate(styles)]
+        style_images = [images.fit(rgb, settings.image) for rgb in style_rgbs]  # what the user sees
+        side = engine.style_size(settings)  # what stages 1-2 see: the same, or smaller where the engine says so
+        style_inputs = style_images if side is None else [
+            images.fit(rgb, dataclasses.replace(settings.image, size=side)) for rgb in style_rgbs]
+        del style_rgbs
         user_mask = None if content_mask is None else images.load_label_mask(content_mask, settings.image)
         if user_mask is not None:  # refuse a mask of another aspect before any analysis work
             regions.labels_from_mask(user_mask, (1, 1), content_image.shape[:2])
@@ -189,18 +194,21 @@ class Pipeline:
         region_settings = engine.resolve_regions(settings)
         region_key = dataclasses.astuple(region_settings)
         mask_key = region_key if user_mask is None else ("user mask", user_mask.shape, hash(user_mask.tobytes()))
-        keys = [images.pixel_hash(img) for img in (content_image, *style_images)]
+        keys = [images.pixel_hash(img) for img in (content_image, *style_inputs)]
 
-        def analyse_and_segment(img: np.ndarray, key: str, mask: np.ndarray | None = None
+        def analyse_and_segment(img: np.ndarray, key: str, mask: np.ndarray | None = None,
+                                shown_on: np.ndarray | None = None
                                 ) -> tuple[Analysis, np.ndarray, np.ndarray, float, float]:
-            """(analysis, grid labels for matching, the region map stage 3 paints and the user sees, times)."""
+            """(analysis, grid labels for matching, the region map stage 3 paints and the user sees, times);
+            `shown_on`: the image the region map is given for (default `img`, the one analysed)."""
             _raise_if(stop)
             t0 = time.perf_counter()
             analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights, stop)
             t1 = time.perf_counter()
             if mask is None:
-                grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key), settings,
-                                            region_settings)
+                guide = analysis.image if shown_on is None else shown_on
+                grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key, guide.shape), settings,
+                                            region_settings, guide)
             else:  # the user's regions replace stage 1 (the official label masks)
                 grid = regions.labels_from_mask(mask, analysis.grid_shape, img.shape[:2])
                 shown = engine.refine_labels(analysis.image, grid, settings)
@@ -215,7 +223,8 @@ class Pipeline:
         # 4b. The same for every style image (on two threads where the engine allows it); stage times stay
         # wall-clock: the threads' summed times are scaled to the elapsed time
         t0 = time.perf_counter()
-        style_work = self._map_styles(engine, analyse_and_segment, style_images, keys[1:])
+        style_work = self._map_styles(engine, lambda img, key, shown_on: analyse_and_segment(img, key, None, shown_on),
+                                      style_inputs, keys[1:], style_images)
         wall = time.perf_counter() - t0
         summed = sum(w[3] + w[4] for w in style_work)
         scale = wall / summed if summed > 0 else 0.0
@@ -263,15 +272,17 @@ class Pipeline:
                           style_names=style_names, content_name=_source_name(content, "content")))
 
     @staticmethod
-    def _map_styles(engine: Engine, work: Callable, style_images: list[np.ndarray], keys: list[str]) -> list:
-        """`work` on every style image: on two threads when the engine's analysis is thread-safe and cores allow."""
-        workers = min(len(style_images), os.cpu_count() or 1, 2)
+    def _map_styles(engine: Engine, work: Callable, style_inputs: list[np.ndarray], keys: list[str],
+                    shown_on: list[np.ndarray]) -> list:
+        """`work(input, key, shown_on)` on every style image: on two threads when the engine's analysis is
+        thread-safe and cores allow."""
+        workers = min(len(style_inputs), os.cpu_count() or 1, 2)
         if not engine.parallel_analysis or workers < 2:
-            return [work(img, key) for img, key in zip(style_images, keys)]
+            return [work(img, key, shown) for img, key, shown in zip(style_inputs, keys, shown_on)]
         # One BLAS/OpenMP thread per worker; set here, around the pool, because the limit is process-wide and
         # nested set/restore calls from two threads would otherwise leave it wrong after the run.
         with one_thread(), ThreadPoolExecutor(workers, thread_name_prefix="sg-style") as pool:
-            return list(pool.map(work, style_images, keys))
+            return list(pool.map(work, style_inputs, keys, shown_on))
 
     # -- engines ---------------------------------------------------------------------------------
 
@@ -345,8 +356,9 @@ class Pipeline:
         return analysis
 
     def _segment(self, engine: Engine, analysis: Analysis, key: Hashable, settings: Settings,
-                 region_settings: RegionSettings) -> tuple[np.ndarray, np.ndarray]:
-        """(stage-1 labels on the feature grid, the engine's refined region map of the image), cached together."""
+                 region_settings: RegionSettings, guide: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(stage-1 labels on the feature grid, the engine's refined region map of `guide`: the analysed image or
+        the same image at the size it is shown), cached together (`key` holds the guide's shape)."""
         cached = self.cache.get("segment", key)
         if cached is None:
             if analysis.masks is None:
@@ -355,7 +367,7 @@ class Pipeline:
             else:  # the engine's base masks (SAM) replace k-means (the official SAM path)
                 base = regions.sam_label_map(list(analysis.masks), analysis.grid_shape)
                 grid = regions.segment_from_base(base, analysis.merge_features, region_settings)
-            shown = engine.refine_labels(analysis.image, grid, settings)
+            shown = engine.refine_labels(guide, grid, settings)
             cached = (grid, shown)
             self.cache.put("segment", key, cached, grid.nbytes + (shown.nbytes if shown is not grid else 0))
         return cached

@@ -279,3 +279,37 @@ def test_sessions_take_their_share_of_the_cores_from_omp_num_threads(monkeypatch
     assert Networks().transformer.get_session_options().intra_op_num_threads == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert Networks(threads=3).predictor.get_session_options().intra_op_num_threads == 3
+
+
+def test_paintings_are_analysed_at_the_style_size_and_shown_at_the_working_size():
+    # stages 1-2 see each painting at neural.style_size (the predictor's training size); the user still sees it,
+    # and its region map, at the working size, and stage 3 takes the region vectors from the smaller analysis
+    from stylegallery import pipeline
+    from stylegallery.config import ImageSettings
+
+    rng = np.random.default_rng(3)
+    content = np.clip(_content() + rng.normal(0, 0.01, (H, W, 3)), 0, 1).astype(np.float32)
+    yy = np.mgrid[0:240, 0:320][0] / 240.0
+    painting = np.stack([0.8 - 0.5 * yy, 0.3 + 0.2 * yy, 0.2 + 0.6 * yy], -1) + rng.normal(0, 0.03, (240, 320, 3))
+    painting = np.clip(painting, 0, 1).astype(np.float32)
+    settings = Settings(engine="neural", image=ImageSettings(size=256),
+                        neural=NeuralSettings(full_size=False, style_size=128))
+    pipe = pipeline.Pipeline()
+    result = pipe(content, [painting], settings)
+    assert result.style_images[0].shape == (192, 256, 3)
+    assert result.style_labels[0].shape == (192, 256)
+    assert sorted(np.unique(result.style_labels[0])) == list(range(int(result.style_labels[0].max()) + 1))
+    analysed = _analysed(pipe)  # content, painting
+    assert analysed == [(96, 128), (168, 256)], analysed  # the painting at 128 px, the content at 256
+    engine = pipe.engine("neural", settings)
+    assert engine.style_size(settings) == 128
+    assert engine.style_size(dataclasses.replace(settings, neural=NeuralSettings(style_size=256))) is None
+    # at a style size as large as the working size, the paintings are analysed as they are shown
+    same = pipeline.Pipeline()
+    same(content, [painting], dataclasses.replace(settings, neural=NeuralSettings(full_size=False, style_size=512)))
+    assert _analysed(same) == [(168, 256), (192, 256)]
+
+
+def _analysed(pipe) -> list[tuple[int, int]]:
+    """The sizes of the images the pipeline's cache holds analyses of."""
+    return sorted(value.image.shape[:2] for (kind, _), (value, _) in pipe.cache._items.items() if kind == "analysis")

@@ -58,6 +58,11 @@ class Engine(abc.ABC):
         """The stage-1 settings this engine's features are clustered with (by default `settings.regions`)."""
         return settings.regions
 
+    def style_size(self, settings: Settings) -> int | None:
+        """The long side (px) at which style images are analysed and segmented, when smaller than the working size;
+        None: at the working size (the paper). Their region maps are still given at the working size."""
+        return None
+
     def refine_labels(self, image: np.ndarray, labels: np.ndarray, settings: Settings) -> np.ndarray:
         """The region map stage 3 paints and the user sees, from the stage-1 grid labels of `image`.
 

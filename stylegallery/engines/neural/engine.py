@@ -105,6 +105,11 @@ class NeuralEngine(Engine):
         return dataclasses.replace(regions, pca_dims=ns.pca_dims, n_init=ns.kmeans_restarts, k_min=k_min,
                                    silhouette_sample=ns.silhouette_sample)
 
+    def style_size(self, settings: Settings) -> int | None:
+        """Paintings are analysed at `neural.style_size` px (the predictor's training size, at which S is taken)."""
+        side = settings.neural.style_size
+        return side if side < settings.image.size else None
+
     def refine_labels(self, image: np.ndarray, labels: np.ndarray, settings: Settings) -> np.ndarray:
         """Pixel-level region map whose boundaries follow the image's edges (the classic engine's guided filter,
         radius two cells)."""
