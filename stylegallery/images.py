@@ -90,6 +90,13 @@ def working_size(height: int, width: int, long_side: int, multiple: int = 8,
     return _round(height), _round(width)
 
 
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (h, w) label map at (H, W) by nearest neighbour, int32 (a region thinner than the step can vanish)."""
+    import cv2  # deferred: keeps `import stylegallery` light
+
+    return cv2.resize(np.asarray(labels, dtype=np.int32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
 def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize (h, w, 3) uint8 or float to (height, width, 3) float32 in [0, 1] (area down, bicubic up)."""
     import cv2  # deferred: keeps `import stylegallery` light

@@ -206,12 +206,13 @@ class Pipeline:
             analysis = self._analyze(engine, img, (key, analysis_key), settings, time_weights, stop)
             t1 = time.perf_counter()
             if mask is None:
-                guide = analysis.image if shown_on is None else shown_on
-                grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key, guide.shape), settings,
-                                            region_settings, guide)
+                grid, shown = self._segment(engine, analysis, (key, analysis_key, region_key), settings,
+                                            region_settings)
             else:  # the user's regions replace stage 1 (the official label masks)
                 grid = regions.labels_from_mask(mask, analysis.grid_shape, img.shape[:2])
                 shown = engine.refine_labels(analysis.image, grid, settings)
+            if shown_on is not None and shown.shape != shown_on.shape[:2]:  # snapped at the analysed size (1/4 the
+                shown = images.resize_labels(shown, shown_on.shape[:2])  # cost), given at the size shown
             return analysis, grid, shown, t1 - t0, time.perf_counter() - t1
 
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
@@ -356,9 +357,8 @@ class Pipeline:
         return analysis
 
     def _segment(self, engine: Engine, analysis: Analysis, key: Hashable, settings: Settings,
-                 region_settings: RegionSettings, guide: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(stage-1 labels on the feature grid, the engine's refined region map of `guide`: the analysed image or
-        the same image at the size it is shown), cached together (`key` holds the guide's shape)."""
+                 region_settings: RegionSettings) -> tuple[np.ndarray, np.ndarray]:
+        """(stage-1 labels on the feature grid, the engine's refined region map of the image), cached together."""
         cached = self.cache.get("segment", key)
         if cached is None:
             if analysis.masks is None:
@@ -367,7 +367,7 @@ class Pipeline:
             else:  # the engine's base masks (SAM) replace k-means (the official SAM path)
                 base = regions.sam_label_map(list(analysis.masks), analysis.grid_shape)
                 grid = regions.segment_from_base(base, analysis.merge_features, region_settings)
-            shown = engine.refine_labels(guide, grid, settings)
+            shown = engine.refine_labels(analysis.image, grid, settings)
             cached = (grid, shown)
             self.cache.put("segment", key, cached, grid.nbytes + (shown.nbytes if shown is not grid else 0))
         return cached

@@ -23,6 +23,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from stylegallery import images
 from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.engines.base import Engine
 from stylegallery.engines.classic import edges, faces, features, synthesis
@@ -108,8 +109,8 @@ class ClassicEngine(Engine):
 
         # 2. Upsample the label grids to pixels and build the content weight map W
         cs = settings.classic
-        content_px = upsample_labels(content_labels, image.shape[:2])
-        styles_px = [upsample_labels(lab, st.image.shape[:2]) for st, lab in zip(styles, style_labels)]
+        content_px = images.resize_labels(content_labels, image.shape[:2])
+        styles_px = [images.resize_labels(lab, st.image.shape[:2]) for st, lab in zip(styles, style_labels)]
         boxes = content.payload.get("faces")
         if boxes is None:  # detected once per cached content analysis: a Regenerate skips it
             boxes = content.payload["faces"] = self._detect_faces(image)
@@ -141,8 +142,8 @@ def colour_reference(content: np.ndarray, content_labels: np.ndarray, styles: Se
                      style_labels: Sequence[np.ndarray], matches: Sequence[Match], settings: Settings) -> np.ndarray:
     """C~ of a classic run: the content colour-matched region by region exactly as stage 3 starts (lightness anchored
     by `colour_luminance`), with no texture synthesis and no face protection. Labels on the grid or per pixel."""
-    labels = upsample_labels(content_labels, content.shape[:2])
-    styles_px = [upsample_labels(lab, img.shape[:2]) for img, lab in zip(styles, style_labels)]
+    labels = images.resize_labels(content_labels, content.shape[:2])
+    styles_px = [images.resize_labels(lab, img.shape[:2]) for img, lab in zip(styles, style_labels)]
     pairing = pairing_from_matches(matches, int(labels.max()) + 1, [int(lab.max()) + 1 for lab in styles_px])
     rng = np.random.default_rng(settings.seed)
     tilde, _ = synthesis.colour_matched(content, labels, styles, styles_px, pairing,
@@ -197,12 +198,6 @@ def pairing_from_matches(matches: Sequence[Match], n_regions: int, style_regions
                              f"{style_regions[m.style_image]} regions: recompute the matches")
         sources[m.content_region] = (m.style_image, m.style_region)
     return synthesis.Pairing(tuple(sources))
-
-
-def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest upsampling of a (h, w) label grid to (H, W) pixels."""
-    hh, ww = shape
-    return cv2.resize(labels.astype(np.int32), (ww, hh), interpolation=cv2.INTER_NEAREST).astype(np.int32)
 
 
 def weight_map(image: np.ndarray, content_weight: float, face_boost: float, boxes: Sequence[faces.Box]) -> np.ndarray:

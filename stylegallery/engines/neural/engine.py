@@ -23,6 +23,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from stylegallery import images
 from stylegallery.config import MatchSettings, RegionSettings, Settings
 from stylegallery.engines.base import Engine
 from stylegallery.engines.classic import edges, faces
@@ -194,7 +195,7 @@ class NeuralEngine(Engine):
         paint_side = min(ns.stroke_size, max(output.shape[:2]))
         ph, pw = _fit(output.shape[:2], paint_side)
         canvas = _resize(output, (ph, pw))  # (ph, pw, 3) the photo at the paint size
-        labels_px = cv2.resize(_upsample(content_labels, image.shape[:2]), (pw, ph), interpolation=cv2.INTER_NEAREST)
+        labels_px = images.resize_labels(images.resize_labels(content_labels, image.shape[:2]), (ph, pw))
         masks = paint.soft_masks(labels_px, n_regions, ns.feather * max(ph, pw) / 512.0)  # (K, ph, pw)
 
         # 4. Paint: one transformer pass per distinct vector, largest regions first, a preview after each but the
@@ -301,10 +302,6 @@ def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (shape[1], shape[0]),
                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return np.clip(out, 0.0, 1.0)
-
-
-def _upsample(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(np.asarray(labels, dtype=np.int32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def _check_image(image: np.ndarray, name: str) -> None:
