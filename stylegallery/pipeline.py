@@ -211,8 +211,10 @@ class Pipeline:
             else:  # the user's regions replace stage 1 (the official label masks)
                 grid = regions.labels_from_mask(mask, analysis.grid_shape, img.shape[:2])
                 shown = engine.refine_labels(analysis.image, grid, settings)
-            if shown_on is not None and shown.shape != shown_on.shape[:2]:  # snapped at the analysed size (1/4 the
-                shown = images.resize_labels(shown, shown_on.shape[:2])  # cost), given at the size shown
+            if shown_on is not None and shown_on.shape != img.shape:  # made at the analysed size (edge snapping at
+                # a quarter of the cost), given at the size shown: the map scaled as the image is
+                size = [round(n * big / small) for n, big, small in zip(shown.shape, shown_on.shape, img.shape)]
+                shown = images.resize_labels(shown, (size[0], size[1]))
             return analysis, grid, shown, t1 - t0, time.perf_counter() - t1
 
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
