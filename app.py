@@ -114,13 +114,13 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         raise gr.Error("Choose at least one style image: click a style in the gallery or upload your own.")
     if len(style_paths) > MAX_STYLES:
         raise gr.Error(f"{len(style_paths)} style images chosen: use at most {MAX_STYLES} (click one to remove it).")
-    chosen = render.parse_overrides(overrides)
+    chosen, by_region = render.parse_overrides(overrides), render.parse_region_strengths(strengths)
     seed = random.randint(0, MAX_SEED) if randomize else render.whole_seed(seed, MAX_SEED)
     render.within_limits(size=(size, MAX_SIZE, "STYLEGALLERY_MAX_SIZE"), steps=(steps, MAX_STEPS,
                                                                                 "STYLEGALLERY_MAX_STEPS"))
     try:
         run_plan = plan(page_request(engine, preset_name, size, k_max, content_weight, steps, seed, strength,
-                                     render.parse_region_strengths(strengths)))
+                                     by_region))
     except KnobError as exc:
         raise gr.Error(f"Invalid setting: {exc.knob.replace('_', ' ')} {exc.detail}") from None
     except InputError as exc:
@@ -137,7 +137,7 @@ def _generate(content: str | None, styles: list | None, overrides: dict | None, 
         pictures = RunPictures(hosting.pictures_root(), session, max_age=PICTURES_MAX_AGE)
         events = get_pipeline().run(content, style_paths, run_plan, chosen, should_stop=stopped)
         started = time.monotonic()
-        yield from render.stream(events, pictures, keep_picks=bool(chosen), names=names, reuse=reuse)
+        yield from render.stream(events, pictures, keep_picks=bool(chosen or by_region), names=names, reuse=reuse)
         COSTS.record(name, work, time.monotonic() - started)
     except Cancelled:
         yield out(status=status("Stopped. Press <b>Generate</b> to run again."))
@@ -154,7 +154,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
     engine_name, engine_reason = start.engine, start.reason
     # Region choices and the Personalise dropdowns: cleared together when the regions will change.
     no_overrides = ({}, render.overrides_text({}), gr.update(choices=[], value=None),
-                    gr.update(choices=["auto"], value="auto"), {})
+                    gr.update(choices=["auto"], value="auto"), {}, gr.update(interactive=False))
 
     def content_thumbs(chosen: set[str]) -> list:
         return [thumbs(group, chosen) for _, group in content_groups]
@@ -265,14 +265,14 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                                            interactive=False, elem_id="match-table", max_height=220, wrap=True,
                                            column_widths=["16%", "29%", "19%", "18%", "18%"])
                 with gr.Row(equal_height=True):
-                    region_pick = gr.Dropdown([], label="Content region", elem_id="region-pick", interactive=True,
+                    region_pick = gr.Dropdown([], label="Region", elem_id="region-pick", interactive=True,
                                               min_width=120, scale=1)
                     target_pick = gr.Dropdown(["auto"], value="auto", elem_id="target-pick", interactive=True,
-                                              label="takes its look from (applies when you press Regenerate)",
+                                              label="takes its look from",
                                               min_width=200, scale=3)
-                region_strength = gr.Slider(value=1, step=0.05, label="Style strength of this region", visible=False,
-                                            elem_id="region-strength", info="0 keeps the photo's own look there",
-                                            **slider_range(NeuralSettings, "strength"))
+                    region_strength = gr.Slider(value=1, step=0.05, label="at strength", visible=False,
+                                                interactive=False, elem_id="region-strength", scale=2, min_width=160,
+                                                buttons=[], **slider_range(NeuralSettings, "strength"))
                 overrides = gr.JSON({}, visible=False, elem_id="overrides")
                 strengths = gr.JSON({}, visible=False, elem_id="region-strengths")  # {"2": 0.4}
                 names = gr.State([])  # the chosen styles' names, as the dropdown's choices name them
@@ -302,7 +302,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
                             info="× the preset's weight; higher keeps more of the photo",
                             **slider_range(Request, "content_weight"))
                         strength = gr.Slider(value=1, step=0.05, label="Style strength", elem_id="strength",
-                                             info="share of each matched style; 0 keeps the photo's own look",
+                                             info="share of each matched style; 0 paints in the photo's own style",
                                              **slider_range(NeuralSettings, "strength"), visible=False)
                     with gr.Row():
                         # Built with every engine's range, so API callers may pass any engine's steps (gradio checks
@@ -325,7 +325,7 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         # The page's own small events: queued (gradio shows gr.Warning/gr.Info, and gr.Error's text, only for queued
         # events) but never waiting behind a run (no concurrency limit), and without a progress overlay.
         private = {"api_visibility": "private", "queue": True, "concurrency_limit": None, "show_progress": "hidden"}
-        choices = [overrides, overrides_text, region_pick, target_pick, strengths]
+        choices = [overrides, overrides_text, region_pick, target_pick, strengths, region_strength]
         for gallery, (_, group) in zip(content_galleries, content_groups):
             gallery.select(pick_content(group), None, [content, *content_galleries, *choices],
                            **private)
@@ -338,11 +338,11 @@ def build_demo(extra_galleries: list[str] | None = None) -> gr.Blocks:
         target_pick.input(render.choose_target, [overrides, region_pick, target_pick, names, strengths],
                           [overrides, overrides_text], **private)
         region_strength.input(render.choose_strength, [strengths, region_pick, region_strength, overrides, names],
-                              [strengths, overrides_text], **private)
+                              [strengths, overrides_text], trigger_mode="always_last", **private)
         region_pick.change(render.strength_of, [strengths, region_pick, strength], region_strength, **private)
         region_pick.input(render.show_choice, [overrides, region_pick, names], target_pick, **private)
-        reset.click(render.all_automatic, [match_table, strengths],
-                    [overrides, overrides_text, target_pick, match_table, status, strengths], **private)
+        reset.click(render.all_automatic, [match_table, strengths, strength], [overrides, overrides_text, target_pick,
+                    match_table, status, strengths, region_strength], **private)
         shown = [steps, content_weight, strength, region_strength]  # what the engine that paints takes; others hide
         demo.load(lambda: knobs.sliders("auto", "paper", MAX_STEPS), None, shown, **private)
         for widget in (engine, preset_name):

@@ -71,11 +71,11 @@ def _add_request_flags(parser: argparse.ArgumentParser, engines: tuple[str, ...]
                         help="stage 2: argmax (the paper: each region takes its best style region), balanced (spread "
                              "over style regions and images), auto (default: the engine's choice)")
     parser.add_argument("--strength", type=float, metavar="S",
-                        help="share of each matched style in its region, 0 (the photo's own look) to 1 (default), "
-                             "where the engine mixes styles (neural)")
+                        help="share of each matched style in its region, 0 (the photo's own style, still painted) "
+                             "to 1 (default), where the engine mixes styles (neural)")
     parser.add_argument("--region-strength", action="append", type=parse_region_strength, metavar="R:S",
                         help="the strength of one content region, numbered from 1 as on the page and in the figures "
-                             "(e.g. 2:0.3 keeps most of region R2's own look); repeatable (neural)")
+                             "(e.g. 2:0.3 paints region R2 mostly in the photo's own style); repeatable (neural)")
     parser.add_argument("--keep-colours", action="store_true", default=None,
                         help="keep the photo's colours under the painted strokes (neural)")
     parser.add_argument("--stroke-size", type=int, metavar="PX",

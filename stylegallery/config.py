@@ -336,7 +336,7 @@ class NeuralSettings:
     """The neural engine: Ghiasi et al. 2017's arbitrary-style networks on CPU (research/neural.md)."""
 
     # share of the matched style in each region's style vector: S = s S_style + (1 - s) S_own, the interpolation of
-    # Ghiasi et al. 2017 (section 4: 0 keeps the photo's own look, 1 is the full style); 0..1
+    # Ghiasi et al. 2017 (section 4: 0 paints with the photo's own style vector, 1 is the full style); 0..1
     strength: float = knob(1.0, 0.0, 1.0)
     # per-region strength as ((content region, strength), ...), replacing `strength` for those regions; 0..1 each
     region_strengths: tuple[tuple[int, float], ...] = ()

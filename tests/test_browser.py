@@ -197,7 +197,8 @@ def test_one_screen_at_1366x768_with_names_and_talk_panels(page):
     assert _download_size(page, "#dl-panel43") == (1440, 1080)  # and its 4:3 variant
 
     # Personalise: the choice applies on Regenerate, which says it repaints (no "segmenting the styles").
-    sync_api.expect(page.locator("#target-pick")).to_contain_text("applies when you press Regenerate")
+    sync_api.expect(page.locator("#target-pick")).to_contain_text("takes its look from")
+    sync_api.expect(page.locator("#overrides-text")).to_contain_text("applied by Regenerate")
     statuses = []
     page.expose_function("sgStatus", lambda text: statuses.append(text))
     page.evaluate("() => new MutationObserver(() => window.sgStatus(document.querySelector('#status').innerText))"
@@ -378,11 +379,12 @@ def test_the_advanced_settings_show_the_sliders_of_the_engine_that_paints(page):
     _run(page)  # a run at strength 0.3 (the status says which engine ran)
     sync_api.expect(page.locator("#status")).to_contain_text("neural")
 
-    # A region at its own strength: the slider under the region shows the run's strength until it is moved
+    # A region at its own strength: the slider beside the region shows the Style strength until it is moved
     region = page.locator("#region-strength")
     sync_api.expect(region).to_be_visible()
     sync_api.expect(page.locator("#region-pick input")).to_have_value("R1")
     sync_api.expect(region.locator("input[type=range]")).to_have_value("0.3")
+    sync_api.expect(region.locator("button")).to_have_count(0)  # no reset button (it would bypass the record)
     _choose(page, "region-pick", "R2")
     box = region.locator("input[type=number]")
     box.fill("0")
@@ -393,10 +395,18 @@ def test_the_advanced_settings_show_the_sliders_of_the_engine_that_paints(page):
     _choose(page, "region-pick", "R2")
     sync_api.expect(region.locator("input[type=range]")).to_have_value("0")
     page.locator("#personalise").screenshot(path=str(ARTIFACTS / "browser_region_strength.png"))
+    before = page.locator("#result img").get_attribute("src")
     page.click("#regenerate")
-    sync_api.expect(page.locator("#status")).to_contain_text("repainting with your region choices",
-                                                             timeout=RUN_TIMEOUT_MS)
     sync_api.expect(page.locator("#status")).to_contain_text("done in", timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#result img")).not_to_have_attribute("src", before, timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#region-pick input")).to_have_value("R2")  # the choices stay after the run
+    sync_api.expect(region.locator("input[type=range]")).to_have_value("0")
+    page.click("#reset")  # "All regions automatic": the slider goes back to the Style strength
+    sync_api.expect(page.locator("#overrides-text")).not_to_contain_text("strength")
+    sync_api.expect(region.locator("input[type=range]")).to_have_value("0.3")
+    box.fill("0.5")
+    box.press("Enter")
+    sync_api.expect(page.locator("#overrides-text")).to_contain_text("R2 at strength 0.50")
     page.get_by_text("Advanced settings").click()
     page.locator("#engine label", has_text="classic").click()  # the regions will change: the choice is cleared
     sync_api.expect(page.locator("#overrides-text")).not_to_contain_text("strength")

@@ -179,6 +179,7 @@ def _event(server, fn: int, data: list, raw: str | None = None) -> dict:
     ("seed-nan", "the seed must be a number"),
     ("seed-text", "the seed must be a number"),
     ("strength-text", "the style strength must be a number"),
+    ("region-strengths-text", "Region strengths are malformed: region 2 takes a number from 0 to 1"),
     ("original-path", "Files are taken from your uploads and the gallery only"),
 ])
 def test_payloads_the_page_never_sends_are_one_worded_line(server, generate_fn, case, expected):
@@ -193,13 +194,15 @@ def test_payloads_the_page_never_sends_are_one_worded_line(server, generate_fn, 
         args[9] = "abc"
     elif case == "strength-text":
         args[11] = "abc"
+    elif case == "region-strengths-text":
+        args[12] = {"2": "abc"}
     elif case == "original-path":
         args[0] = {"path": str(REPO / "gallery" / "content" / "chelsea.jpg"), "meta": probe.META,
                    "orig_name": "chelsea.jpg"}
     raw = None
     if case == "seed-nan":
         raw = json.dumps({"data": args, "event_data": None, "fn_index": generate_fn, "trigger_id": None,
-                          "session_hash": "SESSION"}).replace('0, false, 1.0]', 'NaN, false, 1.0]')
+                          "session_hash": "SESSION"}).replace('0, false, 1.0, {}]', 'NaN, false, 1.0, {}]')
     message = _event(server, generate_fn, args, raw)
     error = message["output"].get("error")
     assert message["success"] is False and error and expected in error and "\n" not in error, message

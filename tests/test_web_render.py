@@ -98,9 +98,9 @@ def test_a_regions_strength_is_recorded_in_page_numbers_and_shown_back():
     assert strengths == {"1": 0.2, "3": 0.5}
     assert text == ("Your choices (applied by **Regenerate**): R1 → Style 1 · region 2, R1 at strength 0.20, "
                     "R3 at strength 0.50")
-    assert render.strength_of(strengths, "R3", 1.0) == 0.5
-    assert render.strength_of(strengths, "R2", 0.8) == 0.8  # a region left alone: the run's Style strength
-    assert render.strength_of(strengths, None, 0.8) == 0.8
+    assert render.strength_of(strengths, "R3", 1.0) == {"__type__": "update", "value": 0.5, "interactive": True}
+    assert render.strength_of(strengths, "R2", 0.8)["value"] == 0.8  # a region left alone: the Style strength
+    assert render.strength_of(strengths, None, 0.8)["interactive"] is False  # no region picked: nothing to set
     _, text = render.choose_target({}, "R2", "Style 1 · region 1", None, strengths)  # a target keeps the strengths
     assert "R2 → Style 1 · region 1" in text and "R3 at strength 0.50" in text
 
@@ -119,8 +119,9 @@ def test_styles_are_named_in_the_dropdown_and_its_choices_parse_back():
 
 def test_all_automatic_resets_the_table_and_marks_a_chosen_result_stale():
     table = [["R1", "1. A", "region 2", 0.5, "you"], ["R2", "2. B", "region 1", 0.2, "auto"]]
-    overrides, text, target, rows, said, strengths = render.all_automatic(table)
+    overrides, text, target, rows, said, strengths, slider = render.all_automatic(table, {"2": 0.1}, 0.7)
     assert overrides == {} and strengths == {} and target == "auto" and "none yet" in text
+    assert slider["value"] == 0.7  # the region's slider back at the Style strength
     assert [r[4] for r in rows] == ["auto", "auto"] and rows[0][:4] == table[0][:4]
     assert "sg-stale" in said and "still shows your earlier choices" in said
     assert "sg-stale" not in render.all_automatic([["R1", "1. A", "region 2", 0.5, "auto"]])[4]

@@ -89,9 +89,11 @@ def parse_region_strengths(strengths: dict | None) -> tuple[tuple[int, float], .
             shown = "".join(c for c in str(key) if c.isprintable())[:20]
             raise gr.Error(f"Region strengths are malformed: the key {shown or 'given'} is not a region number "
                            f"(from 1); {example}.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise gr.Error(f"Region strengths are malformed: region {key} takes a number from 0 to 1, got "
-                           f"{described(value)}; {example}.")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or not 0 <= value <= 1:
+            got = f"{value:g}" if number else described(value)
+            raise gr.Error(f"Region strengths are malformed: region {key} takes a number from 0 to 1, got {got}; "
+                           f"{example}.")
         pairs.append((int(key), float(value)))
     return tuple(sorted(pairs)) or None
 
@@ -106,10 +108,11 @@ def choose_strength(strengths: dict | None, region: str | None, value: float, ov
     return strengths, overrides_text(overrides or {}, names, strengths)
 
 
-def strength_of(strengths: dict | None, region: str | None, strength: float) -> float:
-    """The region strength slider shows the value recorded for the region picked, else the run's Style strength."""
+def strength_of(strengths: dict | None, region: str | None, strength: float) -> Any:
+    """The region strength slider shows the value recorded for the region picked, else the Style strength; it can be
+    moved only while a region is picked."""
     value = (strengths or {}).get((region or "").lstrip("R"))
-    return strength if value is None else value
+    return gr.update(value=strength if value is None else value, interactive=bool(region))
 
 
 def is_whole(value: object) -> bool:
@@ -386,16 +389,17 @@ def show_choice(overrides: dict | None, region: str | None, names: list[str] | N
     return target((overrides or {}).get((region or "").lstrip("R")), names)
 
 
-def all_automatic(table: Any, strengths: dict | None = None) -> tuple:
-    """"All regions automatic": no choices (targets or region strengths), the table's "Set by" says auto, and the
-    result on the page is marked as not yet showing that (the next Regenerate or Generate paints it)."""
+def all_automatic(table: Any, strengths: dict | None = None, strength: float = 1.0) -> tuple:
+    """"All regions automatic": no choices (targets or region strengths: the region's slider back at the Style
+    `strength`), the table's "Set by" says auto, and the result on the page is marked as not yet showing that (the
+    next Regenerate or Generate paints it)."""
     rows = table.values.tolist() if hasattr(table, "values") else [list(r) for r in table or []]
     rows = [list(r) for r in rows if len(r) >= 5 and r[0]]
     had = any(r[4] == "you" for r in rows) or any(v is not None for v in (strengths or {}).values())
     rows = [[*r[:4], "auto"] for r in rows]
     note = ("The result still shows your earlier choices: press <b>Regenerate with my choices</b> (or Generate) "
             "to paint every region automatically." if had else "Every region is matched automatically.")
-    return {}, overrides_text({}), "auto", rows, status(note, "sg-stale" if had else ""), {}
+    return {}, overrides_text({}), "auto", rows, status(note, "sg-stale" if had else ""), {}, gr.update(value=strength)
 
 
 def hero(engine: str, reason: str, summary: str) -> str:
