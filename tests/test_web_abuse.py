@@ -203,9 +203,14 @@ def test_payloads_the_page_never_sends_are_one_worded_line(server, generate_fn, 
     if case == "seed-nan":
         raw = json.dumps({"data": args, "event_data": None, "fn_index": generate_fn, "trigger_id": None,
                           "session_hash": "SESSION"}).replace('0, false, 1.0, {}]', 'NaN, false, 1.0, {}]')
+    logged = server.log_path.stat().st_size
     message = _event(server, generate_fn, args, raw)
     error = message["output"].get("error")
     assert message["success"] is False and error and expected in error and "\n" not in error, message
+    with open(server.log_path, "rb") as log:  # and one line in the server's log, not a traceback
+        log.seek(logged)
+        said = log.read().decode()
+    assert "Traceback" not in said and "refused" in said, said
 
 
 def test_a_5000_digit_number_is_refused_in_words(server, generate_fn):

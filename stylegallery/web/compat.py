@@ -22,6 +22,7 @@ inside a real request where the shim needs one. `check()` verifies the attribute
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Container
@@ -247,8 +248,9 @@ def word_path_refusals(message: str) -> None:
     async def move_or_word(*args: Any, **kwargs: Any) -> Any:
         try:
             return await move(*args, **kwargs)
-        except refused:
-            raise gr.Error(message) from None
+        except refused:  # a client's request, refused: one line in the log (gate.refusal's), no traceback
+            logging.getLogger("stylegallery.web").warning("request refused: %s", message)
+            raise gr.Error(message, print_exception=False) from None
 
     move_or_word._stylegallery = True  # type: ignore[attr-defined]
     processing_utils.async_move_files_to_cache = move_or_word
