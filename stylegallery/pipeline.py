@@ -196,8 +196,8 @@ class Pipeline:
         mask_key = region_key if user_mask is None else ("user mask", user_mask.shape, hash(user_mask.tobytes()))
         keys = [images.pixel_hash(img) for img in (content_image, *style_inputs)]
 
-        def analyse_and_segment(img: np.ndarray, key: str, mask: np.ndarray | None = None,
-                                shown_on: np.ndarray | None = None
+        def analyse_and_segment(img: np.ndarray, key: str, shown_on: np.ndarray | None = None,
+                                mask: np.ndarray | None = None
                                 ) -> tuple[Analysis, np.ndarray, np.ndarray, float, float]:
             """(analysis, grid labels for matching, the region map stage 3 paints and the user sees, times);
             `shown_on`: the image the region map is given for (default `img`, the one analysed)."""
@@ -219,15 +219,14 @@ class Pipeline:
 
         # 4. Analyse and segment the content (stage 1): its region map can be shown at once
         content_analysis, content_grid, content_labels, t_analyze, t_segment = analyse_and_segment(
-            content_image, keys[0], user_mask)
+            content_image, keys[0], mask=user_mask)
         timings["analyze"], timings["segment"] = t_analyze, t_segment
         yield ContentSegmented(engine.name, engine_reason, content_image, content_labels, dict(timings), notes)
 
         # 4b. The same for every style image (on two threads where the engine allows it); stage times stay
         # wall-clock: the threads' summed times are scaled to the elapsed time
         t0 = time.perf_counter()
-        style_work = self._map_styles(engine, lambda img, key, shown_on: analyse_and_segment(img, key, None, shown_on),
-                                      style_inputs, keys[1:], style_images)
+        style_work = self._map_styles(engine, analyse_and_segment, style_inputs, keys[1:], style_images)
         wall = time.perf_counter() - t0
         summed = sum(w[3] + w[4] for w in style_work)
         scale = wall / summed if summed > 0 else 0.0
