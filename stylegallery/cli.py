@@ -47,8 +47,16 @@ OUTPUT_FLAGS = {"output": "-o", "mask": "--mask-out", "flat_mask": "--flat-mask-
 class OneLineParser(argparse.ArgumentParser):
     """argparse with the CLI contract's errors: one line `error: ...` on stderr and exit 2."""
 
-    def error(self, message: str) -> None:  # argparse prints the whole usage by default
-        self.exit(2, f"error: {message} (see `python -m stylegallery {self.prog.split()[-1]} --help`)\n")
+    def error(self, message: str, command: str | None = None) -> None:  # argparse prints the whole usage by default
+        # a subcommand's parser is "stylegallery run"; the top level's reports flags no subcommand took (`command`)
+        command = command or " ".join(self.prog.split()[1:])
+        self.exit(2, f"error: {message} (see `python -m stylegallery {command + ' ' if command else ''}--help`)\n")
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}", getattr(parsed, "command", None))
+        return parsed
 
 
 def _add_request_flags(parser: argparse.ArgumentParser, engines: tuple[str, ...], default_engine: str) -> None:

@@ -116,6 +116,8 @@ def test_bad_flags_exit_2_with_one_line(files, tmp_path, capsys, extra, pattern)
     code, err = _run(argv, capsys)
     _assert_one_line_error(code, err)
     assert pattern in err
+    if pattern in ("unrecognized", "invalid choice"):  # argparse's own errors point at the subcommand's help
+        assert "(see `python -m stylegallery run --help`)" in err
     assert os.listdir(out_dir) == []
 
 
