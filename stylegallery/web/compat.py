@@ -17,6 +17,8 @@ inside a real request where the shim needs one. `check()` verifies the attribute
 - `limit_runs(demo, fn, max_size, busy)`: at most one event of `fn` per session running or queued, and at most
   `max_size` of them waiting; the page's other events are never counted (gradio's max_size counts every event).
 - `word_path_refusals(message)`: gradio's refusal of a file path no upload produced is `message`, not `error: null`.
+- `refusal(message)`: the gr.Error for a payload refused while gradio reads the inputs: one line in the log, not
+  the traceback gradio prints for it.
 - `serve_with(protocol, **settings)`: the uvicorn settings (and HTTP protocol class) gradio's launch does not pass.
 """
 
@@ -33,6 +35,7 @@ import gradio as gr
 
 
 _MISSING = object()
+LOG = logging.getLogger("stylegallery.web")
 
 
 def _gone(what: str) -> RuntimeError:
@@ -234,6 +237,13 @@ def serve_with(protocol: type | None = None, **settings: Any) -> None:
     http_server.Server = Limited
 
 
+def refusal(message: str) -> gr.Error:
+    """A payload refused before the run (a client's mistake or a forged request): the message on the page, one line
+    in the server's log, no traceback (gradio prints one for a gr.Error raised while it reads the inputs)."""
+    LOG.warning("request refused: %s", " ".join(message.split()))
+    return gr.Error(message, print_exception=False)
+
+
 def word_path_refusals(message: str) -> None:
     """gradio refuses an event's file path that no upload produced (such as a gallery picture named by its original
     path, the way gradio_client's handle_file sends a local file) with an InvalidPathError, which the page and API
@@ -248,9 +258,8 @@ def word_path_refusals(message: str) -> None:
     async def move_or_word(*args: Any, **kwargs: Any) -> Any:
         try:
             return await move(*args, **kwargs)
-        except refused:  # a client's request, refused: one line in the log (gate.refusal's), no traceback
-            logging.getLogger("stylegallery.web").warning("request refused: %s", message)
-            raise gr.Error(message, print_exception=False) from None
+        except refused:
+            raise refusal(message) from None
 
     move_or_word._stylegallery = True  # type: ignore[attr-defined]
     processing_utils.async_move_files_to_cache = move_or_word

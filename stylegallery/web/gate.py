@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import urllib.parse
 from collections.abc import Callable, Container, Mapping
@@ -23,16 +22,6 @@ import gradio as gr
 from stylegallery.errors import InputError
 from stylegallery.gallery import GalleryItem
 from stylegallery.web import compat
-
-
-LOG = logging.getLogger("stylegallery.web")
-
-
-def refusal(message: str) -> gr.Error:
-    """A payload refused before the run (a client's mistake or a forged request): the message on the page, one line
-    in the server's log, no traceback (gradio prints one for a gr.Error raised while it reads the inputs)."""
-    LOG.warning("request refused: %s", " ".join(message.split()))
-    return gr.Error(message, print_exception=False)
 
 
 class Refused(InputError):
@@ -118,7 +107,7 @@ class _Payload:
         try:
             return self.model.model_validate(value, *args, **kwargs)
         except ValueError:  # pydantic's ValidationError
-            raise refusal(f"{self.message}, not {described(value)}.") from None
+            raise compat.refusal(f"{self.message}, not {described(value)}.") from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -141,7 +130,7 @@ def guard_content(widget: gr.Image, gate: FileGate) -> gr.Image:
         try:
             named = gate.check(payload.path, payload.url, "The content image")
         except Refused as exc:
-            raise refusal(str(exc)) from None
+            raise compat.refusal(str(exc)) from None
         payload = payload.model_copy(update={"path": str(named.path), "url": None})
         try:
             return preprocess(payload)
@@ -150,7 +139,8 @@ def guard_content(widget: gr.Image, gate: FileGate) -> gr.Image:
         except Exception as exc:  # Pillow raises many types on hostile files
             reason = named_as_uploaded(str(exc), [payload.path])
             reason = " ".join(reason.split())[:200] or type(exc).__name__
-            raise refusal(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP image.") from None
+            raise compat.refusal(f"The content image cannot be read ({reason}); upload a PNG, JPEG or WebP "
+                                 "image.") from None
 
     widget.preprocess = checked
     return widget
@@ -176,7 +166,7 @@ def guard_styles(widget: gr.Gallery, gate: FileGate) -> gr.Gallery:
                     raise Refused(f"Style image {i + 1} is not an image: upload a PNG, JPEG or WebP image.")
                 named.append(gate.check(image.path, image.url, f"Style image {i + 1}"))
             except Refused as exc:
-                raise refusal(str(exc)) from None
+                raise compat.refusal(str(exc)) from None
         for element, name in zip(payload.root, named):
             element.image = element.image.model_copy(update={"path": str(name.path), "url": None})
         preprocess(payload)  # gradio's own checks (the file type)
@@ -199,9 +189,10 @@ def guard_number(widget: gr.Slider | gr.Number, label: str, optional: bool = Fal
             return preprocess(payload)
         number = isinstance(payload, (int, float)) and not isinstance(payload, bool)
         if not number or payload != payload or payload in (float("inf"), float("-inf")):
-            raise refusal(f"Invalid setting: {label} must be a number{bounds} (got {described(payload)}).")
+            raise compat.refusal(f"Invalid setting: {label} must be a number{bounds} (got {described(payload)}).")
         if (low is not None and payload < low) or (high is not None and payload > high):
-            raise refusal(f"Invalid setting: {label} must be a number{bounds} on this server (got {payload:g}).")
+            raise compat.refusal(f"Invalid setting: {label} must be a number{bounds} on this server "
+                                 f"(got {payload:g}).")
         return preprocess(payload)
 
     widget.preprocess = checked
